@@ -1,0 +1,566 @@
+//! `reactor.toml`: the project's one file.
+//!
+//! Parsing happens in three passes so every error can point at its line and column:
+//! 1. the TOML syntax (toml_edit keeps spans),
+//! 2. the keys, checked against what each table allows, with a "did you mean",
+//! 3. the typed values (serde with `Spanned`), then the rules that span several entries
+//!    (duplicate names, a job's function, paths on disk, cron expressions).
+//!
+//! All problems of a pass are reported together, so one run fixes many.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml_edit::{Item, TableLike};
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::ManifestError;
+
+/// The file name looked for by discovery.
+pub const MANIFEST_FILE: &str = "reactor.toml";
+
+/// A validated project manifest. Paths are as written, relative to [`Manifest::root`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The `reactor.toml` this was read from.
+    pub path: PathBuf,
+    /// The directory holding `reactor.toml`; every relative path starts here.
+    pub root: PathBuf,
+    pub project_id: String,
+    pub name: String,
+    pub default_context: Option<String>,
+    pub data: DataConfig,
+    pub functions: Vec<FunctionConfig>,
+    pub sites: Vec<SiteConfig>,
+    pub jobs: Vec<JobConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataConfig {
+    pub migrations_dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            migrations_dir: PathBuf::from("data/migrations"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub source: PathBuf,
+    pub runtime: Runtime,
+    pub entry: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// In-process sandbox: QuickJS for `.ts`/`.js`, wasmtime for `.wasm`/`.wat`.
+    Wasm,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    pub name: String,
+    pub source: PathBuf,
+    pub framework: String,
+    /// Unknown paths serve `index.html`.
+    pub spa: bool,
+    /// The command that builds the site, for frameworks other than `static`.
+    pub build: Option<String>,
+    /// The directory, relative to `source`, that `build` writes.
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobConfig {
+    pub name: String,
+    pub function: String,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Cron {
+        schedule: String,
+        timezone: Option<String>,
+    },
+    Event {
+        event: String,
+        table: Option<String>,
+        bucket: Option<String>,
+    },
+    Queue,
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Manifest::parse(path, &src)
+    }
+
+    /// Validates `src` as the contents of `path`; `path`'s directory anchors relative paths.
+    pub fn parse(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
+        let root = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut cx = Checker {
+            file: path,
+            src,
+            diagnostics: Vec::new(),
+        };
+
+        let doc = toml_edit::Document::parse(src).map_err(|e| {
+            ManifestError::Invalid(vec![Diagnostic::at(
+                path,
+                src,
+                e.span(),
+                format!("invalid TOML: {}", e.message().trim()),
+            )])
+        })?;
+        cx.check_keys(doc.as_table(), "the top level", TOP_KEYS, &[]);
+        for (key, allowed, what) in [
+            ("functions", FUNCTION_KEYS, "[[functions]]"),
+            ("sites", SITE_KEYS, "[[sites]]"),
+            ("jobs", JOB_KEYS, "[[jobs]]"),
+        ] {
+            for entry in entries(doc.get(key)) {
+                cx.check_keys(entry, what, allowed, TOP_KEYS);
+                if key == "jobs"
+                    && let Some(trigger) = entry.get("trigger").and_then(Item::as_table_like)
+                {
+                    cx.check_keys(trigger, "a job's `trigger`", TRIGGER_KEYS, &[]);
+                }
+            }
+        }
+        if let Some(data) = doc.get("data").and_then(Item::as_table_like) {
+            cx.check_keys(data, "[data]", DATA_KEYS, TOP_KEYS);
+        }
+        cx.finish()?;
+
+        let raw: RawManifest = toml::from_str(src).map_err(|e| {
+            ManifestError::Invalid(vec![Diagnostic::at(path, src, e.span(), e.message().trim())])
+        })?;
+        let manifest = cx.validate(raw, root);
+        cx.finish()?;
+        Ok(manifest)
+    }
+
+    /// The absolute (or root-relative) directory of the SQL migrations.
+    pub fn migrations_dir(&self) -> PathBuf {
+        self.root.join(&self.data.migrations_dir)
+    }
+
+    pub fn function(&self, name: &str) -> Option<&FunctionConfig> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "project_id",
+    "name",
+    "default_context",
+    "data",
+    "functions",
+    "sites",
+    "jobs",
+];
+const DATA_KEYS: &[&str] = &["migrations_dir"];
+const FUNCTION_KEYS: &[&str] = &["name", "source", "runtime", "entry"];
+const SITE_KEYS: &[&str] = &["name", "source", "framework", "spa", "build", "output"];
+const JOB_KEYS: &[&str] = &["name", "function", "trigger"];
+const TRIGGER_KEYS: &[&str] = &["type", "schedule", "timezone", "event", "table", "bucket"];
+
+const RUNTIMES: &[&str] = &["wasm"];
+const ENTRY_EXTENSIONS: &[&str] = &["ts", "mts", "js", "mjs", "wasm", "wat"];
+const TRIGGER_TYPES: &[&str] = &["cron", "event", "queue"];
+const DATA_EVENTS: &[&str] = &["data.insert", "data.update", "data.delete"];
+const STORAGE_EVENTS: &[&str] = &["storage.object.created", "storage.object.deleted"];
+
+/// The tables of an array of tables, written either as `[[x]]` or `x = [{…}]`.
+fn entries(item: Option<&Item>) -> Vec<&dyn TableLike> {
+    match item {
+        Some(Item::ArrayOfTables(tables)) => tables.iter().map(|t| t as &dyn TableLike).collect(),
+        Some(Item::Value(toml_edit::Value::Array(values))) => values
+            .iter()
+            .filter_map(|v| v.as_inline_table().map(|t| t as &dyn TableLike))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    src: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) -> &mut Diagnostic {
+        let d = Diagnostic::at(self.file, self.src, span, message);
+        self.diagnostics.push(d);
+        self.diagnostics.last_mut().expect("just pushed")
+    }
+
+    fn finish(&mut self) -> Result<(), ManifestError> {
+        if self.diagnostics.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError::Invalid(std::mem::take(&mut self.diagnostics)))
+        }
+    }
+
+    /// Flags keys of `table` outside `allowed`; a key that belongs to `elsewhere` (the top
+    /// level, say) gets a hint saying so rather than a spelling guess.
+    fn check_keys(&mut self, table: &dyn TableLike, what: &str, allowed: &[&str], elsewhere: &[&str]) {
+        for (key, _) in table.iter() {
+            if allowed.contains(&key) {
+                continue;
+            }
+            let span = table.key(key).and_then(|k| k.span());
+            let hint = match did_you_mean(key, allowed.iter().copied()) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None if elsewhere.contains(&key) => {
+                    format!("`{key}` belongs at the top of the file, above the first [table]")
+                }
+                None if DATA_KEYS.contains(&key) => format!("`{key}` belongs in the [data] table"),
+                None => format!("the keys allowed here are: {}", allowed.join(", ")),
+            };
+            self.error(span, format!("unknown key `{key}` in {what}")).hint = Some(hint);
+        }
+    }
+
+    fn validate(&mut self, raw: RawManifest, root: PathBuf) -> Manifest {
+        self.check_slug(&raw.project_id, "project_id", 3, 63);
+        if raw.name.get_ref().trim().is_empty() {
+            self.error(Some(raw.name.span()), "`name` must not be empty")
+                .hint = Some("give the project a human-readable name, e.g. name = \"My App\"".into());
+        }
+        if let Some(ctx) = &raw.default_context
+            && !is_context_name(ctx.get_ref())
+        {
+            self.error(Some(ctx.span()), format!("`{}` is not a valid context name", ctx.get_ref()))
+                .hint = Some("context names use letters, digits, `-` and `_`".into());
+        }
+
+        let data = match raw.data {
+            Some(d) => {
+                let dir = d.migrations_dir.map(|dir| {
+                    self.check_dir(&root, &dir, "migrations_dir");
+                    PathBuf::from(dir.into_inner())
+                });
+                DataConfig {
+                    migrations_dir: dir.unwrap_or_else(|| DataConfig::default().migrations_dir),
+                }
+            }
+            None => DataConfig::default(),
+        };
+
+        self.check_unique("function", raw.functions.iter().map(|f| &f.name));
+        self.check_unique("site", raw.sites.iter().map(|s| &s.name));
+        self.check_unique("job", raw.jobs.iter().map(|j| &j.name));
+
+        let functions: Vec<FunctionConfig> = raw
+            .functions
+            .into_iter()
+            .map(|f| self.function(&root, f))
+            .collect();
+
+        let sites: Vec<SiteConfig> = raw.sites.into_iter().map(|s| self.site(&root, s)).collect();
+
+        let jobs: Vec<JobConfig> = raw
+            .jobs
+            .into_iter()
+            .map(|j| self.job(j, &functions))
+            .collect();
+
+        Manifest {
+            path: self.file.to_path_buf(),
+            root,
+            project_id: raw.project_id.into_inner(),
+            name: raw.name.into_inner(),
+            default_context: raw.default_context.map(Spanned::into_inner),
+            data,
+            functions,
+            sites,
+            jobs,
+        }
+    }
+
+    fn function(&mut self, root: &Path, f: RawFunction) -> FunctionConfig {
+        self.check_slug(&f.name, "function name", 1, 63);
+        let source_ok = self.check_dir(root, &f.source, "source");
+        let runtime = match f.runtime.as_ref().map(|r| r.get_ref().as_str()) {
+            None | Some("wasm") => Runtime::Wasm,
+            Some(other) => {
+                let span = f.runtime.as_ref().map(Spanned::span);
+                self.error(span, format!("unknown runtime `{other}` for function `{}`", f.name.get_ref()))
+                    .hint = Some(format!("supported runtimes: {}", RUNTIMES.join(", ")));
+                Runtime::Wasm
+            }
+        };
+        let entry = f
+            .entry
+            .unwrap_or_else(|| Spanned::new(0..0, "index.ts".to_string()));
+        let entry_span = (entry.span() != (0..0)).then(|| entry.span());
+        let ext = Path::new(entry.get_ref())
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("");
+        if !ENTRY_EXTENSIONS.contains(&ext) {
+            self.error(entry_span.clone().or(Some(f.name.span())), format!("entry `{}` has no supported extension", entry.get_ref()))
+                .hint = Some(format!("an entry ends in .{}", ENTRY_EXTENSIONS.join(", .")));
+        } else if source_ok {
+            let path = root.join(f.source.get_ref()).join(entry.get_ref());
+            if !path.is_file() {
+                self.error(entry_span.or(Some(f.source.span())), format!("entry file `{}` does not exist", path.display()))
+                    .hint = Some(format!(
+                    "create it, or set `entry` to the file in `{}` that exports the handler",
+                    f.source.get_ref()
+                ));
+            }
+        }
+        FunctionConfig {
+            name: f.name.into_inner(),
+            source: PathBuf::from(f.source.into_inner()),
+            runtime,
+            entry: entry.into_inner(),
+        }
+    }
+
+    fn site(&mut self, root: &Path, s: RawSite) -> SiteConfig {
+        self.check_slug(&s.name, "site name", 1, 63);
+        self.check_dir(root, &s.source, "source");
+        let framework = s
+            .framework
+            .unwrap_or_else(|| Spanned::new(0..0, "static".to_string()));
+        if framework.get_ref() != "static" && s.build.is_none() {
+            self.error(
+                Some(framework.span()),
+                format!("site `{}` uses framework `{}` but has no `build` command", s.name.get_ref(), framework.get_ref()),
+            )
+            .hint = Some("add build = \"npm run build\" and output = \"dist\", or use framework = \"static\"".into());
+        }
+        SiteConfig {
+            name: s.name.into_inner(),
+            source: PathBuf::from(s.source.into_inner()),
+            framework: framework.into_inner(),
+            spa: s.spa.unwrap_or(false),
+            build: s.build,
+            output: s.output.map(PathBuf::from),
+        }
+    }
+
+    fn job(&mut self, j: RawJob, functions: &[FunctionConfig]) -> JobConfig {
+        self.check_slug(&j.name, "job name", 1, 63);
+        if !functions.iter().any(|f| &f.name == j.function.get_ref()) {
+            let hint = match did_you_mean(j.function.get_ref(), functions.iter().map(|f| f.name.as_str())) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None if functions.is_empty() => "declare the function in a [[functions]] table first".into(),
+                None => format!(
+                    "declared functions: {}",
+                    functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            self.error(
+                Some(j.function.span()),
+                format!("job `{}` runs function `{}`, which is not declared", j.name.get_ref(), j.function.get_ref()),
+            )
+            .hint = Some(hint);
+        }
+        let trigger = self.trigger(j.trigger, j.name.get_ref());
+        JobConfig {
+            name: j.name.into_inner(),
+            function: j.function.into_inner(),
+            trigger,
+        }
+    }
+
+    fn trigger(&mut self, t: Spanned<RawTrigger>, job: &str) -> Trigger {
+        let span = t.span();
+        let t = t.into_inner();
+        match t.kind.get_ref().as_str() {
+            "cron" => {
+                let Some(schedule) = t.schedule else {
+                    self.error(Some(span), format!("cron trigger of job `{job}` has no `schedule`"))
+                        .hint = Some("for example schedule = \"0 0 * * *\" (every day at midnight)".into());
+                    return Trigger::Queue;
+                };
+                if let Err(why) = check_cron(schedule.get_ref()) {
+                    self.error(
+                        Some(schedule.span()),
+                        format!("invalid cron expression `{}`: {why}", schedule.get_ref()),
+                    )
+                    .hint = Some("use 5 fields (minute hour day month weekday) or 6 with seconds first, e.g. \"*/5 * * * *\"".into());
+                }
+                Trigger::Cron {
+                    schedule: schedule.into_inner(),
+                    timezone: t.timezone,
+                }
+            }
+            "event" => {
+                let Some(event) = t.event else {
+                    self.error(Some(span), format!("event trigger of job `{job}` has no `event`"))
+                        .hint = Some("for example event = \"data.insert\", table = \"todos\"".into());
+                    return Trigger::Queue;
+                };
+                let name = event.get_ref().as_str();
+                if DATA_EVENTS.contains(&name) && t.table.is_none() {
+                    self.error(Some(event.span()), format!("event `{name}` needs the `table` it watches"))
+                        .hint = Some("add table = \"<table name>\" to the trigger".into());
+                } else if STORAGE_EVENTS.contains(&name) && t.bucket.is_none() {
+                    self.error(Some(event.span()), format!("event `{name}` needs the `bucket` it watches"))
+                        .hint = Some("add bucket = \"<bucket name>\" to the trigger".into());
+                } else if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                    self.error(Some(event.span()), format!("`{name}` is not a valid event name"))
+                        .hint = Some("event names use letters, digits, `.`, `_` and `-`, e.g. \"invoice.paid\"".into());
+                }
+                Trigger::Event {
+                    event: event.into_inner(),
+                    table: t.table,
+                    bucket: t.bucket,
+                }
+            }
+            "queue" => Trigger::Queue,
+            other => {
+                let hint = match did_you_mean(other, TRIGGER_TYPES.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!("trigger types: {}", TRIGGER_TYPES.join(", ")),
+                };
+                self.error(Some(t.kind.span()), format!("unknown trigger type `{other}` for job `{job}`"))
+                    .hint = Some(hint);
+                Trigger::Queue
+            }
+        }
+    }
+
+    /// Lowercase letters, digits, `-` and `_`, starting with a letter or digit.
+    fn check_slug(&mut self, value: &Spanned<String>, what: &str, min: usize, max: usize) {
+        let v = value.get_ref();
+        let ok = (min..=max).contains(&v.len())
+            && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !ok {
+            self.error(Some(value.span()), format!("`{v}` is not a valid {what}"))
+                .hint = Some(format!(
+                "use {min} to {max} lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+            ));
+        }
+    }
+
+    /// Names must be unique within functions, sites and jobs: they are URL segments.
+    fn check_unique<'s>(&mut self, kind: &str, names: impl IntoIterator<Item = &'s Spanned<String>>) {
+        let mut first_seen: HashMap<&str, Range<usize>> = HashMap::new();
+        for name in names {
+            match first_seen.get(name.get_ref().as_str()) {
+                Some(first) => {
+                    let first_line = self.src[..first.start].matches('\n').count() + 1;
+                    self.error(Some(name.span()), format!("duplicate {kind} name `{}`", name.get_ref()))
+                        .hint = Some(format!("it is first declared on line {first_line}; {kind} names must be unique"));
+                }
+                None => {
+                    first_seen.insert(name.get_ref(), name.span());
+                }
+            }
+        }
+    }
+
+    fn check_dir(&mut self, root: &Path, dir: &Spanned<String>, what: &str) -> bool {
+        let rel = Path::new(dir.get_ref());
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            self.error(Some(dir.span()), format!("`{what}` must be a path inside the project"))
+                .hint = Some("write it relative to the directory holding reactor.toml, without `..`".into());
+            return false;
+        }
+        let full = root.join(rel);
+        if !full.is_dir() {
+            self.error(Some(dir.span()), format!("{what} directory `{}` does not exist", full.display()))
+                .hint = Some(format!("create it (mkdir -p {}) or fix the path", full.display()));
+            return false;
+        }
+        true
+    }
+}
+
+fn check_cron(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    if expr.trim_start().starts_with('@') {
+        // @daily, @hourly…: croner expands these.
+    } else if !(5..=6).contains(&fields) {
+        return Err(format!("it has {fields} fields"));
+    }
+    expr.parse::<croner::Cron>().map(|_| ()).map_err(|e| e.to_string())
+}
+
+pub(crate) fn is_context_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[derive(Deserialize)]
+struct RawManifest {
+    project_id: Spanned<String>,
+    name: Spanned<String>,
+    default_context: Option<Spanned<String>>,
+    data: Option<RawData>,
+    #[serde(default)]
+    functions: Vec<RawFunction>,
+    #[serde(default)]
+    sites: Vec<RawSite>,
+    #[serde(default)]
+    jobs: Vec<RawJob>,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    migrations_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawFunction {
+    name: Spanned<String>,
+    source: Spanned<String>,
+    runtime: Option<Spanned<String>>,
+    entry: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawSite {
+    name: Spanned<String>,
+    source: Spanned<String>,
+    framework: Option<Spanned<String>>,
+    spa: Option<bool>,
+    build: Option<String>,
+    output: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawJob {
+    name: Spanned<String>,
+    function: Spanned<String>,
+    trigger: Spanned<RawTrigger>,
+}
+
+#[derive(Deserialize)]
+struct RawTrigger {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    schedule: Option<Spanned<String>>,
+    timezone: Option<String>,
+    event: Option<Spanned<String>>,
+    table: Option<String>,
+    bucket: Option<String>,
+}

@@ -1,0 +1,236 @@
+//! Every bad input the manifest can hold gets an error naming the file, line and column.
+
+use std::fs;
+use std::path::Path;
+
+use reactor_manifest::{Manifest, ManifestError, Trigger, discover};
+
+/// A project directory with the folders a valid manifest points at.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["data/migrations", "functions/hello", "functions/rollup", "sites/web"] {
+        fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+    }
+    fs::write(dir.path().join("functions/hello/index.ts"), "export default () => new Response('hi')").expect("write");
+    fs::write(dir.path().join("functions/rollup/main.js"), "export default () => new Response('ok')").expect("write");
+    dir
+}
+
+const VALID: &str = r#"project_id = "my-app-a1b2c3d4"
+name = "My Application"
+default_context = "local"
+
+[data]
+migrations_dir = "data/migrations"
+
+[[functions]]
+name = "hello"
+source = "functions/hello"
+runtime = "wasm"
+entry = "index.ts"
+
+[[functions]]
+name = "rollup"
+source = "functions/rollup"
+entry = "main.js"
+
+[[sites]]
+name = "web"
+source = "sites/web"
+framework = "static"
+
+[[jobs]]
+name = "nightly-rollup"
+function = "rollup"
+trigger = { type = "cron", schedule = "0 0 * * *" }
+
+[[jobs]]
+name = "on-todo"
+function = "hello"
+trigger = { type = "event", event = "data.insert", table = "todos" }
+"#;
+
+fn parse(dir: &Path, src: &str) -> Result<Manifest, ManifestError> {
+    let path = dir.join("reactor.toml");
+    fs::write(&path, src).expect("write manifest");
+    Manifest::load(&path)
+}
+
+/// The rendered error, asserting it is a located manifest error.
+fn error(src: &str) -> String {
+    let dir = project();
+    match parse(dir.path(), src) {
+        Ok(m) => panic!("expected an error, got {m:?}"),
+        Err(e @ ManifestError::Invalid(_)) => e.to_string(),
+        Err(other) => panic!("expected a located error, got {other}"),
+    }
+}
+
+#[test]
+fn the_spec_example_parses() {
+    let dir = project();
+    let m = parse(dir.path(), VALID).expect("valid manifest");
+    assert_eq!(m.project_id, "my-app-a1b2c3d4");
+    assert_eq!(m.name, "My Application");
+    assert_eq!(m.default_context.as_deref(), Some("local"));
+    assert_eq!(m.functions.len(), 2);
+    assert_eq!(m.function("rollup").map(|f| f.entry.as_str()), Some("main.js"));
+    assert_eq!(m.sites[0].framework, "static");
+    assert_eq!(
+        m.jobs[0].trigger,
+        Trigger::Cron { schedule: "0 0 * * *".into(), timezone: None }
+    );
+    assert!(matches!(&m.jobs[1].trigger, Trigger::Event { table: Some(t), .. } if t == "todos"));
+    assert_eq!(m.migrations_dir(), dir.path().join("data/migrations"));
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let e = error("project_id = \"x-1234\"\nname = \"unterminated\n");
+    assert!(e.contains("reactor.toml:2:"), "{e}");
+    assert!(e.contains("invalid TOML"), "{e}");
+}
+
+#[test]
+fn misspelt_key_gets_did_you_mean() {
+    let src = VALID.replace("name = \"hello\"", "nmae = \"hello\"");
+    let e = error(&src);
+    assert!(e.contains("unknown key `nmae` in [[functions]]"), "{e}");
+    assert!(e.contains("reactor.toml:9:1"), "{e}");
+    assert!(e.contains("did you mean `name`?"), "{e}");
+}
+
+#[test]
+fn misspelt_top_level_table_and_trigger_key() {
+    let src = VALID
+        .replace("[[sites]]", "[[stes]]")
+        .replace("schedule = \"0 0 * * *\"", "schedul = \"0 0 * * *\"");
+    let e = error(&src);
+    assert!(e.contains("unknown key `stes` in the top level"), "{e}");
+    assert!(e.contains("did you mean `sites`?"), "{e}");
+    assert!(e.contains("unknown key `schedul` in a job's `trigger`"), "{e}");
+    assert!(e.contains("did you mean `schedule`?"), "{e}");
+}
+
+#[test]
+fn key_in_the_wrong_table_says_where_it_belongs() {
+    let src = VALID.replace("name = \"My Application\"\n", "name = \"My Application\"\nmigrations_dir = \"x\"\n");
+    let e = error(&src);
+    assert!(e.contains("`migrations_dir` belongs in the [data] table"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let src = VALID.replace("framework = \"static\"", "framework = \"static\"\nspa = \"yes\"");
+    let e = error(&src);
+    assert!(e.contains("reactor.toml:23:7"), "{e}");
+    assert!(e.contains("expected a boolean"), "{e}");
+}
+
+#[test]
+fn missing_required_key() {
+    let e = error("name = \"x\"\n");
+    assert!(e.contains("project_id"), "{e}");
+}
+
+#[test]
+fn duplicate_names_are_caught() {
+    let src = VALID.replace("name = \"rollup\"", "name = \"hello\"").replace("function = \"rollup\"", "function = \"hello\"");
+    let e = error(&src);
+    assert!(e.contains("duplicate function name `hello`"), "{e}");
+    assert!(e.contains("first declared on line 9"), "{e}");
+    assert!(e.contains("reactor.toml:15:8"), "{e}");
+}
+
+#[test]
+fn job_pointing_at_unknown_function() {
+    let src = VALID.replace("function = \"rollup\"", "function = \"rolup\"");
+    let e = error(&src);
+    assert!(e.contains("job `nightly-rollup` runs function `rolup`, which is not declared"), "{e}");
+    assert!(e.contains("did you mean `rollup`?"), "{e}");
+}
+
+#[test]
+fn missing_source_path() {
+    let src = VALID.replace("source = \"sites/web\"", "source = \"sites/www\"");
+    let e = error(&src);
+    assert!(e.contains("source directory"), "{e}");
+    assert!(e.contains("sites/www` does not exist"), "{e}");
+    assert!(e.contains("reactor.toml:21:10"), "{e}");
+}
+
+#[test]
+fn source_outside_the_project_is_refused() {
+    let src = VALID.replace("source = \"sites/web\"", "source = \"../elsewhere\"");
+    let e = error(&src);
+    assert!(e.contains("must be a path inside the project"), "{e}");
+}
+
+#[test]
+fn missing_entry_file() {
+    let src = VALID.replace("entry = \"main.js\"", "entry = \"index.js\"");
+    let e = error(&src);
+    assert!(e.contains("entry file"), "{e}");
+    assert!(e.contains("index.js` does not exist"), "{e}");
+}
+
+#[test]
+fn invalid_cron_expression() {
+    let src = VALID.replace("0 0 * * *", "61 0 * * *");
+    let e = error(&src);
+    assert!(e.contains("invalid cron expression `61 0 * * *`"), "{e}");
+    assert!(e.contains("reactor.toml:27:39"), "{e}");
+    let src = VALID.replace("0 0 * * *", "0 0 *");
+    assert!(error(&src).contains("it has 3 fields"));
+}
+
+#[test]
+fn unknown_trigger_type_and_runtime() {
+    let src = VALID.replace("type = \"cron\"", "type = \"crn\"").replace("runtime = \"wasm\"", "runtime = \"docker\"");
+    let e = error(&src);
+    assert!(e.contains("unknown trigger type `crn`"), "{e}");
+    assert!(e.contains("did you mean `cron`?"), "{e}");
+    assert!(e.contains("unknown runtime `docker`"), "{e}");
+}
+
+#[test]
+fn data_event_needs_a_table() {
+    let src = VALID.replace(", table = \"todos\"", "");
+    let e = error(&src);
+    assert!(e.contains("event `data.insert` needs the `table` it watches"), "{e}");
+}
+
+#[test]
+fn bad_project_id() {
+    let src = VALID.replace("my-app-a1b2c3d4", "My App!");
+    let e = error(&src);
+    assert!(e.contains("`My App!` is not a valid project_id"), "{e}");
+    assert!(e.contains("reactor.toml:1:14"), "{e}");
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let src = VALID.replace("sites/web", "sites/nope").replace("function = \"rollup\"", "function = \"nope\"");
+    let e = error(&src);
+    assert_eq!(e.matches("error:").count(), 2, "{e}");
+}
+
+#[test]
+fn discovery_walks_up_and_stops_at_the_git_root() {
+    let dir = project();
+    fs::write(dir.path().join("reactor.toml"), VALID).expect("write");
+    let deep = dir.path().join("functions/hello");
+    assert_eq!(discover(&deep).expect("found"), dir.path().join("reactor.toml"));
+
+    // A repository nested inside the project: discovery must not cross its root.
+    let repo = dir.path().join("vendor/other");
+    fs::create_dir_all(repo.join(".git")).expect("mkdir");
+    fs::create_dir_all(repo.join("src")).expect("mkdir");
+    match discover(&repo.join("src")) {
+        Err(e @ ManifestError::NotFound { .. }) => {
+            assert!(e.to_string().contains("up to the git root"), "{e}");
+            assert!(e.hint().is_some_and(|h| h.contains("reactor init")));
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
