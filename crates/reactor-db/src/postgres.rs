@@ -1,0 +1,198 @@
+//! O2: PostgreSQL through sqlx.
+//!
+//! System tables live in the `reactor` schema, apart from the user's tables in `public`.
+//! Several replicas may start at once against one database: migrations run in one
+//! transaction under an advisory lock, so exactly one of them applies each version.
+
+use std::time::Duration;
+
+use reactor_core::keys::NewKey;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+// Statements built with format! only splice in constants of this module.
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use crate::{ApiKeyRecord, DbError, Migration, ProjectRecord, tier_from_db};
+
+pub(crate) async fn connect(url: &str) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|source| DbError::ConnectPostgres {
+            url: redact(url),
+            source,
+        })
+}
+
+/// The URL without its password, for error messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "project and api keys",
+    sql: "
+        create table reactor.project (
+            singleton boolean primary key default true check (singleton),
+            project_id text not null,
+            name text not null,
+            created_at timestamptz not null default now()
+        );
+        create table reactor.api_keys (
+            id text primary key,
+            name text not null,
+            tier text not null check (tier in ('pub', 'svc')),
+            prefix text not null,
+            hash text not null unique,
+            created_at timestamptz not null default now(),
+            last_used_at timestamptz,
+            revoked_at timestamptz
+        );
+    ",
+}];
+
+pub(crate) async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtext('reactor.system_migrations'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(
+        "create schema if not exists reactor;
+         create table if not exists reactor.schema_migrations (
+             version bigint primary key,
+             name text not null,
+             applied_at timestamptz not null default now()
+         );",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let current: i64 = sqlx::query_scalar("select coalesce(max(version), 0) from reactor.schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(DbError::SchemaTooNew { found: current, known });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| DbError::Migration {
+                version: m.version,
+                name: m.name,
+                message: e.to_string(),
+            })?;
+        sqlx::query("insert into reactor.schema_migrations (version, name) values ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn ping(pool: &PgPool) -> Result<(), DbError> {
+    sqlx::query("select 1").execute(pool).await?;
+    Ok(())
+}
+
+pub(crate) async fn project(pool: &PgPool) -> Result<Option<ProjectRecord>, DbError> {
+    let row: Option<(String, String)> = sqlx::query_as("select project_id, name from reactor.project")
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(id, name)| ProjectRecord { id, name }))
+}
+
+pub(crate) async fn set_project(pool: &PgPool, project_id: &str, name: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "insert into reactor.project (project_id, name) values ($1, $2)
+         on conflict (singleton) do update set project_id = excluded.project_id, name = excluded.name",
+    )
+    .bind(project_id)
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_api_key(pool: &PgPool, key: &NewKey, name: &str) -> Result<(), DbError> {
+    sqlx::query("insert into reactor.api_keys (id, name, tier, prefix, hash) values ($1, $2, $3, $4, $5)")
+        .bind(&key.id)
+        .bind(name)
+        .bind(key.tier.name())
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Timestamps leave the database as RFC 3339 text, as SQLite stores them.
+const KEY_COLUMNS: &str = "id, name, tier, prefix, to_json(created_at) #>> '{}' as created_at,
+    to_json(last_used_at) #>> '{}' as last_used_at, revoked_at is not null as revoked";
+
+fn key_row(r: &PgRow) -> Result<ApiKeyRecord, sqlx::Error> {
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        tier: tier_from_db(r.try_get("tier")?),
+        prefix: r.try_get("prefix")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked: r.try_get("revoked")?,
+    })
+}
+
+pub(crate) async fn find_api_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>, DbError> {
+    let sql = format!("select {KEY_COLUMNS} from reactor.api_keys where hash = $1");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?;
+    Ok(row.as_ref().map(key_row).transpose()?)
+}
+
+pub(crate) async fn list_api_keys(pool: &PgPool) -> Result<Vec<ApiKeyRecord>, DbError> {
+    let sql = format!("select {KEY_COLUMNS} from reactor.api_keys order by created_at, id");
+    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    Ok(rows.iter().map(key_row).collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn revoke_api_key(pool: &PgPool, id: &str) -> Result<bool, DbError> {
+    let done = sqlx::query("update reactor.api_keys set revoked_at = now() where id = $1 and revoked_at is null")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn touch_api_key(pool: &PgPool, id: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "update reactor.api_keys set last_used_at = now()
+         where id = $1 and (last_used_at is null or last_used_at < now() - interval '60 seconds')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

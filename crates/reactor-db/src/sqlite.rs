@@ -1,0 +1,261 @@
+//! O1: SQLite through rusqlite.
+//!
+//! A small pool of connections in WAL mode (readers never wait for the writer) with a busy
+//! timeout (writers queue instead of failing). Every call runs on tokio's blocking pool so
+//! the async runtime never waits on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use reactor_core::keys::NewKey;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Semaphore;
+
+use crate::{ApiKeyRecord, DbError, Migration, ProjectRecord, tier_from_db};
+
+const POOL_SIZE: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct SqlitePool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl SqlitePool {
+    pub async fn open(path: PathBuf) -> Result<SqlitePool, DbError> {
+        let opened = path.clone();
+        let conns = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = opened.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| DbError::OpenSqlite {
+                    path: opened.clone(),
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                })?;
+            }
+            (0..POOL_SIZE).map(|_| open_connection(&opened)).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))??;
+        Ok(SqlitePool {
+            inner: Arc::new(Inner {
+                path,
+                idle: Mutex::new(conns),
+                permits: Semaphore::new(POOL_SIZE),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool.
+    pub async fn with<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?;
+        let taken = self.inner.idle.lock().map_err(|e| DbError::Task(e.to_string()))?.pop();
+        let mut conn = match taken {
+            Some(conn) => conn,
+            // A connection is lost only when a closure panicked; replace it.
+            None => open_connection(&self.inner.path)?,
+        };
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let result = f(&mut conn);
+            if let Ok(mut idle) = inner.idle.lock() {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, DbError> {
+    let open = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    };
+    open().map_err(|source| DbError::OpenSqlite {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "project and api keys",
+    sql: "
+        create table _reactor_project (
+            singleton integer primary key check (singleton = 1),
+            project_id text not null,
+            name text not null,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        create table _reactor_api_keys (
+            id text primary key,
+            name text not null,
+            tier text not null check (tier in ('pub', 'svc')),
+            prefix text not null,
+            hash text not null unique,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            last_used_at text,
+            revoked_at text
+        );
+    ",
+}];
+
+pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), DbError> {
+    pool.with(|conn| {
+        // IMMEDIATE takes the write lock first, so two processes starting on one file
+        // cannot both apply the same version.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "create table if not exists _reactor_schema_migrations (
+                version integer primary key,
+                name text not null,
+                applied_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            )",
+        )?;
+        let current: i64 =
+            tx.query_row("select coalesce(max(version), 0) from _reactor_schema_migrations", [], |r| r.get(0))?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.version);
+        if current > known {
+            return Err(DbError::SchemaTooNew { found: current, known });
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            tx.execute_batch(m.sql).map_err(|e| DbError::Migration {
+                version: m.version,
+                name: m.name,
+                message: e.to_string(),
+            })?;
+            tx.execute(
+                "insert into _reactor_schema_migrations (version, name) values (?1, ?2)",
+                params![m.version, m.name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), DbError> {
+    pool.with(|conn| Ok(conn.query_row("select 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+        .await
+}
+
+pub(crate) async fn project(pool: &SqlitePool) -> Result<Option<ProjectRecord>, DbError> {
+    pool.with(|conn| {
+        Ok(conn
+            .query_row("select project_id, name from _reactor_project", [], |r| {
+                Ok(ProjectRecord { id: r.get(0)?, name: r.get(1)? })
+            })
+            .optional()?)
+    })
+    .await
+}
+
+pub(crate) async fn set_project(pool: &SqlitePool, project_id: &str, name: &str) -> Result<(), DbError> {
+    let (project_id, name) = (project_id.to_string(), name.to_string());
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_project (singleton, project_id, name) values (1, ?1, ?2)
+             on conflict (singleton) do update set project_id = excluded.project_id, name = excluded.name",
+            params![project_id, name],
+        )?;
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn insert_api_key(pool: &SqlitePool, key: &NewKey, name: &str) -> Result<(), DbError> {
+    let (id, tier, prefix, hash, name) =
+        (key.id.clone(), key.tier.name(), key.prefix.clone(), key.hash.clone(), name.to_string());
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_api_keys (id, name, tier, prefix, hash) values (?1, ?2, ?3, ?4, ?5)",
+            params![id, name, tier, prefix, hash],
+        )?;
+        Ok(())
+    })
+    .await
+}
+
+const KEY_COLUMNS: &str = "id, name, tier, prefix, created_at, last_used_at, revoked_at is not null";
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        tier: tier_from_db(&r.get::<_, String>(2)?),
+        prefix: r.get(3)?,
+        created_at: r.get(4)?,
+        last_used_at: r.get(5)?,
+        revoked: r.get(6)?,
+    })
+}
+
+pub(crate) async fn find_api_key(pool: &SqlitePool, hash: &str) -> Result<Option<ApiKeyRecord>, DbError> {
+    let hash = hash.to_string();
+    pool.with(move |conn| {
+        let sql = format!("select {KEY_COLUMNS} from _reactor_api_keys where hash = ?1");
+        Ok(conn.prepare_cached(&sql)?.query_row([hash], key_row).optional()?)
+    })
+    .await
+}
+
+pub(crate) async fn list_api_keys(pool: &SqlitePool) -> Result<Vec<ApiKeyRecord>, DbError> {
+    pool.with(|conn| {
+        let sql = format!("select {KEY_COLUMNS} from _reactor_api_keys order by created_at, id");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], key_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    })
+    .await
+}
+
+pub(crate) async fn revoke_api_key(pool: &SqlitePool, id: &str) -> Result<bool, DbError> {
+    let id = id.to_string();
+    pool.with(move |conn| {
+        let n = conn.execute(
+            "update _reactor_api_keys set revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             where id = ?1 and revoked_at is null",
+            [id],
+        )?;
+        Ok(n == 1)
+    })
+    .await
+}
+
+pub(crate) async fn touch_api_key(pool: &SqlitePool, id: &str) -> Result<(), DbError> {
+    let id = id.to_string();
+    pool.with(move |conn| {
+        conn.prepare_cached(
+            "update _reactor_api_keys set last_used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             where id = ?1 and (last_used_at is null
+                 or last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'))",
+        )?
+        .execute([id])?;
+        Ok(())
+    })
+    .await
+}
