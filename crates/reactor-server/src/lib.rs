@@ -1,1 +1,124 @@
+//! The Reactor server: one HTTP server composing the capabilities a build and its
+//! configuration enable, over one [`Db`](reactor_db::Db).
+//!
+//! `reactor-server` (the binary in this crate) runs it for operators; `reactor dev` runs the
+//! same [`Server`] in-process on the O1 adapters.
 
+mod auth;
+pub mod config;
+mod routes;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reactor_core::Capability;
+use reactor_db::Db;
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+
+/// The capabilities compiled into this build (cargo features).
+pub fn compiled_capabilities() -> Vec<Capability> {
+    Capability::ALL
+        .into_iter()
+        .filter(|c| match c {
+            Capability::Identity => cfg!(feature = "identity"),
+            Capability::Data => cfg!(feature = "data"),
+            Capability::Storage => cfg!(feature = "storage"),
+            Capability::Functions => cfg!(feature = "functions"),
+            Capability::Jobs => cfg!(feature = "jobs"),
+            Capability::Sites => cfg!(feature = "sites"),
+            Capability::Gateway => cfg!(feature = "gateway"),
+            Capability::Connect => cfg!(feature = "connect"),
+        })
+        .collect()
+}
+
+/// What every request handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub capabilities: Arc<Vec<Capability>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{addr} is already in use")]
+    AddrInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    pub fn hint(&self) -> String {
+        match self {
+            StartError::AddrInUse { addr } => format!(
+                "another process is listening on port {}; stop it, or pick another port (--port, or REACTOR_LISTEN for reactor-server)",
+                addr.port()
+            ),
+            StartError::Bind { .. } => "check the listen address and your permissions".to_string(),
+        }
+    }
+}
+
+/// A server bound to its address, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) before anything else, so a taken port is
+    /// reported at once.
+    pub async fn bind(addr: SocketAddr, state: AppState) -> Result<Server, StartError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+            _ => StartError::Bind { addr, source },
+        })?;
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets requests in flight
+    /// finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = routes::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    }
+}

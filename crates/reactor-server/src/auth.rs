@@ -1,0 +1,100 @@
+//! Caller resolution: once per request, before any route, the project key in the `apikey`
+//! header (or an `Authorization: Bearer` that is a key rather than a JWT) becomes a
+//! [`Principal`] in the request's extensions. Routes never read these headers themselves.
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use reactor_core::{ApiError, Principal, keys};
+
+use crate::AppState;
+
+const KEY_HINT: &str =
+    "send a project key in the `apikey` header or as `Authorization: Bearer rk_pub_…`; `reactor dev` prints the local ones";
+
+pub(crate) async fn resolve_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match principal(&state, req.headers()).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(candidate) = presented_key(headers) else {
+        return Err(ApiError::unauthorized("missing_api_key", "no API key was sent").with_hint(KEY_HINT));
+    };
+    let Some(tier) = keys::tier_of(candidate) else {
+        return Err(ApiError::unauthorized("invalid_api_key", "the API key is malformed").with_hint(KEY_HINT));
+    };
+    let record = state
+        .db
+        .find_api_key(&keys::hash(candidate))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "api key lookup failed");
+            ApiError::internal()
+        })?;
+    let Some(record) = record.filter(|r| r.tier == tier) else {
+        return Err(ApiError::unauthorized("invalid_api_key", "the API key is not known to this server").with_hint(KEY_HINT));
+    };
+    if record.revoked {
+        return Err(ApiError::unauthorized("revoked_api_key", "the API key has been revoked")
+            .with_hint("create a new key with `reactor keys create` and use it instead"));
+    }
+    let db = state.db.clone();
+    let id = record.id.clone();
+    // Bookkeeping only: the request does not wait for it.
+    tokio::spawn(async move {
+        if let Err(e) = db.touch_api_key(&id).await {
+            tracing::warn!(error = %e, key = %id, "could not record api key use");
+        }
+    });
+    Ok(Principal::from_key(record.id, tier))
+}
+
+/// The `apikey` header, else a Bearer token that has the shape of a project key.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(key) = headers.get("apikey").and_then(|v| v.to_str().ok()) {
+        return Some(key.trim());
+    }
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let token = bearer
+        .strip_prefix("Bearer ")
+        .or_else(|| bearer.strip_prefix("bearer "))?
+        .trim();
+    Some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn apikey_header_wins_over_bearer() {
+        let h = headers(&[("apikey", "rk_pub_a"), ("authorization", "Bearer rk_svc_b")]);
+        assert_eq!(presented_key(&h), Some("rk_pub_a"));
+    }
+
+    #[test]
+    fn bearer_is_used_without_apikey() {
+        assert_eq!(presented_key(&headers(&[("authorization", "Bearer rk_svc_b")])), Some("rk_svc_b"));
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+}

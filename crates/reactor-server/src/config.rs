@@ -1,0 +1,202 @@
+//! Server configuration. Every setting comes, in order of precedence, from a flag, a
+//! `REACTOR_…` environment variable, the `--config` file, or the default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use reactor_core::Capability;
+use serde::Deserialize;
+
+use crate::compiled_capabilities;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://reactor.db";
+
+/// The flags (and their environment variables) shared by every `reactor-server` command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// A TOML file with `listen`, `database_url` and `capabilities`.
+    #[arg(long, env = "REACTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "REACTOR_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// `postgres://…` for Postgres (O2), or a SQLite path / `sqlite://PATH` (O1)
+    /// [default: sqlite://reactor.db].
+    #[arg(long, env = "REACTOR_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Comma-separated capabilities to enable [default: all compiled in].
+    #[arg(long, env = "REACTOR_CAPABILITIES", value_name = "LIST", value_delimiter = ',')]
+    pub capabilities: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    capabilities: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub capabilities: Vec<Capability>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("`{value}` is not a listen address (from {origin})")]
+    Listen { value: String, origin: &'static str },
+    #[error("{0} (from {1})")]
+    UnknownCapability(reactor_core::UnknownCapability, &'static str),
+    #[error("capability `{0}` is not compiled into this build")]
+    NotCompiled(Capability),
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> String {
+        match self {
+            ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
+            ConfigError::Parse { .. } => "the keys allowed are listen, database_url and capabilities".into(),
+            ConfigError::Listen { .. } => "use HOST:PORT, for example 127.0.0.1:8080 or 0.0.0.0:8080".into(),
+            ConfigError::UnknownCapability(..) => "list them comma-separated, e.g. REACTOR_CAPABILITIES=identity,data".into(),
+            ConfigError::NotCompiled(c) => format!("rebuild reactor-server with `--features {c}`, or leave it out of capabilities"),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&src).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string().trim().to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+
+        let (listen, origin) = pick(args.listen.clone(), file.listen, DEFAULT_LISTEN.to_string());
+        let listen = listen
+            .parse()
+            .map_err(|_| ConfigError::Listen { value: listen.clone(), origin })?;
+        let (database_url, _) = pick(args.database_url.clone(), file.database_url, DEFAULT_DATABASE_URL.to_string());
+        let (names, origin) = match (args.capabilities.clone(), file.capabilities) {
+            (Some(names), _) => (Some(names), "--capabilities / REACTOR_CAPABILITIES"),
+            (None, Some(names)) => (Some(names), "the config file"),
+            (None, None) => (None, "the default"),
+        };
+        let compiled = compiled_capabilities();
+        let capabilities = match names {
+            None => compiled,
+            Some(names) => {
+                let mut wanted = Vec::new();
+                for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                    let c: Capability = name.parse().map_err(|e| ConfigError::UnknownCapability(e, origin))?;
+                    if !compiled.contains(&c) {
+                        return Err(ConfigError::NotCompiled(c));
+                    }
+                    if !wanted.contains(&c) {
+                        wanted.push(c);
+                    }
+                }
+                wanted.sort();
+                wanted
+            }
+        };
+        Ok(ServerConfig {
+            listen,
+            database_url,
+            capabilities,
+        })
+    }
+}
+
+/// Flag-or-environment (clap merges those two), else file, else default.
+fn pick(arg: Option<String>, file: Option<String>, default: String) -> (String, &'static str) {
+    match (arg, file) {
+        (Some(v), _) => (v, "the flag or environment"),
+        (None, Some(v)) => (v, "the config file"),
+        (None, None) => (default, "the default"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(f.path(), text).expect("write");
+        f
+    }
+
+    #[test]
+    fn defaults_apply_without_anything() {
+        let c = ServerConfig::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.capabilities, compiled_capabilities());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let f = file("listen = \"127.0.0.1:9000\"\ndatabase_url = \"postgres://h/db\"\ncapabilities = [\"data\"]\n");
+        let mut args = ServerArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServerArgs::default()
+        };
+        let c = ServerConfig::resolve(&args).expect("resolve");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.database_url, "postgres://h/db");
+        args.listen = Some("127.0.0.1:9100".into());
+        args.capabilities = Some(vec!["identity".into(), "data".into(), "identity".into()]);
+        let c = ServerConfig::resolve(&args).expect("resolve");
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.database_url, "postgres://h/db");
+        if cfg!(all(feature = "identity", feature = "data")) {
+            assert_eq!(c.capabilities, vec![Capability::Identity, Capability::Data]);
+        }
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let args = ServerArgs {
+            listen: Some("localhost".into()),
+            ..ServerArgs::default()
+        };
+        let e = ServerConfig::resolve(&args).expect_err("bad listen");
+        assert!(e.to_string().contains("`localhost` is not a listen address"), "{e}");
+        assert!(e.hint().contains("HOST:PORT"));
+
+        let args = ServerArgs {
+            capabilities: Some(vec!["dta".into()]),
+            ..ServerArgs::default()
+        };
+        let e = ServerConfig::resolve(&args).expect_err("bad capability");
+        assert!(e.to_string().contains("unknown capability `dta`"), "{e}");
+
+        let f = file("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n");
+        let args = ServerArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServerArgs::default()
+        };
+        let e = ServerConfig::resolve(&args).expect_err("unknown key");
+        assert!(e.to_string().contains("listen_addr"), "{e}");
+    }
+}

@@ -1,0 +1,159 @@
+//! `reactor-server`: the Reactor server for operators (O2: Postgres; or SQLite on one box).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use reactor_core::KeyTier;
+use reactor_core::keys;
+use reactor_db::Db;
+use reactor_server::config::{ServerArgs, ServerConfig};
+use reactor_server::{AppState, Server, shutdown_signal, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "reactor-server", version, about = "The Reactor backend server")]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Manage project API keys directly in the database (for bootstrapping a server).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        #[arg(long, value_enum)]
+        tier: Tier,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Tier {
+    Pub,
+    Svc,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if let Some(hint) = hint_for(&e) {
+                eprintln!("  hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hint_for(e: &anyhow::Error) -> Option<String> {
+    if let Some(e) = e.downcast_ref::<reactor_server::config::ConfigError>() {
+        return Some(e.hint());
+    }
+    if let Some(e) = e.downcast_ref::<reactor_server::StartError>() {
+        return Some(e.hint());
+    }
+    if e.downcast_ref::<reactor_db::DbError>().is_some() {
+        return Some("check REACTOR_DATABASE_URL (or --database-url / database_url in the config file)".into());
+    }
+    None
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = ServerConfig::resolve(&cli.server)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Keys(cmd) => keys_command(config, cmd).await,
+    }
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    telemetry::init();
+    let db = Db::connect(&config.database_url).await?;
+    let state = AppState {
+        db,
+        capabilities: Arc::new(config.capabilities.clone()),
+    };
+    let server = Server::bind(config.listen, state).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(
+        %addr,
+        capabilities = %config.capabilities.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+        "reactor-server listening"
+    );
+    server.run(shutdown_signal()).await?;
+    tracing::info!("reactor-server stopped");
+    Ok(())
+}
+
+async fn keys_command(config: ServerConfig, cmd: KeysCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url).await?;
+    match cmd {
+        KeysCommand::Create { tier, name, json } => {
+            let tier = match tier {
+                Tier::Pub => KeyTier::Public,
+                Tier::Svc => KeyTier::Service,
+            };
+            let key = keys::generate(tier);
+            db.insert_api_key(&key, &name).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": key.id, "name": name, "tier": tier, "prefix": key.prefix, "key": key.secret})
+                );
+            } else {
+                println!("{}", key.secret);
+                eprintln!("created {} key `{name}` ({}); it is shown only this once", tier.name(), key.id);
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = db.list_api_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!("{:<22} {:<16} {:<5} {:<14} {:<8} LAST USED", "ID", "NAME", "TIER", "PREFIX", "STATUS");
+                for k in keys {
+                    println!(
+                        "{:<22} {:<16} {:<5} {:<14} {:<8} {}",
+                        k.id,
+                        k.name,
+                        k.tier.name(),
+                        k.prefix,
+                        if k.revoked { "revoked" } else { "active" },
+                        k.last_used_at.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !db.revoke_api_key(&id).await? {
+                anyhow::bail!("no active key with id `{id}` (see `reactor-server keys list`)");
+            }
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! `reactor-server` as an operator runs it: a subprocess on an ephemeral port, driven over
+//! real HTTP, against SQLite and against the machine's Postgres.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reactor_db::testing::fresh_postgres_database;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_reactor-server");
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server and waits for its "listening" log line, which names the bound port.
+fn start(database_url: &str) -> Running {
+    let mut child = Command::new(BIN)
+        .env("REACTOR_DATABASE_URL", database_url)
+        .env("REACTOR_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn reactor-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited before listening").expect("read line");
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            panic!("log lines are JSON when stdout is not a terminal: {line}");
+        };
+        if event["message"] == "reactor-server listening" {
+            break event["addr"].as_str().expect("addr field").to_string();
+        }
+    };
+    // Keep draining the logs so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Running {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn keys_create(database_url: &str, tier: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--tier", tier, "--name", "test"])
+        .env("REACTOR_DATABASE_URL", database_url)
+        .output()
+        .expect("run keys create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}
+
+async fn get(url: &str, key: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(key) = key {
+        req = req.header("apikey", key);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+async fn exercise(database_url: &str, topology: &str) {
+    let public = keys_create(database_url, "pub");
+    let service = keys_create(database_url, "svc");
+    assert!(public.starts_with("rk_pub_") && service.starts_with("rk_svc_"));
+    let server = start(database_url);
+    let base = &server.base;
+
+    let (status, body, headers) = get(&format!("{base}/healthz"), None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    assert!(headers.contains_key("x-request-id"), "every response carries a request id");
+
+    let (status, body, _) = get(&format!("{base}/readyz"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+
+    let (status, body, headers) = get(&format!("{base}/v1/info"), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "missing_api_key");
+    assert!(body["hint"].as_str().is_some_and(|h| h.contains("apikey")), "{body}");
+    assert!(body.get("details").is_some());
+    assert!(headers.contains_key("x-request-id"));
+
+    let (status, body, _) = get(&format!("{base}/v1/info"), Some("rk_pub_00000000000000000000000000000000")).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_api_key")));
+    let (status, _, _) = get(&format!("{base}/v1/info"), Some("not-a-key")).await;
+    assert_eq!(status, 401);
+
+    let (status, body, _) = get(&format!("{base}/v1/info"), Some(&public)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["topology"], topology);
+    assert_eq!(body["caller"]["tier"], "public");
+    assert!(body["capabilities"].as_array().is_some_and(|c| !c.is_empty()));
+    assert!(body["version"].is_string());
+
+    // A service key presented as a Bearer token works the same way.
+    let res = reqwest::Client::new()
+        .get(format!("{base}/v1/info"))
+        .bearer_auth(&service)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["caller"]["role"], "reactor_service");
+
+    // Revoked keys are refused on the next request.
+    let listed = Command::new(BIN)
+        .args(["keys", "list", "--json"])
+        .env("REACTOR_DATABASE_URL", database_url)
+        .output()
+        .expect("keys list");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json list");
+    let id = listed
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["tier"] == "public"))
+        .and_then(|k| k["id"].as_str())
+        .expect("public key listed")
+        .to_string();
+    assert!(!listed.to_string().contains(&public), "listings never show secrets");
+    let revoked = Command::new(BIN)
+        .args(["keys", "revoke", &id])
+        .env("REACTOR_DATABASE_URL", database_url)
+        .status()
+        .expect("revoke");
+    assert!(revoked.success());
+    let (status, body, _) = get(&format!("{base}/v1/info"), Some(&public)).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("revoked_api_key")));
+
+    let (status, body, _) = get(&format!("{base}/nope"), Some(&service)).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    sigterm_exits_cleanly(server);
+}
+
+fn sigterm_exits_cleanly(mut server: Running) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            assert!(status.success(), "SIGTERM ends the server with status 0, got {status}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn serves_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    exercise(&format!("sqlite://{}", dir.path().join("r.db").display()), "O1").await;
+}
+
+#[tokio::test]
+async fn serves_on_postgres() {
+    let Some(url) = fresh_postgres_database("server").await else { return };
+    exercise(&url, "O2").await;
+}
+
+#[test]
+fn bad_configuration_fails_with_a_hint() {
+    let out = Command::new(BIN)
+        .env("REACTOR_LISTEN", "nowhere")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`nowhere` is not a listen address"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+
+    let out = Command::new(BIN)
+        .env("REACTOR_DATABASE_URL", "postgres://nobody:pw@127.0.0.1:1/none")
+        .env("REACTOR_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to Postgres"), "{err}");
+    assert!(!err.contains(":pw@"), "the password is not echoed: {err}");
+}
