@@ -63,7 +63,9 @@ impl fmt::Display for Capability {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability `{0}`; expected one of identity, data, storage, functions, jobs, sites, gateway, connect")]
+#[error(
+    "unknown capability `{0}`; expected one of identity, data, storage, functions, jobs, sites, gateway, connect"
+)]
 pub struct UnknownCapability(pub String);
 
 impl FromStr for Capability {

@@ -35,12 +35,27 @@ pub fn generate(tier: KeyTier) -> NewKey {
     }
 }
 
+/// The record of an existing secret (with a fresh id), for registering a key again on a
+/// server that lost it — `reactor dev` after its database was reset. `None` if it is no key.
+pub fn adopt(secret: &str) -> Option<NewKey> {
+    let tier = tier_of(secret)?;
+    Some(NewKey {
+        id: format!("key_{}", random_base62(16)),
+        tier,
+        prefix: visible_prefix(secret),
+        hash: hash(secret),
+        secret: secret.to_string(),
+    })
+}
+
 /// The tier of a string that looks like a key, or `None` when it does not (a JWT, garbage).
 pub fn tier_of(candidate: &str) -> Option<KeyTier> {
     [KeyTier::Public, KeyTier::Service]
         .into_iter()
         .find(|tier| match candidate.strip_prefix(tier.prefix()) {
-            Some(rest) => rest.len() == SECRET_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()),
+            Some(rest) => {
+                rest.len() == SECRET_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            }
             None => false,
         })
 }
@@ -51,7 +66,9 @@ pub fn hash(secret: &str) -> String {
 }
 
 fn visible_prefix(secret: &str) -> String {
-    let cut = secret.len().min(KeyTier::Public.prefix().len() + VISIBLE_LEN);
+    let cut = secret
+        .len()
+        .min(KeyTier::Public.prefix().len() + VISIBLE_LEN);
     secret[..cut].to_string()
 }
 
@@ -79,6 +96,18 @@ mod tests {
     }
 
     #[test]
+    fn adopting_a_secret_gives_the_same_hash_and_prefix() {
+        let k = generate(KeyTier::Service);
+        let again = adopt(&k.secret).expect("a key");
+        assert_eq!(
+            (again.tier, &again.hash, &again.prefix),
+            (k.tier, &k.hash, &k.prefix)
+        );
+        assert_ne!(again.id, k.id);
+        assert!(adopt("rk_svc_nope").is_none());
+    }
+
+    #[test]
     fn keys_are_unique() {
         let a = generate(KeyTier::Public);
         let b = generate(KeyTier::Public);
@@ -91,7 +120,10 @@ mod tests {
         assert_eq!(tier_of("rk_pub_short"), None);
         assert_eq!(tier_of("eyJhbGciOiJFZERTQSJ9.e30.sig"), None);
         let k = generate(KeyTier::Service);
-        assert_eq!(tier_of(&format!("{}!", &k.secret[..k.secret.len() - 1])), None);
+        assert_eq!(
+            tier_of(&format!("{}!", &k.secret[..k.secret.len() - 1])),
+            None
+        );
         assert_eq!(tier_of(&format!("{}x", k.secret)), None);
     }
 }

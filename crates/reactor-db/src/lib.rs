@@ -42,7 +42,9 @@ pub enum DbError {
         name: &'static str,
         message: String,
     },
-    #[error("the database holds system schema version {found}, newer than this binary knows ({known}); upgrade reactor")]
+    #[error(
+        "the database holds system schema version {found}, newer than this binary knows ({known}); upgrade reactor"
+    )]
     SchemaTooNew { found: i64, known: i64 },
     #[error("a database task failed: {0}")]
     Task(String),

@@ -78,12 +78,16 @@ pub(crate) async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 = sqlx::query_scalar("select coalesce(max(version), 0) from reactor.schema_migrations")
-        .fetch_one(&mut *tx)
-        .await?;
+    let current: i64 =
+        sqlx::query_scalar("select coalesce(max(version), 0) from reactor.schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > known {
-        return Err(DbError::SchemaTooNew { found: current, known });
+        return Err(DbError::SchemaTooNew {
+            found: current,
+            known,
+        });
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         sqlx::raw_sql(m.sql)
@@ -110,13 +114,18 @@ pub(crate) async fn ping(pool: &PgPool) -> Result<(), DbError> {
 }
 
 pub(crate) async fn project(pool: &PgPool) -> Result<Option<ProjectRecord>, DbError> {
-    let row: Option<(String, String)> = sqlx::query_as("select project_id, name from reactor.project")
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String, String)> =
+        sqlx::query_as("select project_id, name from reactor.project")
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(|(id, name)| ProjectRecord { id, name }))
 }
 
-pub(crate) async fn set_project(pool: &PgPool, project_id: &str, name: &str) -> Result<(), DbError> {
+pub(crate) async fn set_project(
+    pool: &PgPool,
+    project_id: &str,
+    name: &str,
+) -> Result<(), DbError> {
     sqlx::query(
         "insert into reactor.project (project_id, name) values ($1, $2)
          on conflict (singleton) do update set project_id = excluded.project_id, name = excluded.name",
@@ -129,14 +138,16 @@ pub(crate) async fn set_project(pool: &PgPool, project_id: &str, name: &str) -> 
 }
 
 pub(crate) async fn insert_api_key(pool: &PgPool, key: &NewKey, name: &str) -> Result<(), DbError> {
-    sqlx::query("insert into reactor.api_keys (id, name, tier, prefix, hash) values ($1, $2, $3, $4, $5)")
-        .bind(&key.id)
-        .bind(name)
-        .bind(key.tier.name())
-        .bind(&key.prefix)
-        .bind(&key.hash)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "insert into reactor.api_keys (id, name, tier, prefix, hash) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.id)
+    .bind(name)
+    .bind(key.tier.name())
+    .bind(&key.prefix)
+    .bind(&key.hash)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -156,9 +167,15 @@ fn key_row(r: &PgRow) -> Result<ApiKeyRecord, sqlx::Error> {
     })
 }
 
-pub(crate) async fn find_api_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>, DbError> {
+pub(crate) async fn find_api_key(
+    pool: &PgPool,
+    hash: &str,
+) -> Result<Option<ApiKeyRecord>, DbError> {
     let sql = format!("select {KEY_COLUMNS} from reactor.api_keys where hash = $1");
-    let row = sqlx::query(AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?;
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.as_ref().map(key_row).transpose()?)
 }
 
@@ -169,10 +186,12 @@ pub(crate) async fn list_api_keys(pool: &PgPool) -> Result<Vec<ApiKeyRecord>, Db
 }
 
 pub(crate) async fn revoke_api_key(pool: &PgPool, id: &str) -> Result<bool, DbError> {
-    let done = sqlx::query("update reactor.api_keys set revoked_at = now() where id = $1 and revoked_at is null")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query(
+        "update reactor.api_keys set revoked_at = now() where id = $1 and revoked_at is null",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -191,7 +210,10 @@ pub(crate) async fn touch_api_key(pool: &PgPool, id: &str) -> Result<(), DbError
 mod tests {
     #[test]
     fn redact_hides_the_password_only() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }

@@ -37,7 +37,9 @@ impl SqlitePool {
                     source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
                 })?;
             }
-            (0..POOL_SIZE).map(|_| open_connection(&opened)).collect::<Result<Vec<_>, _>>()
+            (0..POOL_SIZE)
+                .map(|_| open_connection(&opened))
+                .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))??;
@@ -66,7 +68,12 @@ impl SqlitePool {
             .acquire()
             .await
             .map_err(|e| DbError::Task(e.to_string()))?;
-        let taken = self.inner.idle.lock().map_err(|e| DbError::Task(e.to_string()))?.pop();
+        let taken = self
+            .inner
+            .idle
+            .lock()
+            .map_err(|e| DbError::Task(e.to_string()))?
+            .pop();
         let mut conn = match taken {
             Some(conn) => conn,
             // A connection is lost only when a closure panicked; replace it.
@@ -135,11 +142,17 @@ pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), DbError> {
                 applied_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
             )",
         )?;
-        let current: i64 =
-            tx.query_row("select coalesce(max(version), 0) from _reactor_schema_migrations", [], |r| r.get(0))?;
+        let current: i64 = tx.query_row(
+            "select coalesce(max(version), 0) from _reactor_schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
         let known = MIGRATIONS.last().map_or(0, |m| m.version);
         if current > known {
-            return Err(DbError::SchemaTooNew { found: current, known });
+            return Err(DbError::SchemaTooNew {
+                found: current,
+                known,
+            });
         }
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
             tx.execute_batch(m.sql).map_err(|e| DbError::Migration {
@@ -159,22 +172,33 @@ pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), DbError> {
 }
 
 pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), DbError> {
-    pool.with(|conn| Ok(conn.query_row("select 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
-        .await
+    pool.with(|conn| {
+        Ok(conn
+            .query_row("select 1", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())?)
+    })
+    .await
 }
 
 pub(crate) async fn project(pool: &SqlitePool) -> Result<Option<ProjectRecord>, DbError> {
     pool.with(|conn| {
         Ok(conn
             .query_row("select project_id, name from _reactor_project", [], |r| {
-                Ok(ProjectRecord { id: r.get(0)?, name: r.get(1)? })
+                Ok(ProjectRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
             })
             .optional()?)
     })
     .await
 }
 
-pub(crate) async fn set_project(pool: &SqlitePool, project_id: &str, name: &str) -> Result<(), DbError> {
+pub(crate) async fn set_project(
+    pool: &SqlitePool,
+    project_id: &str,
+    name: &str,
+) -> Result<(), DbError> {
     let (project_id, name) = (project_id.to_string(), name.to_string());
     pool.with(move |conn| {
         conn.execute(
@@ -187,9 +211,18 @@ pub(crate) async fn set_project(pool: &SqlitePool, project_id: &str, name: &str)
     .await
 }
 
-pub(crate) async fn insert_api_key(pool: &SqlitePool, key: &NewKey, name: &str) -> Result<(), DbError> {
-    let (id, tier, prefix, hash, name) =
-        (key.id.clone(), key.tier.name(), key.prefix.clone(), key.hash.clone(), name.to_string());
+pub(crate) async fn insert_api_key(
+    pool: &SqlitePool,
+    key: &NewKey,
+    name: &str,
+) -> Result<(), DbError> {
+    let (id, tier, prefix, hash, name) = (
+        key.id.clone(),
+        key.tier.name(),
+        key.prefix.clone(),
+        key.hash.clone(),
+        name.to_string(),
+    );
     pool.with(move |conn| {
         conn.execute(
             "insert into _reactor_api_keys (id, name, tier, prefix, hash) values (?1, ?2, ?3, ?4, ?5)",
@@ -200,7 +233,8 @@ pub(crate) async fn insert_api_key(pool: &SqlitePool, key: &NewKey, name: &str) 
     .await
 }
 
-const KEY_COLUMNS: &str = "id, name, tier, prefix, created_at, last_used_at, revoked_at is not null";
+const KEY_COLUMNS: &str =
+    "id, name, tier, prefix, created_at, last_used_at, revoked_at is not null";
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -214,11 +248,17 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     })
 }
 
-pub(crate) async fn find_api_key(pool: &SqlitePool, hash: &str) -> Result<Option<ApiKeyRecord>, DbError> {
+pub(crate) async fn find_api_key(
+    pool: &SqlitePool,
+    hash: &str,
+) -> Result<Option<ApiKeyRecord>, DbError> {
     let hash = hash.to_string();
     pool.with(move |conn| {
         let sql = format!("select {KEY_COLUMNS} from _reactor_api_keys where hash = ?1");
-        Ok(conn.prepare_cached(&sql)?.query_row([hash], key_row).optional()?)
+        Ok(conn
+            .prepare_cached(&sql)?
+            .query_row([hash], key_row)
+            .optional()?)
     })
     .await
 }
@@ -227,7 +267,9 @@ pub(crate) async fn list_api_keys(pool: &SqlitePool) -> Result<Vec<ApiKeyRecord>
     pool.with(|conn| {
         let sql = format!("select {KEY_COLUMNS} from _reactor_api_keys order by created_at, id");
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map([], key_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt
+            .query_map([], key_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     })
     .await

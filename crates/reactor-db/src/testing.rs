@@ -10,13 +10,21 @@ pub const TEST_DATABASE_VAR: &str = "REACTOR_TEST_DATABASE_URL";
 /// one line) when `REACTOR_TEST_DATABASE_URL` is unset. Panics when it is set but unusable,
 /// so CI fails instead of skipping.
 pub async fn fresh_postgres_database(label: &str) -> Option<String> {
-    let Some(base) = std::env::var(TEST_DATABASE_VAR).ok().filter(|v| !v.is_empty()) else {
+    let Some(base) = std::env::var(TEST_DATABASE_VAR)
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
         eprintln!("skipping {label}: {TEST_DATABASE_VAR} is not set");
         return None;
     };
     let name = format!(
         "reactor_test_{}_{}",
-        label.chars().filter(char::is_ascii_alphanumeric).take(20).collect::<String>().to_lowercase(),
+        label
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(20)
+            .collect::<String>()
+            .to_lowercase(),
         std::process::id() as u64 * 1_000_000 + u64::from(rand_suffix())
     );
     let mut conn = sqlx::PgConnection::connect(&base)
@@ -60,8 +68,17 @@ fn with_database(base: &str, name: &str) -> String {
 mod tests {
     #[test]
     fn replaces_the_database_name() {
-        assert_eq!(super::with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::with_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            super::with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h:5432", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
     }
 }

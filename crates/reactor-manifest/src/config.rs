@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml_edit::{DocumentMut, Item, Table, value};
 
+use crate::ConfigError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::manifest::is_context_name;
-use crate::ConfigError;
 
 /// `REACTOR_HOME`, else `~/.reactor`.
 pub fn reactor_home() -> PathBuf {
@@ -66,7 +66,13 @@ impl GlobalConfig {
         let src = match std::fs::read_to_string(&path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(ConfigError::Io { action: "read", path, source }),
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
         };
         let doc: DocumentMut = src.parse().map_err(|e: toml_edit::TomlError| {
             ConfigError::Invalid(Diagnostic::at(&path, &src, e.span(), e.message().trim()))
@@ -98,18 +104,27 @@ impl GlobalConfig {
     }
 
     pub fn context(&self, name: &str) -> Result<&ContextConfig, ConfigError> {
-        self.typed.contexts.get(name).ok_or_else(|| self.unknown(name))
+        self.typed
+            .contexts
+            .get(name)
+            .ok_or_else(|| self.unknown(name))
     }
 
     fn unknown(&self, name: &str) -> ConfigError {
         ConfigError::UnknownContext {
             name: name.to_string(),
-            suggestion: did_you_mean(name, self.typed.contexts.keys().map(String::as_str)).map(str::to_string),
+            suggestion: did_you_mean(name, self.typed.contexts.keys().map(String::as_str))
+                .map(str::to_string),
         }
     }
 
     /// Adds a new context; refuses to replace one.
-    pub fn add_context(&mut self, name: &str, endpoint: &str, org: Option<&str>) -> Result<(), ConfigError> {
+    pub fn add_context(
+        &mut self,
+        name: &str,
+        endpoint: &str,
+        org: Option<&str>,
+    ) -> Result<(), ConfigError> {
         if self.typed.contexts.contains_key(name) {
             return Err(ConfigError::ContextExists(name.to_string()));
         }
@@ -117,12 +132,19 @@ impl GlobalConfig {
     }
 
     /// Creates or updates a context's endpoint and org, keeping its auth.
-    pub fn put_context(&mut self, name: &str, endpoint: &str, org: Option<&str>) -> Result<(), ConfigError> {
+    pub fn put_context(
+        &mut self,
+        name: &str,
+        endpoint: &str,
+        org: Option<&str>,
+    ) -> Result<(), ConfigError> {
         if !is_context_name(name) {
             return Err(ConfigError::InvalidContextName(name.to_string()));
         }
         let endpoint = endpoint.trim_end_matches('/');
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) || endpoint.len() < 10 {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.len() < 10
+        {
             return Err(ConfigError::InvalidEndpoint(endpoint.to_string()));
         }
         let table = self.context_table(name);
@@ -168,7 +190,11 @@ impl GlobalConfig {
     /// Removes a context (and the default, if it was the default); returns what it was.
     pub fn remove_context(&mut self, name: &str) -> Result<ContextConfig, ConfigError> {
         let removed = self.context(name)?.clone();
-        if let Some(contexts) = self.doc.get_mut("contexts").and_then(Item::as_table_like_mut) {
+        if let Some(contexts) = self
+            .doc
+            .get_mut("contexts")
+            .and_then(Item::as_table_like_mut)
+        {
             contexts.remove(name);
         }
         if self.default_context() == Some(name) {
@@ -184,7 +210,9 @@ impl GlobalConfig {
             t.set_implicit(true);
             Item::Table(t)
         });
-        let contexts = contexts.as_table_mut().expect("`contexts` was checked to be a table on load");
+        let contexts = contexts
+            .as_table_mut()
+            .expect("`contexts` was checked to be a table on load");
         contexts
             .entry(name)
             .or_insert_with(|| Item::Table(Table::new()))
@@ -195,7 +223,12 @@ impl GlobalConfig {
     fn refresh(&mut self) -> Result<(), ConfigError> {
         let src = self.doc.to_string();
         self.typed = toml::from_str(&src).map_err(|e| {
-            ConfigError::Invalid(Diagnostic::at(&self.path(), &src, e.span(), e.message().trim()))
+            ConfigError::Invalid(Diagnostic::at(
+                &self.path(),
+                &src,
+                e.span(),
+                e.message().trim(),
+            ))
         })?;
         Ok(())
     }
@@ -207,7 +240,7 @@ impl GlobalConfig {
 
 /// Writes `bytes` to `path` atomically, readable by the owner only, creating the parent
 /// directory (mode 0700) when needed. A crash leaves either the old file or the new one.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
     let io = |action, source| ConfigError::Io {
         action,
         path: path.to_path_buf(),

@@ -28,7 +28,8 @@ pub struct CredentialStore {
 impl CredentialStore {
     /// `REACTOR_KEYCHAIN=off` skips the keychain (CI machines, tests).
     pub fn new(home: &Path) -> Self {
-        let off = std::env::var("REACTOR_KEYCHAIN").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false"));
+        let off = std::env::var("REACTOR_KEYCHAIN")
+            .is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false"));
         CredentialStore::with_keychain(home, !off)
     }
 
@@ -45,7 +46,11 @@ impl CredentialStore {
 
     /// Stores `token` for `context`. Returns how the config should point at it, and a notice
     /// to show the user the first time the file fallback is used.
-    pub fn save(&self, context: &str, token: &str) -> Result<(AuthConfig, Option<String>), ConfigError> {
+    pub fn save(
+        &self,
+        context: &str,
+        token: &str,
+    ) -> Result<(AuthConfig, Option<String>), ConfigError> {
         let keychain_error = if self.use_keychain {
             match keychain_set(context, token) {
                 Ok(()) => {
@@ -70,7 +75,8 @@ impl CredentialStore {
             None
         } else {
             write_private(&marker, b"")?;
-            let why = keychain_error.map_or_else(|| "REACTOR_KEYCHAIN=off".to_string(), |e| e.to_string());
+            let why = keychain_error
+                .map_or_else(|| "REACTOR_KEYCHAIN=off".to_string(), |e| e.to_string());
             Some(format!(
                 "note: no OS keychain is available ({why}); tokens are stored in {} (mode 0600) instead",
                 self.file().display()
@@ -109,10 +115,19 @@ impl CredentialStore {
         let path = self.file();
         match std::fs::read_to_string(&path) {
             Ok(src) => src.parse().map_err(|e: toml_edit::TomlError| {
-                ConfigError::Invalid(crate::Diagnostic::at(&path, &src, e.span(), e.message().trim()))
+                ConfigError::Invalid(crate::Diagnostic::at(
+                    &path,
+                    &src,
+                    e.span(),
+                    e.message().trim(),
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DocumentMut::new()),
-            Err(source) => Err(ConfigError::Io { action: "read", path, source }),
+            Err(source) => Err(ConfigError::Io {
+                action: "read",
+                path,
+                source,
+            }),
         }
     }
 
@@ -122,7 +137,12 @@ impl CredentialStore {
             .entry("tokens")
             .or_insert_with(|| Item::Table(Table::new()))
             .as_table_mut()
-            .ok_or_else(|| ConfigError::Keychain(format!("{} has a `tokens` key that is not a table", self.file().display())))?;
+            .ok_or_else(|| {
+                ConfigError::Keychain(format!(
+                    "{} has a `tokens` key that is not a table",
+                    self.file().display()
+                ))
+            })?;
         match token {
             Some(token) => tokens[context] = value(token),
             None => {
@@ -138,7 +158,8 @@ fn keychain_set(account: &str, token: &str) -> Result<(), keyring::Error> {
 }
 
 fn keychain_get(service: &str, account: &str) -> Result<Option<String>, ConfigError> {
-    let entry = keyring::Entry::new(service, account).map_err(|e| ConfigError::Keychain(e.to_string()))?;
+    let entry =
+        keyring::Entry::new(service, account).map_err(|e| ConfigError::Keychain(e.to_string()))?;
     match entry.get_password() {
         Ok(token) => Ok(Some(token)),
         Err(keyring::Error::NoEntry) => Ok(None),
@@ -147,7 +168,8 @@ fn keychain_get(service: &str, account: &str) -> Result<Option<String>, ConfigEr
 }
 
 fn keychain_delete(service: &str, account: &str) -> Result<(), ConfigError> {
-    let entry = keyring::Entry::new(service, account).map_err(|e| ConfigError::Keychain(e.to_string()))?;
+    let entry =
+        keyring::Entry::new(service, account).map_err(|e| ConfigError::Keychain(e.to_string()))?;
     match entry.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
         Err(e) => Err(ConfigError::Keychain(e.to_string())),

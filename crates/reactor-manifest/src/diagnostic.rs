@@ -19,7 +19,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A problem at `span` (byte offsets) of `src`, read from `file`.
-    pub fn at(file: &Path, src: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: &Path,
+        src: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let mut d = Diagnostic {
             file: file.to_path_buf(),
             line: 0,
@@ -36,7 +41,10 @@ impl Diagnostic {
             d.line = src[..start].matches('\n').count() + 1;
             d.column = src[line_start..start].chars().count() + 1;
             let end = span.end.clamp(start, line_end.max(start));
-            let width = src[start..floor_char_boundary(src, end)].chars().count().max(1);
+            let width = src[start..floor_char_boundary(src, end)]
+                .chars()
+                .count()
+                .max(1);
             d.snippet = Some((text.to_string(), width));
         }
         d
@@ -61,7 +69,13 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             writeln!(f, "  --> {}", self.file.display())?;
         } else {
-            writeln!(f, "  --> {}:{}:{}", self.file.display(), self.line, self.column)?;
+            writeln!(
+                f,
+                "  --> {}:{}:{}",
+                self.file.display(),
+                self.line,
+                self.column
+            )?;
         }
         if let Some((text, width)) = &self.snippet {
             let gutter = self.line.to_string().len();
@@ -83,7 +97,10 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -99,8 +116,13 @@ mod tests {
     #[test]
     fn locates_line_and_column_and_underlines() {
         let src = "a = 1\nnmae = \"x\"\n";
-        let d = Diagnostic::at(Path::new("reactor.toml"), src, Some(6..10), "unknown key `nmae`")
-            .with_hint("did you mean `name`?");
+        let d = Diagnostic::at(
+            Path::new("reactor.toml"),
+            src,
+            Some(6..10),
+            "unknown key `nmae`",
+        )
+        .with_hint("did you mean `name`?");
         assert_eq!((d.line, d.column), (2, 1));
         let shown = d.to_string();
         assert!(shown.contains("reactor.toml:2:1"), "{shown}");
@@ -112,7 +134,10 @@ mod tests {
     #[test]
     fn suggests_only_close_words() {
         assert_eq!(did_you_mean("nmae", ["name", "project_id"]), Some("name"));
-        assert_eq!(did_you_mean("functoins", ["functions", "sites"]), Some("functions"));
+        assert_eq!(
+            did_you_mean("functoins", ["functions", "sites"]),
+            Some("functions")
+        );
         assert_eq!(did_you_mean("zzz", ["name", "project_id"]), None);
     }
 }

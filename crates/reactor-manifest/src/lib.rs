@@ -12,7 +12,7 @@ pub mod resolve;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use config::{AuthConfig, ContextConfig, GlobalConfig, reactor_home};
+pub use config::{AuthConfig, ContextConfig, GlobalConfig, reactor_home, write_private};
 pub use credentials::{CredentialStore, StoredIn};
 pub use diagnostic::{Diagnostic, did_you_mean};
 pub use discover::discover;
@@ -29,7 +29,10 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     #[error("no reactor.toml in {} or any parent directory{}", start.display(), stop.as_ref().map(|s| format!(" up to the git root {}", s.display())).unwrap_or_default())]
-    NotFound { start: PathBuf, stop: Option<PathBuf> },
+    NotFound {
+        start: PathBuf,
+        stop: Option<PathBuf>,
+    },
     #[error("{}", Diagnostics(.0))]
     Invalid(Vec<Diagnostic>),
 }

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml_edit::{Item, TableLike};
 
-use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::ManifestError;
+use crate::diagnostic::{Diagnostic, did_you_mean};
 
 /// The file name looked for by discovery.
 pub const MANIFEST_FILE: &str = "reactor.toml";
@@ -151,7 +151,12 @@ impl Manifest {
         cx.finish()?;
 
         let raw: RawManifest = toml::from_str(src).map_err(|e| {
-            ManifestError::Invalid(vec![Diagnostic::at(path, src, e.span(), e.message().trim())])
+            ManifestError::Invalid(vec![Diagnostic::at(
+                path,
+                src,
+                e.span(),
+                e.message().trim(),
+            )])
         })?;
         let manifest = cx.validate(raw, root);
         cx.finish()?;
@@ -218,13 +223,21 @@ impl Checker<'_> {
         if self.diagnostics.is_empty() {
             Ok(())
         } else {
-            Err(ManifestError::Invalid(std::mem::take(&mut self.diagnostics)))
+            Err(ManifestError::Invalid(std::mem::take(
+                &mut self.diagnostics,
+            )))
         }
     }
 
     /// Flags keys of `table` outside `allowed`; a key that belongs to `elsewhere` (the top
     /// level, say) gets a hint saying so rather than a spelling guess.
-    fn check_keys(&mut self, table: &dyn TableLike, what: &str, allowed: &[&str], elsewhere: &[&str]) {
+    fn check_keys(
+        &mut self,
+        table: &dyn TableLike,
+        what: &str,
+        allowed: &[&str],
+        elsewhere: &[&str],
+    ) {
         for (key, _) in table.iter() {
             if allowed.contains(&key) {
                 continue;
@@ -238,7 +251,8 @@ impl Checker<'_> {
                 None if DATA_KEYS.contains(&key) => format!("`{key}` belongs in the [data] table"),
                 None => format!("the keys allowed here are: {}", allowed.join(", ")),
             };
-            self.error(span, format!("unknown key `{key}` in {what}")).hint = Some(hint);
+            self.error(span, format!("unknown key `{key}` in {what}"))
+                .hint = Some(hint);
         }
     }
 
@@ -246,13 +260,17 @@ impl Checker<'_> {
         self.check_slug(&raw.project_id, "project_id", 3, 63);
         if raw.name.get_ref().trim().is_empty() {
             self.error(Some(raw.name.span()), "`name` must not be empty")
-                .hint = Some("give the project a human-readable name, e.g. name = \"My App\"".into());
+                .hint =
+                Some("give the project a human-readable name, e.g. name = \"My App\"".into());
         }
         if let Some(ctx) = &raw.default_context
             && !is_context_name(ctx.get_ref())
         {
-            self.error(Some(ctx.span()), format!("`{}` is not a valid context name", ctx.get_ref()))
-                .hint = Some("context names use letters, digits, `-` and `_`".into());
+            self.error(
+                Some(ctx.span()),
+                format!("`{}` is not a valid context name", ctx.get_ref()),
+            )
+            .hint = Some("context names use letters, digits, `-` and `_`".into());
         }
 
         let data = match raw.data {
@@ -306,8 +324,14 @@ impl Checker<'_> {
             None | Some("wasm") => Runtime::Wasm,
             Some(other) => {
                 let span = f.runtime.as_ref().map(Spanned::span);
-                self.error(span, format!("unknown runtime `{other}` for function `{}`", f.name.get_ref()))
-                    .hint = Some(format!("supported runtimes: {}", RUNTIMES.join(", ")));
+                self.error(
+                    span,
+                    format!(
+                        "unknown runtime `{other}` for function `{}`",
+                        f.name.get_ref()
+                    ),
+                )
+                .hint = Some(format!("supported runtimes: {}", RUNTIMES.join(", ")));
                 Runtime::Wasm
             }
         };
@@ -320,13 +344,22 @@ impl Checker<'_> {
             .and_then(|e| e.to_str())
             .unwrap_or("");
         if !ENTRY_EXTENSIONS.contains(&ext) {
-            self.error(entry_span.clone().or(Some(f.name.span())), format!("entry `{}` has no supported extension", entry.get_ref()))
-                .hint = Some(format!("an entry ends in .{}", ENTRY_EXTENSIONS.join(", .")));
+            self.error(
+                entry_span.clone().or(Some(f.name.span())),
+                format!("entry `{}` has no supported extension", entry.get_ref()),
+            )
+            .hint = Some(format!(
+                "an entry ends in .{}",
+                ENTRY_EXTENSIONS.join(", .")
+            ));
         } else if source_ok {
             let path = root.join(f.source.get_ref()).join(entry.get_ref());
             if !path.is_file() {
-                self.error(entry_span.or(Some(f.source.span())), format!("entry file `{}` does not exist", path.display()))
-                    .hint = Some(format!(
+                self.error(
+                    entry_span.or(Some(f.source.span())),
+                    format!("entry file `{}` does not exist", path.display()),
+                )
+                .hint = Some(format!(
                     "create it, or set `entry` to the file in `{}` that exports the handler",
                     f.source.get_ref()
                 ));
@@ -366,17 +399,30 @@ impl Checker<'_> {
     fn job(&mut self, j: RawJob, functions: &[FunctionConfig]) -> JobConfig {
         self.check_slug(&j.name, "job name", 1, 63);
         if !functions.iter().any(|f| &f.name == j.function.get_ref()) {
-            let hint = match did_you_mean(j.function.get_ref(), functions.iter().map(|f| f.name.as_str())) {
+            let hint = match did_you_mean(
+                j.function.get_ref(),
+                functions.iter().map(|f| f.name.as_str()),
+            ) {
                 Some(close) => format!("did you mean `{close}`?"),
-                None if functions.is_empty() => "declare the function in a [[functions]] table first".into(),
+                None if functions.is_empty() => {
+                    "declare the function in a [[functions]] table first".into()
+                }
                 None => format!(
                     "declared functions: {}",
-                    functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                    functions
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             self.error(
                 Some(j.function.span()),
-                format!("job `{}` runs function `{}`, which is not declared", j.name.get_ref(), j.function.get_ref()),
+                format!(
+                    "job `{}` runs function `{}`, which is not declared",
+                    j.name.get_ref(),
+                    j.function.get_ref()
+                ),
             )
             .hint = Some(hint);
         }
@@ -394,8 +440,12 @@ impl Checker<'_> {
         match t.kind.get_ref().as_str() {
             "cron" => {
                 let Some(schedule) = t.schedule else {
-                    self.error(Some(span), format!("cron trigger of job `{job}` has no `schedule`"))
-                        .hint = Some("for example schedule = \"0 0 * * *\" (every day at midnight)".into());
+                    self.error(
+                        Some(span),
+                        format!("cron trigger of job `{job}` has no `schedule`"),
+                    )
+                    .hint =
+                        Some("for example schedule = \"0 0 * * *\" (every day at midnight)".into());
                     return Trigger::Queue;
                 };
                 if let Err(why) = check_cron(schedule.get_ref()) {
@@ -412,20 +462,39 @@ impl Checker<'_> {
             }
             "event" => {
                 let Some(event) = t.event else {
-                    self.error(Some(span), format!("event trigger of job `{job}` has no `event`"))
-                        .hint = Some("for example event = \"data.insert\", table = \"todos\"".into());
+                    self.error(
+                        Some(span),
+                        format!("event trigger of job `{job}` has no `event`"),
+                    )
+                    .hint = Some("for example event = \"data.insert\", table = \"todos\"".into());
                     return Trigger::Queue;
                 };
                 let name = event.get_ref().as_str();
                 if DATA_EVENTS.contains(&name) && t.table.is_none() {
-                    self.error(Some(event.span()), format!("event `{name}` needs the `table` it watches"))
-                        .hint = Some("add table = \"<table name>\" to the trigger".into());
+                    self.error(
+                        Some(event.span()),
+                        format!("event `{name}` needs the `table` it watches"),
+                    )
+                    .hint = Some("add table = \"<table name>\" to the trigger".into());
                 } else if STORAGE_EVENTS.contains(&name) && t.bucket.is_none() {
-                    self.error(Some(event.span()), format!("event `{name}` needs the `bucket` it watches"))
-                        .hint = Some("add bucket = \"<bucket name>\" to the trigger".into());
-                } else if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                    self.error(Some(event.span()), format!("`{name}` is not a valid event name"))
-                        .hint = Some("event names use letters, digits, `.`, `_` and `-`, e.g. \"invoice.paid\"".into());
+                    self.error(
+                        Some(event.span()),
+                        format!("event `{name}` needs the `bucket` it watches"),
+                    )
+                    .hint = Some("add bucket = \"<bucket name>\" to the trigger".into());
+                } else if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    self.error(
+                        Some(event.span()),
+                        format!("`{name}` is not a valid event name"),
+                    )
+                    .hint = Some(
+                        "event names use letters, digits, `.`, `_` and `-`, e.g. \"invoice.paid\""
+                            .into(),
+                    );
                 }
                 Trigger::Event {
                     event: event.into_inner(),
@@ -439,8 +508,11 @@ impl Checker<'_> {
                     Some(close) => format!("did you mean `{close}`?"),
                     None => format!("trigger types: {}", TRIGGER_TYPES.join(", ")),
                 };
-                self.error(Some(t.kind.span()), format!("unknown trigger type `{other}` for job `{job}`"))
-                    .hint = Some(hint);
+                self.error(
+                    Some(t.kind.span()),
+                    format!("unknown trigger type `{other}` for job `{job}`"),
+                )
+                .hint = Some(hint);
                 Trigger::Queue
             }
         }
@@ -451,7 +523,8 @@ impl Checker<'_> {
         let v = value.get_ref();
         let ok = (min..=max).contains(&v.len())
             && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !ok {
             self.error(Some(value.span()), format!("`{v}` is not a valid {what}"))
                 .hint = Some(format!(
@@ -461,14 +534,23 @@ impl Checker<'_> {
     }
 
     /// Names must be unique within functions, sites and jobs: they are URL segments.
-    fn check_unique<'s>(&mut self, kind: &str, names: impl IntoIterator<Item = &'s Spanned<String>>) {
+    fn check_unique<'s>(
+        &mut self,
+        kind: &str,
+        names: impl IntoIterator<Item = &'s Spanned<String>>,
+    ) {
         let mut first_seen: HashMap<&str, Range<usize>> = HashMap::new();
         for name in names {
             match first_seen.get(name.get_ref().as_str()) {
                 Some(first) => {
                     let first_line = self.src[..first.start].matches('\n').count() + 1;
-                    self.error(Some(name.span()), format!("duplicate {kind} name `{}`", name.get_ref()))
-                        .hint = Some(format!("it is first declared on line {first_line}; {kind} names must be unique"));
+                    self.error(
+                        Some(name.span()),
+                        format!("duplicate {kind} name `{}`", name.get_ref()),
+                    )
+                    .hint = Some(format!(
+                        "it is first declared on line {first_line}; {kind} names must be unique"
+                    ));
                 }
                 None => {
                     first_seen.insert(name.get_ref(), name.span());
@@ -479,15 +561,30 @@ impl Checker<'_> {
 
     fn check_dir(&mut self, root: &Path, dir: &Spanned<String>, what: &str) -> bool {
         let rel = Path::new(dir.get_ref());
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            self.error(Some(dir.span()), format!("`{what}` must be a path inside the project"))
-                .hint = Some("write it relative to the directory holding reactor.toml, without `..`".into());
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            self.error(
+                Some(dir.span()),
+                format!("`{what}` must be a path inside the project"),
+            )
+            .hint = Some(
+                "write it relative to the directory holding reactor.toml, without `..`".into(),
+            );
             return false;
         }
         let full = root.join(rel);
         if !full.is_dir() {
-            self.error(Some(dir.span()), format!("{what} directory `{}` does not exist", full.display()))
-                .hint = Some(format!("create it (mkdir -p {}) or fix the path", full.display()));
+            self.error(
+                Some(dir.span()),
+                format!("{what} directory `{}` does not exist", full.display()),
+            )
+            .hint = Some(format!(
+                "create it (mkdir -p {}) or fix the path",
+                full.display()
+            ));
             return false;
         }
         true
@@ -501,13 +598,17 @@ fn check_cron(expr: &str) -> Result<(), String> {
     } else if !(5..=6).contains(&fields) {
         return Err(format!("it has {fields} fields"));
     }
-    expr.parse::<croner::Cron>().map(|_| ()).map_err(|e| e.to_string())
+    expr.parse::<croner::Cron>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn is_context_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[derive(Deserialize)]

@@ -94,7 +94,10 @@ impl fmt::Display for TokenSource {
 
 /// `REACTOR_TOKEN_<CONTEXT>`: the context name upper-cased, `-` turned into `_`.
 pub fn context_token_var(context: &str) -> String {
-    format!("REACTOR_TOKEN_{}", context.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "REACTOR_TOKEN_{}",
+        context.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// Finds the token for a command, and where it came from. `context` is the selected

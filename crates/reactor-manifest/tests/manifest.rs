@@ -8,11 +8,24 @@ use reactor_manifest::{Manifest, ManifestError, Trigger, discover};
 /// A project directory with the folders a valid manifest points at.
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    for sub in ["data/migrations", "functions/hello", "functions/rollup", "sites/web"] {
+    for sub in [
+        "data/migrations",
+        "functions/hello",
+        "functions/rollup",
+        "sites/web",
+    ] {
         fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
     }
-    fs::write(dir.path().join("functions/hello/index.ts"), "export default () => new Response('hi')").expect("write");
-    fs::write(dir.path().join("functions/rollup/main.js"), "export default () => new Response('ok')").expect("write");
+    fs::write(
+        dir.path().join("functions/hello/index.ts"),
+        "export default () => new Response('hi')",
+    )
+    .expect("write");
+    fs::write(
+        dir.path().join("functions/rollup/main.js"),
+        "export default () => new Response('ok')",
+    )
+    .expect("write");
     dir
 }
 
@@ -74,11 +87,17 @@ fn the_spec_example_parses() {
     assert_eq!(m.name, "My Application");
     assert_eq!(m.default_context.as_deref(), Some("local"));
     assert_eq!(m.functions.len(), 2);
-    assert_eq!(m.function("rollup").map(|f| f.entry.as_str()), Some("main.js"));
+    assert_eq!(
+        m.function("rollup").map(|f| f.entry.as_str()),
+        Some("main.js")
+    );
     assert_eq!(m.sites[0].framework, "static");
     assert_eq!(
         m.jobs[0].trigger,
-        Trigger::Cron { schedule: "0 0 * * *".into(), timezone: None }
+        Trigger::Cron {
+            schedule: "0 0 * * *".into(),
+            timezone: None
+        }
     );
     assert!(matches!(&m.jobs[1].trigger, Trigger::Event { table: Some(t), .. } if t == "todos"));
     assert_eq!(m.migrations_dir(), dir.path().join("data/migrations"));
@@ -108,20 +127,32 @@ fn misspelt_top_level_table_and_trigger_key() {
     let e = error(&src);
     assert!(e.contains("unknown key `stes` in the top level"), "{e}");
     assert!(e.contains("did you mean `sites`?"), "{e}");
-    assert!(e.contains("unknown key `schedul` in a job's `trigger`"), "{e}");
+    assert!(
+        e.contains("unknown key `schedul` in a job's `trigger`"),
+        "{e}"
+    );
     assert!(e.contains("did you mean `schedule`?"), "{e}");
 }
 
 #[test]
 fn key_in_the_wrong_table_says_where_it_belongs() {
-    let src = VALID.replace("name = \"My Application\"\n", "name = \"My Application\"\nmigrations_dir = \"x\"\n");
+    let src = VALID.replace(
+        "name = \"My Application\"\n",
+        "name = \"My Application\"\nmigrations_dir = \"x\"\n",
+    );
     let e = error(&src);
-    assert!(e.contains("`migrations_dir` belongs in the [data] table"), "{e}");
+    assert!(
+        e.contains("`migrations_dir` belongs in the [data] table"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_type_is_located() {
-    let src = VALID.replace("framework = \"static\"", "framework = \"static\"\nspa = \"yes\"");
+    let src = VALID.replace(
+        "framework = \"static\"",
+        "framework = \"static\"\nspa = \"yes\"",
+    );
     let e = error(&src);
     assert!(e.contains("reactor.toml:23:7"), "{e}");
     assert!(e.contains("expected a boolean"), "{e}");
@@ -135,7 +166,9 @@ fn missing_required_key() {
 
 #[test]
 fn duplicate_names_are_caught() {
-    let src = VALID.replace("name = \"rollup\"", "name = \"hello\"").replace("function = \"rollup\"", "function = \"hello\"");
+    let src = VALID
+        .replace("name = \"rollup\"", "name = \"hello\"")
+        .replace("function = \"rollup\"", "function = \"hello\"");
     let e = error(&src);
     assert!(e.contains("duplicate function name `hello`"), "{e}");
     assert!(e.contains("first declared on line 9"), "{e}");
@@ -146,7 +179,10 @@ fn duplicate_names_are_caught() {
 fn job_pointing_at_unknown_function() {
     let src = VALID.replace("function = \"rollup\"", "function = \"rolup\"");
     let e = error(&src);
-    assert!(e.contains("job `nightly-rollup` runs function `rolup`, which is not declared"), "{e}");
+    assert!(
+        e.contains("job `nightly-rollup` runs function `rolup`, which is not declared"),
+        "{e}"
+    );
     assert!(e.contains("did you mean `rollup`?"), "{e}");
 }
 
@@ -186,7 +222,9 @@ fn invalid_cron_expression() {
 
 #[test]
 fn unknown_trigger_type_and_runtime() {
-    let src = VALID.replace("type = \"cron\"", "type = \"crn\"").replace("runtime = \"wasm\"", "runtime = \"docker\"");
+    let src = VALID
+        .replace("type = \"cron\"", "type = \"crn\"")
+        .replace("runtime = \"wasm\"", "runtime = \"docker\"");
     let e = error(&src);
     assert!(e.contains("unknown trigger type `crn`"), "{e}");
     assert!(e.contains("did you mean `cron`?"), "{e}");
@@ -197,7 +235,10 @@ fn unknown_trigger_type_and_runtime() {
 fn data_event_needs_a_table() {
     let src = VALID.replace(", table = \"todos\"", "");
     let e = error(&src);
-    assert!(e.contains("event `data.insert` needs the `table` it watches"), "{e}");
+    assert!(
+        e.contains("event `data.insert` needs the `table` it watches"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -210,7 +251,9 @@ fn bad_project_id() {
 
 #[test]
 fn several_errors_are_reported_together() {
-    let src = VALID.replace("sites/web", "sites/nope").replace("function = \"rollup\"", "function = \"nope\"");
+    let src = VALID
+        .replace("sites/web", "sites/nope")
+        .replace("function = \"rollup\"", "function = \"nope\"");
     let e = error(&src);
     assert_eq!(e.matches("error:").count(), 2, "{e}");
 }
@@ -220,7 +263,10 @@ fn discovery_walks_up_and_stops_at_the_git_root() {
     let dir = project();
     fs::write(dir.path().join("reactor.toml"), VALID).expect("write");
     let deep = dir.path().join("functions/hello");
-    assert_eq!(discover(&deep).expect("found"), dir.path().join("reactor.toml"));
+    assert_eq!(
+        discover(&deep).expect("found"),
+        dir.path().join("reactor.toml")
+    );
 
     // A repository nested inside the project: discovery must not cross its root.
     let repo = dir.path().join("vendor/other");

@@ -10,10 +10,13 @@ use reactor_core::{ApiError, Principal, keys};
 
 use crate::AppState;
 
-const KEY_HINT: &str =
-    "send a project key in the `apikey` header or as `Authorization: Bearer rk_pub_…`; `reactor dev` prints the local ones";
+const KEY_HINT: &str = "send a project key in the `apikey` header or as `Authorization: Bearer rk_pub_…`; `reactor dev` prints the local ones";
 
-pub(crate) async fn resolve_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn resolve_principal(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     match principal(&state, req.headers()).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
@@ -25,10 +28,15 @@ pub(crate) async fn resolve_principal(State(state): State<AppState>, mut req: Re
 
 async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(candidate) = presented_key(headers) else {
-        return Err(ApiError::unauthorized("missing_api_key", "no API key was sent").with_hint(KEY_HINT));
+        return Err(
+            ApiError::unauthorized("missing_api_key", "no API key was sent").with_hint(KEY_HINT),
+        );
     };
     let Some(tier) = keys::tier_of(candidate) else {
-        return Err(ApiError::unauthorized("invalid_api_key", "the API key is malformed").with_hint(KEY_HINT));
+        return Err(
+            ApiError::unauthorized("invalid_api_key", "the API key is malformed")
+                .with_hint(KEY_HINT),
+        );
     };
     let record = state
         .db
@@ -39,11 +47,17 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
             ApiError::internal()
         })?;
     let Some(record) = record.filter(|r| r.tier == tier) else {
-        return Err(ApiError::unauthorized("invalid_api_key", "the API key is not known to this server").with_hint(KEY_HINT));
+        return Err(ApiError::unauthorized(
+            "invalid_api_key",
+            "the API key is not known to this server",
+        )
+        .with_hint(KEY_HINT));
     };
     if record.revoked {
-        return Err(ApiError::unauthorized("revoked_api_key", "the API key has been revoked")
-            .with_hint("create a new key with `reactor keys create` and use it instead"));
+        return Err(
+            ApiError::unauthorized("revoked_api_key", "the API key has been revoked")
+                .with_hint("create a new key with `reactor keys create` and use it instead"),
+        );
     }
     let db = state.db.clone();
     let id = record.id.clone();
@@ -93,8 +107,14 @@ mod tests {
 
     #[test]
     fn bearer_is_used_without_apikey() {
-        assert_eq!(presented_key(&headers(&[("authorization", "Bearer rk_svc_b")])), Some("rk_svc_b"));
-        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Bearer rk_svc_b")])),
+            Some("rk_svc_b")
+        );
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
         assert_eq!(presented_key(&HeaderMap::new()), None);
     }
 }

@@ -26,7 +26,12 @@ pub struct ServerArgs {
     #[arg(long, env = "REACTOR_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
     /// Comma-separated capabilities to enable [default: all compiled in].
-    #[arg(long, env = "REACTOR_CAPABILITIES", value_name = "LIST", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "REACTOR_CAPABILITIES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
     pub capabilities: Option<Vec<String>>,
 }
 
@@ -67,10 +72,18 @@ impl ConfigError {
     pub fn hint(&self) -> String {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
-            ConfigError::Parse { .. } => "the keys allowed are listen, database_url and capabilities".into(),
-            ConfigError::Listen { .. } => "use HOST:PORT, for example 127.0.0.1:8080 or 0.0.0.0:8080".into(),
-            ConfigError::UnknownCapability(..) => "list them comma-separated, e.g. REACTOR_CAPABILITIES=identity,data".into(),
-            ConfigError::NotCompiled(c) => format!("rebuild reactor-server with `--features {c}`, or leave it out of capabilities"),
+            ConfigError::Parse { .. } => {
+                "the keys allowed are listen, database_url and capabilities".into()
+            }
+            ConfigError::Listen { .. } => {
+                "use HOST:PORT, for example 127.0.0.1:8080 or 0.0.0.0:8080".into()
+            }
+            ConfigError::UnknownCapability(..) => {
+                "list them comma-separated, e.g. REACTOR_CAPABILITIES=identity,data".into()
+            }
+            ConfigError::NotCompiled(c) => format!(
+                "rebuild reactor-server with `--features {c}`, or leave it out of capabilities"
+            ),
         }
     }
 }
@@ -92,10 +105,15 @@ impl ServerConfig {
         };
 
         let (listen, origin) = pick(args.listen.clone(), file.listen, DEFAULT_LISTEN.to_string());
-        let listen = listen
-            .parse()
-            .map_err(|_| ConfigError::Listen { value: listen.clone(), origin })?;
-        let (database_url, _) = pick(args.database_url.clone(), file.database_url, DEFAULT_DATABASE_URL.to_string());
+        let listen = listen.parse().map_err(|_| ConfigError::Listen {
+            value: listen.clone(),
+            origin,
+        })?;
+        let (database_url, _) = pick(
+            args.database_url.clone(),
+            file.database_url,
+            DEFAULT_DATABASE_URL.to_string(),
+        );
         let (names, origin) = match (args.capabilities.clone(), file.capabilities) {
             (Some(names), _) => (Some(names), "--capabilities / REACTOR_CAPABILITIES"),
             (None, Some(names)) => (Some(names), "the config file"),
@@ -107,7 +125,9 @@ impl ServerConfig {
             Some(names) => {
                 let mut wanted = Vec::new();
                 for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-                    let c: Capability = name.parse().map_err(|e| ConfigError::UnknownCapability(e, origin))?;
+                    let c: Capability = name
+                        .parse()
+                        .map_err(|e| ConfigError::UnknownCapability(e, origin))?;
                     if !compiled.contains(&c) {
                         return Err(ConfigError::NotCompiled(c));
                     }
@@ -156,7 +176,9 @@ mod tests {
 
     #[test]
     fn flag_beats_file_beats_default() {
-        let f = file("listen = \"127.0.0.1:9000\"\ndatabase_url = \"postgres://h/db\"\ncapabilities = [\"data\"]\n");
+        let f = file(
+            "listen = \"127.0.0.1:9000\"\ndatabase_url = \"postgres://h/db\"\ncapabilities = [\"data\"]\n",
+        );
         let mut args = ServerArgs {
             config: Some(f.path().to_path_buf()),
             ..ServerArgs::default()
@@ -181,7 +203,11 @@ mod tests {
             ..ServerArgs::default()
         };
         let e = ServerConfig::resolve(&args).expect_err("bad listen");
-        assert!(e.to_string().contains("`localhost` is not a listen address"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`localhost` is not a listen address"),
+            "{e}"
+        );
         assert!(e.hint().contains("HOST:PORT"));
 
         let args = ServerArgs {

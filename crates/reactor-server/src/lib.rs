@@ -78,10 +78,12 @@ impl Server {
     /// Binds `addr` (port 0 picks a free port) before anything else, so a taken port is
     /// reported at once.
     pub async fn bind(addr: SocketAddr, state: AppState) -> Result<Server, StartError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| match source.kind() {
-            std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
-            _ => StartError::Bind { addr, source },
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+                _ => StartError::Bind { addr, source },
+            })?;
         Ok(Server { listener, state })
     }
 
@@ -91,7 +93,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting and lets requests in flight
     /// finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let app = routes::router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

@@ -77,7 +77,10 @@ fn hint_for(e: &anyhow::Error) -> Option<String> {
         return Some(e.hint());
     }
     if e.downcast_ref::<reactor_db::DbError>().is_some() {
-        return Some("check REACTOR_DATABASE_URL (or --database-url / database_url in the config file)".into());
+        return Some(
+            "check REACTOR_DATABASE_URL (or --database-url / database_url in the config file)"
+                .into(),
+        );
     }
     None
 }
@@ -126,7 +129,11 @@ async fn keys_command(config: ServerConfig, cmd: KeysCommand) -> anyhow::Result<
                 );
             } else {
                 println!("{}", key.secret);
-                eprintln!("created {} key `{name}` ({}); it is shown only this once", tier.name(), key.id);
+                eprintln!(
+                    "created {} key `{name}` ({}); it is shown only this once",
+                    tier.name(),
+                    key.id
+                );
             }
         }
         KeysCommand::List { json } => {
@@ -134,7 +141,10 @@ async fn keys_command(config: ServerConfig, cmd: KeysCommand) -> anyhow::Result<
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
-                println!("{:<22} {:<16} {:<5} {:<14} {:<8} LAST USED", "ID", "NAME", "TIER", "PREFIX", "STATUS");
+                println!(
+                    "{:<22} {:<16} {:<5} {:<14} {:<8} LAST USED",
+                    "ID", "NAME", "TIER", "PREFIX", "STATUS"
+                );
                 for k in keys {
                     println!(
                         "{:<22} {:<16} {:<5} {:<14} {:<8} {}",

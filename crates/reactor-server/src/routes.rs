@@ -18,9 +18,13 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) fn router(state: AppState) -> Router {
     // Everything here needs a project key; capability routers will nest under it.
-    let api = Router::new()
-        .route("/v1/info", get(info))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::resolve_principal));
+    let api =
+        Router::new()
+            .route("/v1/info", get(info))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::resolve_principal,
+            ));
 
     Router::new()
         .route("/healthz", get(healthz))
@@ -54,12 +58,18 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::unavailable("the database is not reachable").with_hint("check the server log and the database")
+        ApiError::unavailable("the database is not reachable")
+            .with_hint("check the server log and the database")
     })?;
-    Ok(Json(json!({ "status": "ready", "database": state.db.engine().name() })))
+    Ok(Json(
+        json!({ "status": "ready", "database": state.db.engine().name() }),
+    ))
 }
 
-async fn info(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Result<Json<Value>, ApiError> {
+async fn info(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
     let project = state.db.project().await.map_err(|e| {
         tracing::error!(error = %e, "reading the project record failed");
         ApiError::internal()
@@ -80,5 +90,6 @@ async fn info(State(state): State<AppState>, Extension(principal): Extension<Pri
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path())).with_hint("GET /v1/info lists the capabilities this server offers")
+    ApiError::not_found(format!("no route for {}", uri.path()))
+        .with_hint("GET /v1/info lists the capabilities this server offers")
 }

@@ -34,7 +34,10 @@ fn start(database_url: &str) -> Running {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines.next().expect("server exited before listening").expect("read line");
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("read line");
         let Ok(event) = serde_json::from_str::<Value>(&line) else {
             panic!("log lines are JSON when stdout is not a terminal: {line}");
         };
@@ -56,8 +59,15 @@ fn keys_create(database_url: &str, tier: &str) -> String {
         .env("REACTOR_DATABASE_URL", database_url)
         .output()
         .expect("run keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }
 
 async fn get(url: &str, key: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
@@ -81,7 +91,10 @@ async fn exercise(database_url: &str, topology: &str) {
 
     let (status, body, headers) = get(&format!("{base}/healthz"), None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-    assert!(headers.contains_key("x-request-id"), "every response carries a request id");
+    assert!(
+        headers.contains_key("x-request-id"),
+        "every response carries a request id"
+    );
 
     let (status, body, _) = get(&format!("{base}/readyz"), None).await;
     assert_eq!(status, 200, "{body}");
@@ -90,12 +103,22 @@ async fn exercise(database_url: &str, topology: &str) {
     let (status, body, headers) = get(&format!("{base}/v1/info"), None).await;
     assert_eq!(status, 401);
     assert_eq!(body["code"], "missing_api_key");
-    assert!(body["hint"].as_str().is_some_and(|h| h.contains("apikey")), "{body}");
+    assert!(
+        body["hint"].as_str().is_some_and(|h| h.contains("apikey")),
+        "{body}"
+    );
     assert!(body.get("details").is_some());
     assert!(headers.contains_key("x-request-id"));
 
-    let (status, body, _) = get(&format!("{base}/v1/info"), Some("rk_pub_00000000000000000000000000000000")).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_api_key")));
+    let (status, body, _) = get(
+        &format!("{base}/v1/info"),
+        Some("rk_pub_00000000000000000000000000000000"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
     let (status, _, _) = get(&format!("{base}/v1/info"), Some("not-a-key")).await;
     assert_eq!(status, 401);
 
@@ -103,7 +126,11 @@ async fn exercise(database_url: &str, topology: &str) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["topology"], topology);
     assert_eq!(body["caller"]["tier"], "public");
-    assert!(body["capabilities"].as_array().is_some_and(|c| !c.is_empty()));
+    assert!(
+        body["capabilities"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
     assert!(body["version"].is_string());
 
     // A service key presented as a Bearer token works the same way.
@@ -130,7 +157,10 @@ async fn exercise(database_url: &str, topology: &str) {
         .and_then(|k| k["id"].as_str())
         .expect("public key listed")
         .to_string();
-    assert!(!listed.to_string().contains(&public), "listings never show secrets");
+    assert!(
+        !listed.to_string().contains(&public),
+        "listings never show secrets"
+    );
     let revoked = Command::new(BIN)
         .args(["keys", "revoke", &id])
         .env("REACTOR_DATABASE_URL", database_url)
@@ -138,7 +168,10 @@ async fn exercise(database_url: &str, topology: &str) {
         .expect("revoke");
     assert!(revoked.success());
     let (status, body, _) = get(&format!("{base}/v1/info"), Some(&public)).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("revoked_api_key")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("revoked_api_key"))
+    );
 
     let (status, body, _) = get(&format!("{base}/nope"), Some(&service)).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
@@ -148,14 +181,26 @@ async fn exercise(database_url: &str, topology: &str) {
 
 fn sigterm_exits_cleanly(mut server: Running) {
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
-            assert!(status.success(), "SIGTERM ends the server with status 0, got {status}");
+            assert!(
+                status.success(),
+                "SIGTERM ends the server with status 0, got {status}"
+            );
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "server did not stop after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -163,12 +208,18 @@ fn sigterm_exits_cleanly(mut server: Running) {
 #[tokio::test]
 async fn serves_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
-    exercise(&format!("sqlite://{}", dir.path().join("r.db").display()), "O1").await;
+    exercise(
+        &format!("sqlite://{}", dir.path().join("r.db").display()),
+        "O1",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn serves_on_postgres() {
-    let Some(url) = fresh_postgres_database("server").await else { return };
+    let Some(url) = fresh_postgres_database("server").await else {
+        return;
+    };
     exercise(&url, "O2").await;
 }
 
@@ -184,7 +235,10 @@ fn bad_configuration_fails_with_a_hint() {
     assert!(err.contains("hint:"), "{err}");
 
     let out = Command::new(BIN)
-        .env("REACTOR_DATABASE_URL", "postgres://nobody:pw@127.0.0.1:1/none")
+        .env(
+            "REACTOR_DATABASE_URL",
+            "postgres://nobody:pw@127.0.0.1:1/none",
+        )
         .env("REACTOR_LISTEN", "127.0.0.1:0")
         .output()
         .expect("run");

@@ -1,0 +1,184 @@
+//! `reactor dev`: the whole backend on a laptop. The same server `reactor-server` runs, in
+//! this process, on the O1 adapters, with its state under the project's `.reactor/`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use reactor_core::keys;
+use reactor_core::{Capability, KeyTier};
+use reactor_db::Db;
+use reactor_server::{AppState, Server, compiled_capabilities, shutdown_signal, telemetry};
+use serde::{Deserialize, Serialize};
+
+use crate::output::hinted;
+use crate::session::Session;
+
+/// The context `reactor dev` registers for the commands that follow.
+pub const LOCAL_CONTEXT: &str = "local";
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on. Anything but loopback exposes the service key's server to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+}
+
+/// `.reactor/keys.json`: the project's local keys, kept in plain text because they only ever
+/// open this laptop's server, which stores their hashes like any other.
+#[derive(Debug, Serialize, Deserialize)]
+struct LocalKeys {
+    public: String,
+    service: String,
+}
+
+pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
+    let manifest = session.load_manifest()?;
+    let state_dir = manifest.root.join(".reactor");
+    std::fs::create_dir_all(&state_dir)?;
+
+    let db = Db::connect(&format!("sqlite://{}", state_dir.join("dev.db").display())).await?;
+    db.set_project(&manifest.project_id, &manifest.name).await?;
+    let keys = local_keys(&state_dir, &db).await?;
+
+    let capabilities: Vec<Capability> = compiled_capabilities();
+    let state = AppState {
+        db,
+        capabilities: Arc::new(capabilities.clone()),
+    };
+    let server = Server::bind(SocketAddr::new(args.host, args.port), state).await?;
+    let addr = server.local_addr()?;
+    let shown_host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let endpoint = format!("http://{shown_host}:{}", addr.port());
+
+    let context_note = register_local_context(session, &endpoint, &keys.service)?;
+
+    telemetry::init();
+    println!(
+        "Reactor dev server for {} ({})",
+        manifest.name, manifest.project_id
+    );
+    println!("  endpoint      {endpoint}");
+    println!(
+        "  capabilities  {}",
+        capabilities
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  public key    {}", keys.public);
+    println!(
+        "  service key   {}   (server-side only: bypasses row-level security)",
+        keys.service
+    );
+    println!("  state         {}", state_dir.display());
+    println!("  context       {context_note}");
+    println!("Press Ctrl-C to stop.");
+
+    server.run(shutdown_signal()).await?;
+    println!("Reactor dev server stopped.");
+    Ok(())
+}
+
+/// The project's local keys: made once, re-registered if the database was reset, replaced
+/// if someone revoked them.
+async fn local_keys(state_dir: &Path, db: &Db) -> anyhow::Result<LocalKeys> {
+    let path = state_dir.join("keys.json");
+    let stored: Option<LocalKeys> = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            hinted(
+                format!("{} is damaged: {e}", path.display()),
+                format!(
+                    "delete {} and run `reactor dev` again to make new local keys",
+                    path.display()
+                ),
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut changed = stored.is_none();
+    let (public, service) = match stored {
+        Some(k) => (k.public, k.service),
+        None => (String::new(), String::new()),
+    };
+    let public = ensure_key(
+        db,
+        KeyTier::Public,
+        public,
+        "local public key",
+        &mut changed,
+    )
+    .await?;
+    let service = ensure_key(
+        db,
+        KeyTier::Service,
+        service,
+        "local service key",
+        &mut changed,
+    )
+    .await?;
+    let keys = LocalKeys { public, service };
+    if changed {
+        reactor_manifest::write_private(&path, serde_json::to_string_pretty(&keys)?.as_bytes())?;
+    }
+    Ok(keys)
+}
+
+async fn ensure_key(
+    db: &Db,
+    tier: KeyTier,
+    secret: String,
+    name: &str,
+    changed: &mut bool,
+) -> anyhow::Result<String> {
+    if keys::tier_of(&secret) == Some(tier) {
+        match db.find_api_key(&keys::hash(&secret)).await? {
+            Some(record) if !record.revoked => return Ok(secret),
+            Some(_) => {}
+            None => {
+                // The database was reset: register the same key again so clients keep working.
+                if let Some(key) = keys::adopt(&secret) {
+                    db.insert_api_key(&key, name).await?;
+                    return Ok(secret);
+                }
+            }
+        }
+    }
+    let key = keys::generate(tier);
+    db.insert_api_key(&key, name).await?;
+    *changed = true;
+    Ok(key.secret)
+}
+
+/// Points the `local` context at this server with the project's service key, so commands
+/// in another terminal work without a login. Returns a line for the banner.
+fn register_local_context(
+    session: &Session,
+    endpoint: &str,
+    service_key: &str,
+) -> anyhow::Result<String> {
+    let mut config = session.config()?;
+    config.put_context(LOCAL_CONTEXT, endpoint, None)?;
+    let (auth, notice) = session.store().save(LOCAL_CONTEXT, service_key)?;
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
+    config.set_auth(LOCAL_CONTEXT, Some(&auth))?;
+    if config.default_context().is_none() {
+        config.use_context(LOCAL_CONTEXT)?;
+    }
+    config.save()?;
+    Ok(format!(
+        "{LOCAL_CONTEXT} (registered in {})",
+        config.path().display()
+    ))
+}

@@ -1,0 +1,69 @@
+//! `reactor`: the command-line interface to Reactor.
+//!
+//! Every command resolves its project (the nearest `reactor.toml`), its context and its token
+//! through `reactor-manifest`, and talks to servers only through `reactor-client` — except
+//! `reactor dev`, which runs the server in-process.
+
+mod context;
+mod dev;
+mod info;
+mod init;
+mod output;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reactor",
+    version,
+    about = "Reactor: a whole backend from one reactor.toml"
+)]
+struct Cli {
+    /// The context (named server connection) to use [env: REACTOR_CONTEXT].
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
+    /// The API token to use, overriding every stored one [env: REACTOR_TOKEN].
+    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where to look for reactor.toml, instead of the current directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    project: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new project that works at once.
+    Init(init::InitArgs),
+    /// Run the whole backend locally (SQLite, local disk, in-process runtimes).
+    Dev(dev::DevArgs),
+    /// Manage contexts: named connections to Reactor servers.
+    #[command(subcommand)]
+    Context(context::ContextCommand),
+    /// Show the server behind the current context: version, project, capabilities.
+    Info(info::InfoArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let session = session::Session::new(cli.context, cli.token, cli.project);
+    let result = match cli.command {
+        Command::Init(args) => init::run(&session, args),
+        Command::Dev(args) => dev::run(&session, args).await,
+        Command::Context(cmd) => context::run(&session, cmd),
+        Command::Info(args) => info::run(&session, args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}

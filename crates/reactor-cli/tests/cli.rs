@@ -1,0 +1,608 @@
+//! The `reactor` CLI driven as a user drives it: a subprocess with its own `REACTOR_HOME`,
+//! talking real HTTP to a real `reactor dev`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_reactor");
+
+/// A temporary `REACTOR_HOME` and working area, isolated from the user's real config,
+/// keychain and environment.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cmd(&self, cwd: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(cwd)
+            .env("REACTOR_HOME", self.home())
+            .env("REACTOR_KEYCHAIN", "off")
+            .env_remove("REACTOR_CONTEXT")
+            .env_remove("REACTOR_TOKEN")
+            .env_remove("REACTOR_TOKEN_LOCAL")
+            .env_remove("REACTOR_TOKEN_STAGING")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.cmd(cwd).args(args).output().expect("run reactor")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.run(cwd, args);
+        assert!(
+            out.status.success(),
+            "reactor {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    fn fails(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.run(cwd, args);
+        assert!(!out.status.success(), "reactor {args:?} should fail");
+        String::from_utf8(out.stderr).expect("utf8")
+    }
+
+    fn init(&self, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        self.ok(self.dir.path(), &["init", dir.to_str().expect("utf8 path")]);
+        dir
+    }
+}
+
+/// A running `reactor dev` and what its banner said.
+struct Dev {
+    child: Child,
+    endpoint: String,
+    public_key: String,
+    service_key: String,
+    stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev(sandbox: &Sandbox, project: &Path) -> Dev {
+    let mut child = sandbox
+        .cmd(project)
+        .args(["dev", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reactor dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut endpoint, mut public_key, mut service_key) = (None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "reactor dev did not start:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        let field = |prefix: &str| {
+            line.trim()
+                .strip_prefix(prefix)
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+        };
+        endpoint = endpoint.or_else(|| field("endpoint"));
+        public_key = public_key.or_else(|| field("public key"));
+        service_key = service_key.or_else(|| field("service key"));
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    Dev {
+        child,
+        endpoint: endpoint.expect("banner names the endpoint"),
+        public_key: public_key.expect("banner prints the public key"),
+        service_key: service_key.expect("banner prints the service key"),
+        stdout: rx,
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+fn wait_exit(dev: &mut Dev) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = dev.child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "reactor dev did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn get(url: &str, key: Option<&str>) -> (u16, Value, bool) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(key) = key {
+        req = req.header("apikey", key);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let has_request_id = res.headers().contains_key("x-request-id");
+    (
+        status,
+        res.json().await.unwrap_or(Value::Null),
+        has_request_id,
+    )
+}
+
+#[tokio::test]
+async fn init_then_dev_serves_with_the_printed_keys() {
+    let sb = Sandbox::new();
+    let project = sb.init("todo");
+    for file in [
+        "reactor.toml",
+        "data/migrations/0001_init.sql",
+        "functions/hello/index.ts",
+        "sites/web/index.html",
+        ".reactorignore",
+        ".gitignore",
+    ] {
+        assert!(project.join(file).is_file(), "init creates {file}");
+    }
+    let manifest = std::fs::read_to_string(project.join("reactor.toml")).expect("manifest");
+    let id_line = manifest
+        .lines()
+        .find(|l| l.starts_with("project_id"))
+        .expect("project_id");
+    let id = id_line.split('"').nth(1).expect("quoted");
+    let (slug, hex) = id.rsplit_once('-').expect("slug-hex");
+    assert_eq!(slug, "todo");
+    assert!(
+        hex.len() == 8 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(
+        std::fs::read_to_string(project.join(".gitignore"))
+            .expect("gitignore")
+            .contains(".reactor/")
+    );
+    let sql = std::fs::read_to_string(project.join("data/migrations/0001_init.sql")).expect("sql");
+    assert!(sql.contains("enable row level security") && sql.contains("create policy"));
+
+    let mut dev = start_dev(&sb, &project);
+    assert!(dev.public_key.starts_with("rk_pub_"), "{}", dev.public_key);
+    assert!(
+        dev.service_key.starts_with("rk_svc_"),
+        "{}",
+        dev.service_key
+    );
+    let base = dev.endpoint.clone();
+
+    let (status, body, has_id) = get(&format!("{base}/healthz"), None).await;
+    assert_eq!(
+        (status, body["status"].as_str(), has_id),
+        (200, Some("ok"), true)
+    );
+    let (status, _, _) = get(&format!("{base}/readyz"), None).await;
+    assert_eq!(status, 200);
+
+    let (status, body, has_id) = get(&format!("{base}/v1/info"), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "missing_api_key");
+    assert!(body["hint"].is_string() && has_id);
+
+    let (status, body, _) = get(&format!("{base}/v1/info"), Some(&dev.public_key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["project"]["id"], id);
+    assert_eq!(body["topology"], "O1");
+    assert_eq!(body["caller"]["tier"], "public");
+
+    // The local context now reaches this server with the service key, from anywhere.
+    let info: Value =
+        serde_json::from_str(&sb.ok(sb.dir.path(), &["info", "--json"])).expect("json");
+    assert_eq!(info["context"], "local");
+    assert_eq!(info["project"]["id"], id);
+    assert_eq!(info["caller"]["tier"], "service");
+    let show: Value =
+        serde_json::from_str(&sb.ok(&project, &["context", "show", "--json"])).expect("json");
+    assert_eq!(show["endpoint"], base.as_str());
+    assert_eq!(show["token_source"], "credentials file");
+    assert!(
+        show["selected_by"]
+            .as_str()
+            .is_some_and(|s| s.contains("reactor.toml")),
+        "{show}"
+    );
+    assert!(
+        !show.to_string().contains(&dev.service_key),
+        "show never prints the token"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["config.toml", "credentials.toml"] {
+            let mode = std::fs::metadata(sb.home().join(file))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file} is private");
+        }
+        let mode = std::fs::metadata(project.join(".reactor/keys.json"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    signal(&dev.child, "INT");
+    let status = wait_exit(&mut dev);
+    assert!(status.success(), "Ctrl-C is a clean exit, got {status}");
+    let rest: Vec<String> = dev.stdout.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+
+    // A second start keeps the same keys; SIGTERM also stops it cleanly.
+    let (first_pub, first_svc) = (dev.public_key.clone(), dev.service_key.clone());
+    let mut again = start_dev(&sb, &project);
+    assert_eq!(
+        (&again.public_key, &again.service_key),
+        (&first_pub, &first_svc)
+    );
+    signal(&again.child, "TERM");
+    assert!(wait_exit(&mut again).success());
+
+    // After the local database is wiped the same keys are registered again and work.
+    std::fs::remove_file(project.join(".reactor/dev.db")).expect("remove db");
+    let fresh = start_dev(&sb, &project);
+    assert_eq!(fresh.public_key, first_pub);
+    let (status, _, _) = get(&format!("{}/v1/info", fresh.endpoint), Some(&first_pub)).await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn dev_on_a_taken_port_is_a_clear_error() {
+    let sb = Sandbox::new();
+    let project = sb.init("app");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let err = sb.fails(&project, &["dev", "--port", &port]);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} is already in use")),
+        "{err}"
+    );
+    assert!(err.contains("hint:") && err.contains("--port"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn dev_outside_a_project_and_with_a_broken_manifest() {
+    let sb = Sandbox::new();
+    let empty = sb.path("empty");
+    std::fs::create_dir_all(empty.join(".git")).expect("mkdir");
+    let err = sb.fails(&empty, &["dev"]);
+    assert!(err.contains("no reactor.toml"), "{err}");
+    assert!(err.contains("reactor init"), "{err}");
+
+    let project = sb.init("broken");
+    let manifest = project.join("reactor.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text.replace("entry = \"index.ts\"", "entyr = \"index.ts\""),
+    )
+    .expect("write");
+    let err = sb.fails(&project, &["dev", "--port", "0"]);
+    assert!(
+        err.contains("unknown key `entyr` in [[functions]]"),
+        "{err}"
+    );
+    assert!(err.contains("reactor.toml:15:1"), "{err}");
+    assert!(err.contains("did you mean `entry`?"), "{err}");
+}
+
+#[test]
+fn init_refuses_to_overwrite() {
+    let sb = Sandbox::new();
+    let project = sb.init("app");
+    let err = sb.fails(sb.dir.path(), &["init", project.to_str().expect("utf8")]);
+    assert!(err.contains("already a Reactor project"), "{err}");
+
+    // A directory holding one of the files init writes: nothing is written at all.
+    let other = sb.path("other");
+    std::fs::create_dir_all(other.join("functions/hello")).expect("mkdir");
+    std::fs::write(other.join("functions/hello/index.ts"), "mine").expect("write");
+    std::fs::write(other.join(".gitignore"), "target/\n").expect("write");
+    let err = sb.fails(sb.dir.path(), &["init", other.to_str().expect("utf8")]);
+    assert!(
+        err.contains("refusing to overwrite") && err.contains("index.ts"),
+        "{err}"
+    );
+    assert!(!other.join("reactor.toml").exists());
+    assert_eq!(
+        std::fs::read_to_string(other.join("functions/hello/index.ts")).expect("read"),
+        "mine"
+    );
+
+    // An existing .gitignore is extended, not replaced.
+    let third = sb.path("third");
+    std::fs::create_dir_all(&third).expect("mkdir");
+    std::fs::write(third.join(".gitignore"), "target/").expect("write");
+    sb.ok(
+        sb.dir.path(),
+        &["init", third.to_str().expect("utf8"), "--name", "Third App"],
+    );
+    let gi = std::fs::read_to_string(third.join(".gitignore")).expect("read");
+    assert!(
+        gi.starts_with("target/\n") && gi.contains(".reactor/"),
+        "{gi}"
+    );
+    let manifest = std::fs::read_to_string(third.join("reactor.toml")).expect("read");
+    assert!(
+        manifest.contains("name = \"Third App\"") && manifest.contains("project_id = \"third-app-")
+    );
+}
+
+#[test]
+fn context_commands_and_precedence() {
+    let sb = Sandbox::new();
+    let here = sb.dir.path();
+    assert!(
+        sb.fails(here, &["context", "show"])
+            .contains("no context selected")
+    );
+
+    sb.ok(
+        here,
+        &[
+            "context",
+            "add",
+            "staging",
+            "--endpoint",
+            "https://staging.example.com",
+            "--org",
+            "acme",
+        ],
+    );
+    sb.ok(
+        here,
+        &[
+            "context",
+            "add",
+            "prod",
+            "--endpoint",
+            "https://api.example.com/",
+        ],
+    );
+    let err = sb.fails(
+        here,
+        &[
+            "context",
+            "add",
+            "prod",
+            "--endpoint",
+            "https://x.example.com",
+        ],
+    );
+    assert!(
+        err.contains("already exists") && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(
+        sb.fails(
+            here,
+            &["context", "add", "x", "--endpoint", "api.example.com"]
+        )
+        .contains("not a valid endpoint")
+    );
+    let err = sb.fails(here, &["context", "use", "prd"]);
+    assert!(err.contains("did you mean `prod`?"), "{err}");
+
+    let list: Value =
+        serde_json::from_str(&sb.ok(here, &["context", "list", "--json"])).expect("json");
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["prod", "staging"]);
+    // The first context added became the default.
+    let current: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|c| c["current"] == true)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(current, ["staging"]);
+    assert!(
+        sb.ok(here, &["context", "list"])
+            .contains("*  staging  https://staging.example.com  acme")
+    );
+
+    let show = |cwd: &Path, extra: &[&str], env: &[(&str, &str)]| -> Value {
+        let mut cmd = sb.cmd(cwd);
+        cmd.args(["context", "show", "--json"]).args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+
+    // Context: config default → project default_context → REACTOR_CONTEXT → --context.
+    assert_eq!(show(here, &[], &[])["name"], "staging");
+    assert_eq!(
+        show(here, &[], &[])["selected_by"],
+        "default in the global config"
+    );
+    let project = sb.path("proj");
+    std::fs::create_dir_all(project.join("sub")).expect("mkdir");
+    std::fs::write(
+        project.join("reactor.toml"),
+        "project_id = \"p-00000000\"\nname = \"P\"\ndefault_context = \"prod\"\n",
+    )
+    .expect("write");
+    let inside = project.join("sub");
+    assert_eq!(show(&inside, &[], &[])["name"], "prod");
+    assert_eq!(
+        show(&inside, &[], &[("REACTOR_CONTEXT", "staging")])["name"],
+        "staging"
+    );
+    assert_eq!(
+        show(&inside, &[], &[("REACTOR_CONTEXT", "staging")])["selected_by"],
+        "REACTOR_CONTEXT"
+    );
+    let flagged = show(
+        &inside,
+        &["--context", "prod"],
+        &[("REACTOR_CONTEXT", "staging")],
+    );
+    assert_eq!(
+        (flagged["name"].as_str(), flagged["selected_by"].as_str()),
+        (Some("prod"), Some("--context flag"))
+    );
+
+    // Token: stored → REACTOR_TOKEN_<CONTEXT> → REACTOR_TOKEN → --token.
+    assert_eq!(show(here, &[], &[])["token_source"], Value::Null);
+    let mut add = sb.cmd(here);
+    add.args([
+        "context",
+        "add",
+        "my-ci",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--token-stdin",
+    ])
+    .stdin(Stdio::piped());
+    let mut child = add.stderr(Stdio::piped()).spawn().expect("spawn");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"rk_svc_fromstdin\n")
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("credentials.toml"),
+        "the fallback is announced"
+    );
+    let creds = std::fs::read_to_string(sb.home().join("credentials.toml")).expect("creds");
+    assert!(creds.contains("rk_svc_fromstdin"));
+    let config = std::fs::read_to_string(sb.home().join("config.toml")).expect("config");
+    assert!(
+        !config.contains("rk_svc_fromstdin"),
+        "tokens never land in config.toml"
+    );
+
+    let ci = ["my-ci"];
+    assert_eq!(show(here, &ci, &[])["token_source"], "credentials file");
+    assert_eq!(
+        show(here, &ci, &[("REACTOR_TOKEN_MY_CI", "t")])["token_source"],
+        "REACTOR_TOKEN_MY_CI"
+    );
+    assert_eq!(
+        show(
+            here,
+            &ci,
+            &[("REACTOR_TOKEN_MY_CI", "t"), ("REACTOR_TOKEN", "t")]
+        )["token_source"],
+        "REACTOR_TOKEN"
+    );
+    let flagged = show(here, &["my-ci", "--token", "t"], &[("REACTOR_TOKEN", "t")]);
+    assert_eq!(flagged["token_source"], "--token flag");
+    let text = sb.ok(
+        here,
+        &["context", "show", "my-ci", "--token", "rk_svc_secret_flag"],
+    );
+    assert!(
+        text.contains("token        from --token flag") && !text.contains("rk_svc_secret_flag"),
+        "{text}"
+    );
+
+    sb.ok(here, &["context", "use", "prod"]);
+    assert_eq!(show(here, &[], &[])["name"], "prod");
+    sb.ok(here, &["context", "remove", "prod"]);
+    sb.ok(here, &["context", "remove", "my-ci"]);
+    let creds = std::fs::read_to_string(sb.home().join("credentials.toml")).expect("creds");
+    assert!(
+        !creds.contains("rk_svc_fromstdin"),
+        "remove deletes the stored token"
+    );
+    assert!(
+        sb.fails(here, &["context", "show"])
+            .contains("no context selected")
+    );
+    assert!(
+        sb.fails(here, &["context", "remove", "prod"])
+            .contains("no context named `prod`")
+    );
+}
+
+#[test]
+fn info_without_a_reachable_server_says_what_to_do() {
+    let sb = Sandbox::new();
+    let here = sb.dir.path();
+    let err = sb.fails(here, &["info"]);
+    assert!(
+        err.contains("no context selected") && err.contains("reactor dev"),
+        "{err}"
+    );
+    sb.ok(
+        here,
+        &["context", "add", "gone", "--endpoint", "http://127.0.0.1:9"],
+    );
+    let err = sb.fails(here, &["info"]);
+    assert!(err.contains("cannot reach http://127.0.0.1:9"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}
