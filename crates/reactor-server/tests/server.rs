@@ -179,7 +179,17 @@ async fn exercise(database_url: &str, topology: &str) {
     sigterm_exits_cleanly(server);
 }
 
+/// SIGTERM stops the server with status 0, and a request already in flight (here: half its
+/// headers sent) still gets its answer.
 fn sigterm_exits_cleanly(mut server: Running) {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut in_flight = std::net::TcpStream::connect(&addr).expect("connect");
+    in_flight
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
+        .expect("write half");
+    std::thread::sleep(Duration::from_millis(200));
+
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -187,6 +197,17 @@ fn sigterm_exits_cleanly(mut server: Running) {
             .status()
             .expect("kill")
             .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    in_flight.write_all(b"\r\n").expect("finish the request");
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).expect("read answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "in-flight request answered: {answer}"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
