@@ -36,16 +36,21 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("system schema migration {version} ({name}) failed: {message}")]
+    #[error("system schema migration {component} {version} ({name}) failed: {message}")]
     Migration {
+        component: &'static str,
         version: i64,
         name: &'static str,
         message: String,
     },
     #[error(
-        "the database holds system schema version {found}, newer than this binary knows ({known}); upgrade reactor"
+        "the database holds {component} schema version {found}, newer than this binary knows ({known}); upgrade reactor"
     )]
-    SchemaTooNew { found: i64, known: i64 },
+    SchemaTooNew {
+        component: &'static str,
+        found: i64,
+        known: i64,
+    },
     #[error("a database task failed: {0}")]
     Task(String),
 }
@@ -117,9 +122,22 @@ impl Db {
 
     /// Applies the system schema migrations this binary knows and the database lacks.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        self.apply_migrations(CORE_COMPONENT, sqlite::MIGRATIONS, postgres::MIGRATIONS)
+            .await
+    }
+
+    /// Brings one component's system tables up to date: each capability owns its tables and
+    /// hands its migrations (one list per dialect) here at start. Versions are counted per
+    /// component, in the same bookkeeping table.
+    pub async fn apply_migrations(
+        &self,
+        component: &'static str,
+        sqlite_migrations: &'static [Migration],
+        postgres_migrations: &'static [Migration],
+    ) -> Result<(), DbError> {
         match self {
-            Db::Sqlite(p) => sqlite::migrate(p).await,
-            Db::Postgres(p) => postgres::migrate(p).await,
+            Db::Sqlite(p) => sqlite::migrate(p, component, sqlite_migrations).await,
+            Db::Postgres(p) => postgres::migrate(p, component, postgres_migrations).await,
         }
     }
 
@@ -185,8 +203,13 @@ impl Db {
     }
 }
 
-/// The system schema, one entry per version, in order. Each adapter supplies the SQL.
-pub(crate) struct Migration {
+/// The component name of the tables this crate owns (project record, API keys).
+const CORE_COMPONENT: &str = "core";
+
+/// One step of a component's system schema. Lists are in version order, starting at 1; a
+/// version once released never changes.
+#[derive(Debug)]
+pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,

@@ -39,7 +39,7 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "project and api keys",
     sql: "
@@ -62,7 +62,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
     ",
 }];
 
-pub(crate) async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+pub(crate) async fn migrate(
+    pool: &PgPool,
+    component: &'static str,
+    migrations: &'static [Migration],
+) -> Result<(), DbError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     sqlx::query("select pg_advisory_xact_lock(hashtext('reactor.system_migrations'))")
@@ -71,38 +75,47 @@ pub(crate) async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     sqlx::raw_sql(
         "create schema if not exists reactor;
          create table if not exists reactor.schema_migrations (
-             version bigint primary key,
+             component text not null,
+             version bigint not null,
              name text not null,
-             applied_at timestamptz not null default now()
+             applied_at timestamptz not null default now(),
+             primary key (component, version)
          );",
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 =
-        sqlx::query_scalar("select coalesce(max(version), 0) from reactor.schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let current: i64 = sqlx::query_scalar(
+        "select coalesce(max(version), 0) from reactor.schema_migrations where component = $1",
+    )
+    .bind(component)
+    .fetch_one(&mut *tx)
+    .await?;
+    let known = migrations.last().map_or(0, |m| m.version);
     if current > known {
         return Err(DbError::SchemaTooNew {
+            component,
             found: current,
             known,
         });
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in migrations.iter().filter(|m| m.version > current) {
         sqlx::raw_sql(m.sql)
             .execute(&mut *tx)
             .await
             .map_err(|e| DbError::Migration {
+                component,
                 version: m.version,
                 name: m.name,
                 message: e.to_string(),
             })?;
-        sqlx::query("insert into reactor.schema_migrations (version, name) values ($1, $2)")
-            .bind(m.version)
-            .bind(m.name)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "insert into reactor.schema_migrations (component, version, name) values ($1, $2, $3)",
+        )
+        .bind(component)
+        .bind(m.version)
+        .bind(m.name)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

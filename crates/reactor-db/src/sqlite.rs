@@ -107,7 +107,7 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
     })
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "project and api keys",
     sql: "
@@ -130,39 +130,43 @@ const MIGRATIONS: &[Migration] = &[Migration {
     ",
 }];
 
-pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), DbError> {
-    pool.with(|conn| {
+pub(crate) async fn migrate(
+    pool: &SqlitePool,
+    component: &'static str,
+    migrations: &'static [Migration],
+) -> Result<(), DbError> {
+    pool.with(move |conn| {
         // IMMEDIATE takes the write lock first, so two processes starting on one file
         // cannot both apply the same version.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(
             "create table if not exists _reactor_schema_migrations (
-                version integer primary key,
+                component text not null,
+                version integer not null,
                 name text not null,
-                applied_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                applied_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                primary key (component, version)
             )",
         )?;
         let current: i64 = tx.query_row(
-            "select coalesce(max(version), 0) from _reactor_schema_migrations",
-            [],
+            "select coalesce(max(version), 0) from _reactor_schema_migrations where component = ?1",
+            [component],
             |r| r.get(0),
         )?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.version);
+        let known = migrations.last().map_or(0, |m| m.version);
         if current > known {
-            return Err(DbError::SchemaTooNew {
-                found: current,
-                known,
-            });
+            return Err(DbError::SchemaTooNew { component, found: current, known });
         }
-        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        for m in migrations.iter().filter(|m| m.version > current) {
             tx.execute_batch(m.sql).map_err(|e| DbError::Migration {
+                component,
                 version: m.version,
                 name: m.name,
                 message: e.to_string(),
             })?;
             tx.execute(
-                "insert into _reactor_schema_migrations (version, name) values (?1, ?2)",
-                params![m.version, m.name],
+                "insert into _reactor_schema_migrations (component, version, name) values (?1, ?2, ?3)",
+                params![component, m.version, m.name],
             )?;
         }
         tx.commit()?;
