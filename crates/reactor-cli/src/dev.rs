@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 
 use reactor_core::keys;
 use reactor_core::{Capability, KeyTier};
@@ -45,10 +44,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     let keys = local_keys(&state_dir, &db).await?;
 
     let capabilities: Vec<Capability> = compiled_capabilities();
-    let state = AppState {
-        db,
-        capabilities: Arc::new(capabilities.clone()),
-    };
+    let state = AppState::start(db, capabilities.clone()).await?;
     let server = Server::bind(SocketAddr::new(args.host, args.port), state).await?;
     let addr = server.local_addr()?;
     let shown_host = if addr.ip().is_unspecified() {

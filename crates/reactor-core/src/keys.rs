@@ -72,7 +72,9 @@ fn visible_prefix(secret: &str) -> String {
     secret[..cut].to_string()
 }
 
-fn random_base62(len: usize) -> String {
+/// `len` random base62 characters (about 5.95 bits each): opaque secrets such as refresh
+/// tokens, and ids.
+pub fn random_base62(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)

@@ -7,9 +7,11 @@
 
 mod capability;
 mod error;
+mod extract;
 pub mod keys;
 mod principal;
 
 pub use capability::{Capability, UnknownCapability};
 pub use error::ApiError;
+pub use extract::JsonBody;
 pub use principal::{DbRole, KeyTier, Principal};

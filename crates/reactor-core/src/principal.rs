@@ -58,6 +58,8 @@ pub struct Principal {
     pub org_id: Option<String>,
     /// The user's role in the active organization.
     pub role: Option<String>,
+    /// The sign-in session the user's access token belongs to.
+    pub session_id: Option<String>,
 }
 
 impl Principal {
@@ -68,6 +70,7 @@ impl Principal {
             user_id: None,
             org_id: None,
             role: None,
+            session_id: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Caller resolution: once per request, before any route, the project key in the `apikey`
 //! header (or an `Authorization: Bearer` that is a key rather than a JWT) becomes a
-//! [`Principal`] in the request's extensions. Routes never read these headers themselves.
+//! [`Principal`] in the request's extensions, and a user's access token in
+//! `Authorization: Bearer <jwt>` adds the user, session, org and role to it. Routes never read
+//! these headers themselves.
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -67,7 +69,39 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
             tracing::warn!(error = %e, key = %id, "could not record api key use");
         }
     });
-    Ok(Principal::from_key(record.id, tier))
+    let mut principal = Principal::from_key(record.id, tier);
+    if let Some(token) = bearer(headers).filter(|t| *t != candidate) {
+        add_user(state, &mut principal, token).await?;
+    }
+    Ok(principal)
+}
+
+/// Verifies a user's access token and puts who they are into the principal.
+#[cfg(feature = "identity")]
+async fn add_user(
+    state: &AppState,
+    principal: &mut Principal,
+    token: &str,
+) -> Result<(), ApiError> {
+    let Some(identity) = &state.identity else {
+        return Err(no_identity());
+    };
+    let claims = identity.verify_access_token(token).await?;
+    principal.user_id = Some(claims.sub);
+    principal.session_id = Some(claims.session_id);
+    principal.org_id = claims.org_id;
+    principal.role = claims.org_role;
+    Ok(())
+}
+
+#[cfg(not(feature = "identity"))]
+async fn add_user(_: &AppState, _: &mut Principal, _: &str) -> Result<(), ApiError> {
+    Err(no_identity())
+}
+
+fn no_identity() -> ApiError {
+    ApiError::unauthorized("bad_jwt", "this server does not accept user tokens")
+        .with_hint("the identity capability is not enabled on this server")
 }
 
 /// The `apikey` header, else a Bearer token that has the shape of a project key.
@@ -75,16 +109,20 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(key) = headers.get("apikey").and_then(|v| v.to_str().ok()) {
         return Some(key.trim());
     }
-    let bearer = headers
+    bearer(headers).filter(|t| keys::tier_of(t).is_some())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?
         .trim();
-    let token = bearer
+    let token = value
         .strip_prefix("Bearer ")
-        .or_else(|| bearer.strip_prefix("bearer "))?
+        .or_else(|| value.strip_prefix("bearer "))?
         .trim();
-    Some(token)
+    Some(token).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -106,10 +144,13 @@ mod tests {
     }
 
     #[test]
-    fn bearer_is_used_without_apikey() {
+    fn a_bearer_key_is_used_without_apikey_but_a_jwt_is_not_a_key() {
+        let key = keys::generate(reactor_core::KeyTier::Service).secret;
+        let h = headers(&[("authorization", &format!("Bearer {key}"))]);
+        assert_eq!(presented_key(&h), Some(key.as_str()));
         assert_eq!(
-            presented_key(&headers(&[("authorization", "Bearer rk_svc_b")])),
-            Some("rk_svc_b")
+            presented_key(&headers(&[("authorization", "Bearer a.b.c")])),
+            None
         );
         assert_eq!(
             presented_key(&headers(&[("authorization", "Basic abc")])),

@@ -41,6 +41,32 @@ pub fn compiled_capabilities() -> Vec<Capability> {
 pub struct AppState {
     pub db: Db,
     pub capabilities: Arc<Vec<Capability>>,
+    /// Present when the identity capability is enabled: it verifies user access tokens.
+    #[cfg(feature = "identity")]
+    pub identity: Option<reactor_identity::Identity>,
+}
+
+impl AppState {
+    /// Starts every enabled capability over `db` (each applies its own system tables).
+    pub async fn start(db: Db, capabilities: Vec<Capability>) -> Result<AppState, StartError> {
+        #[cfg(feature = "identity")]
+        let identity = if capabilities.contains(&Capability::Identity) {
+            let config = reactor_identity::IdentityConfig::default();
+            Some(
+                reactor_identity::Identity::start(&db, config, reactor_identity::system_clock())
+                    .await
+                    .map_err(|e| StartError::Capability(Capability::Identity, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(AppState {
+            db,
+            capabilities: Arc::new(capabilities),
+            #[cfg(feature = "identity")]
+            identity,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +79,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the {0} capability failed to start: {1}")]
+    Capability(Capability, String),
 }
 
 impl StartError {
@@ -63,6 +91,9 @@ impl StartError {
                 addr.port()
             ),
             StartError::Bind { .. } => "check the listen address and your permissions".to_string(),
+            StartError::Capability(..) => {
+                "the server log has details; check the database".to_string()
+            }
         }
     }
 }

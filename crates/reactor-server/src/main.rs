@@ -1,7 +1,6 @@
 //! `reactor-server`: the Reactor server for operators (O2: Postgres; or SQLite on one box).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use reactor_core::KeyTier;
@@ -96,10 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     telemetry::init();
     let db = Db::connect(&config.database_url).await?;
-    let state = AppState {
-        db,
-        capabilities: Arc::new(config.capabilities.clone()),
-    };
+    let state = AppState::start(db, config.capabilities.clone()).await?;
     let server = Server::bind(config.listen, state).await?;
     let addr = server.local_addr()?;
     tracing::info!(

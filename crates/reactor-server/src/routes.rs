@@ -17,21 +17,30 @@ use crate::{AppState, auth};
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) fn router(state: AppState) -> Router {
-    // Everything here needs a project key; capability routers will nest under it.
-    let api =
-        Router::new()
-            .route("/v1/info", get(info))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::resolve_principal,
-            ));
-
-    Router::new()
+    // Everything here needs a project key; capability routers nest under it.
+    let mut api = Router::new()
+        .route("/v1/info", get(info))
+        .with_state(state.clone());
+    let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    #[cfg(feature = "identity")]
+    if let Some(identity) = &state.identity {
+        api = api.nest("/auth/v1", reactor_identity::http::router(identity.clone()));
+        public = public.nest(
+            "/auth/v1",
+            reactor_identity::http::public_router(identity.clone()),
+        );
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state,
+        auth::resolve_principal,
+    ));
+
+    public
         .merge(api)
         .fallback(not_found)
-        .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),

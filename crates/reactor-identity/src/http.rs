@@ -1,0 +1,168 @@
+//! `/auth/v1`: thin handlers that parse, call [`Identity`], and render GoTrue's shapes.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use reactor_core::{ApiError, JsonBody, Principal};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::{Identity, IdentityError, LogoutScope, UserUpdate};
+
+/// Routes that need a project key (the server puts its key middleware in front).
+pub fn router(identity: Identity) -> Router {
+    Router::new()
+        .route("/signup", post(signup))
+        .route("/token", post(token))
+        .route("/logout", post(logout))
+        .route("/user", get(user).put(update_user))
+        .route("/settings", get(settings))
+        .with_state(identity)
+}
+
+/// Routes anyone may read: the public keys that verify access tokens.
+pub fn public_router(identity: Identity) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(identity)
+}
+
+#[derive(Debug, Deserialize)]
+struct SignupBody {
+    email: Option<String>,
+    password: Option<String>,
+    data: Option<Map<String, Value>>,
+}
+
+async fn signup(
+    State(id): State<Identity>,
+    JsonBody(body): JsonBody<SignupBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (email, password) = credentials(body.email, body.password)?;
+    let session = id.signup(&email, &password, body.data).await?;
+    Ok(Json(json!(session)))
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantQuery {
+    grant_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenBody {
+    email: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn token(
+    State(id): State<Identity>,
+    Query(q): Query<GrantQuery>,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> Result<Json<Value>, ApiError> {
+    let session = match q.grant_type.as_deref() {
+        Some("password") => {
+            let (email, password) = credentials(body.email, body.password)?;
+            id.password_grant(&email, &password).await?
+        }
+        Some("refresh_token") => {
+            let token = body
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| IdentityError::BadRequest("refresh_token is required".into()))?;
+            id.refresh_grant(&token).await?
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!(
+                    "unsupported grant_type {}",
+                    other.map_or("(none)".into(), |g| format!("`{g}`"))
+                ),
+            )
+            .with_hint("use ?grant_type=password or ?grant_type=refresh_token"));
+        }
+    };
+    Ok(Json(json!(session)))
+}
+
+fn credentials(
+    email: Option<String>,
+    password: Option<String>,
+) -> Result<(String, String), IdentityError> {
+    match (email, password) {
+        (Some(e), Some(p)) if !e.is_empty() && !p.is_empty() => Ok((e, p)),
+        _ => Err(IdentityError::BadRequest(
+            "email and password are required".into(),
+        )),
+    }
+}
+
+/// The signed-in user behind the request, or 401.
+fn signed_in(principal: &Principal) -> Result<(&str, &str), IdentityError> {
+    match (&principal.user_id, &principal.session_id) {
+        (Some(u), Some(s)) => Ok((u, s)),
+        _ => Err(IdentityError::NoUser),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogoutQuery {
+    scope: Option<String>,
+}
+
+async fn logout(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<LogoutQuery>,
+) -> Result<Response, ApiError> {
+    let scope = match q.scope.as_deref() {
+        None | Some("local") => LogoutScope::Local,
+        Some("global") => LogoutScope::Global,
+        Some("others") => LogoutScope::Others,
+        Some(other) => {
+            return Err(IdentityError::BadRequest(format!(
+                "unknown scope `{other}`; use local, global or others"
+            ))
+            .into());
+        }
+    };
+    let (user, session) = signed_in(&principal)?;
+    id.logout(user, session, scope).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn user(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, session) = signed_in(&principal)?;
+    Ok(Json(json!(id.user(user, session).await?)))
+}
+
+async fn update_user(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(update): JsonBody<UserUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, session) = signed_in(&principal)?;
+    Ok(Json(json!(id.update_user(user, session, update).await?)))
+}
+
+async fn settings(State(id): State<Identity>) -> Json<Value> {
+    Json(json!({
+        "external": { "email": true, "phone": false },
+        "disable_signup": id.config().disable_signup,
+        "mailer_autoconfirm": true,
+        "phone_autoconfirm": false,
+        "password_min_length": id.config().password_min_length,
+        "jwt_expiry": id.config().access_token_ttl,
+    }))
+}
+
+async fn jwks(State(id): State<Identity>) -> Json<Value> {
+    Json(id.jwks())
+}

@@ -1,0 +1,678 @@
+//! Identity: users, sign-in sessions, access and refresh tokens, on `/auth/v1`.
+//!
+//! Where Supabase Auth (GoTrue) has an endpoint for the same job, the path and JSON shapes are
+//! its own, so existing clients work. [`Identity`] is the capability: the HTTP layer
+//! (`http.rs`) parses requests and calls it; it calls the store (`store.rs`), whose two
+//! adapters keep the tables in SQLite or Postgres.
+
+pub mod http;
+pub mod jwt;
+mod password;
+mod postgres;
+mod sqlite;
+mod store;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use reactor_core::{ApiError, keys};
+use reactor_db::Db;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::jwt::{AUDIENCE, AccessClaims, JwtError, Keyring, StoredKey};
+use crate::store::{Store, StoreError, UserChanges, UserRow};
+
+/// Seconds since the epoch; injectable so tests can move time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The `iss` claim of access tokens.
+    pub issuer: String,
+    /// Access token lifetime in seconds.
+    pub access_token_ttl: i64,
+    /// How long after its rotation a refresh token may be used again (parallel tabs) before
+    /// reuse is treated as theft and the whole session is revoked.
+    pub refresh_reuse_grace_secs: f64,
+    pub password_min_length: usize,
+    pub disable_signup: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            issuer: "reactor".into(),
+            access_token_ttl: 3600,
+            refresh_reuse_grace_secs: 10.0,
+            password_min_length: 8,
+            disable_signup: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("unable to validate email address: invalid format")]
+    InvalidEmail,
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("a user with this email address has already been registered")]
+    EmailTaken,
+    #[error("invalid login credentials")]
+    InvalidCredentials,
+    #[error("the user is banned")]
+    UserBanned,
+    #[error("signups are disabled on this server")]
+    SignupDisabled,
+    #[error("invalid refresh token: not found")]
+    RefreshTokenNotFound,
+    #[error("invalid refresh token: already used")]
+    RefreshTokenReused,
+    #[error("the session does not exist or was signed out")]
+    SessionNotFound,
+    #[error("the user does not exist")]
+    UserNotFound,
+    #[error("this endpoint requires a signed-in user's access token")]
+    NoUser,
+    #[error("invalid access token: {0}")]
+    BadJwt(String),
+    #[error("the access token has expired")]
+    JwtExpired,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for IdentityError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => IdentityError::EmailTaken,
+            StoreError::Db(e) => IdentityError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<JwtError> for IdentityError {
+    fn from(e: JwtError) -> Self {
+        match e {
+            JwtError::Expired => IdentityError::JwtExpired,
+            JwtError::Invalid(m) => IdentityError::BadJwt(m),
+            JwtError::UnknownKey => IdentityError::BadJwt("signed by an unknown key".into()),
+            JwtError::Key(m) => IdentityError::Internal(m),
+            JwtError::NoSigner => IdentityError::Internal("no signing key".into()),
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        use IdentityError as E;
+        let (status, code, hint) = match &e {
+            E::InvalidEmail => (
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "send an address like name@example.com",
+            ),
+            E::WeakPassword(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "weak_password",
+                "choose a longer, less repetitive password",
+            ),
+            E::EmailTaken => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "user_already_exists",
+                "sign in instead, or recover the password",
+            ),
+            E::InvalidCredentials => (
+                StatusCode::BAD_REQUEST,
+                "invalid_credentials",
+                "check the email address and password",
+            ),
+            E::UserBanned => (
+                StatusCode::FORBIDDEN,
+                "user_banned",
+                "ask the project's administrators",
+            ),
+            E::SignupDisabled => (
+                StatusCode::FORBIDDEN,
+                "signup_disabled",
+                "ask the project's administrators for an invitation",
+            ),
+            E::RefreshTokenNotFound => (
+                StatusCode::BAD_REQUEST,
+                "refresh_token_not_found",
+                "sign in again",
+            ),
+            E::RefreshTokenReused => (
+                StatusCode::BAD_REQUEST,
+                "refresh_token_already_used",
+                "the session was signed out because a refresh token was used twice; sign in again",
+            ),
+            E::SessionNotFound => (StatusCode::FORBIDDEN, "session_not_found", "sign in again"),
+            E::UserNotFound => (
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "the user may have been deleted",
+            ),
+            E::NoUser => (
+                StatusCode::UNAUTHORIZED,
+                "no_authorization",
+                "send the user's access token as Authorization: Bearer <jwt>, with the project key in `apikey`",
+            ),
+            E::BadJwt(_) => (
+                StatusCode::UNAUTHORIZED,
+                "bad_jwt",
+                "sign in again to get a fresh access token",
+            ),
+            E::JwtExpired => (
+                StatusCode::UNAUTHORIZED,
+                "jwt_expired",
+                "refresh the session with grant_type=refresh_token",
+            ),
+            E::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "see the Reactor README for this endpoint's parameters",
+            ),
+            E::Internal(cause) => {
+                tracing::error!(%cause, "identity failure");
+                return ApiError::internal();
+            }
+        };
+        ApiError::new(status, code, e.to_string()).with_hint(hint)
+    }
+}
+
+/// A user as the API shows it (GoTrue's shape).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct User {
+    pub id: String,
+    pub aud: &'static str,
+    pub role: &'static str,
+    pub email: String,
+    pub email_confirmed_at: Option<String>,
+    pub confirmed_at: Option<String>,
+    pub phone: &'static str,
+    pub last_sign_in_at: Option<String>,
+    pub app_metadata: Value,
+    pub user_metadata: Value,
+    pub identities: Vec<Value>,
+    pub is_anonymous: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The server-level role (`admin` may deploy), when the user has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_role: Option<String>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            aud: AUDIENCE,
+            role: "authenticated",
+            email: r.email,
+            confirmed_at: r.email_confirmed_at.clone(),
+            email_confirmed_at: r.email_confirmed_at,
+            phone: "",
+            last_sign_in_at: r.last_sign_in_at,
+            app_metadata: serde_json::from_str(&r.app_metadata).unwrap_or_else(|_| json!({})),
+            user_metadata: serde_json::from_str(&r.user_metadata).unwrap_or_else(|_| json!({})),
+            identities: Vec::new(),
+            is_anonymous: false,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            server_role: r.role,
+        }
+    }
+}
+
+/// What a successful sign-in or refresh returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub expires_at: i64,
+    pub refresh_token: String,
+    pub user: User,
+}
+
+/// `POST /logout?scope=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// This session only (the default).
+    Local,
+    /// Every session of the user.
+    Global,
+    /// Every session but this one.
+    Others,
+}
+
+/// `PUT /user`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub data: Option<Map<String, Value>>,
+}
+
+/// The identity capability.
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: IdentityConfig,
+    keyring: RwLock<Arc<Keyring>>,
+    last_reload: Mutex<Option<Instant>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+const REFRESH_TOKEN_LEN: usize = 40;
+
+impl Identity {
+    /// Applies the identity tables' migrations and makes the first signing key if there is none.
+    pub async fn start(
+        db: &Db,
+        config: IdentityConfig,
+        clock: Clock,
+    ) -> Result<Identity, IdentityError> {
+        let store = Store::open(db)
+            .await
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let mut keys = store.signing_keys().await?;
+        if !keys.iter().any(|k| k.retired_at.is_none()) {
+            let key = StoredKey::generate(clock())?;
+            store.insert_signing_key(&key).await?;
+            keys = store.signing_keys().await?;
+        }
+        let keyring = Keyring::new(&keys, config.access_token_ttl)?;
+        Ok(Identity {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                keyring: RwLock::new(Arc::new(keyring)),
+                last_reload: Mutex::new(None),
+                clock,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &IdentityConfig {
+        &self.inner.config
+    }
+
+    fn now(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        match self.inner.keyring.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Re-reads the signing keys (another replica may have rotated), at most once a second.
+    async fn reload_keys(&self) -> Result<(), IdentityError> {
+        {
+            let mut last = self
+                .inner
+                .last_reload
+                .lock()
+                .map_err(|e| IdentityError::Internal(e.to_string()))?;
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let keys = self.inner.store.signing_keys().await?;
+        let ring = Keyring::new(&keys, self.inner.config.access_token_ttl)?;
+        if let Ok(mut slot) = self.inner.keyring.write() {
+            *slot = Arc::new(ring);
+        }
+        Ok(())
+    }
+
+    /// Verifies an access token. An unknown `kid` triggers one reload of the keys first.
+    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims, IdentityError> {
+        let kid = jwt::kid_of(token)?;
+        if !self.keyring().knows(&kid) {
+            self.reload_keys().await?;
+        }
+        Ok(self.keyring().verify(token, self.now())?)
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> Value {
+        self.keyring().jwks(self.now())
+    }
+
+    /// Makes a new signing key the signer; older keys keep verifying until their tokens expire.
+    pub async fn rotate_signing_key(&self) -> Result<String, IdentityError> {
+        let now = self.now();
+        let key = StoredKey::generate(now)?;
+        self.inner.store.insert_signing_key(&key).await?;
+        self.inner
+            .store
+            .retire_signing_keys_except(&key.kid, now)
+            .await?;
+        if let Ok(mut last) = self.inner.last_reload.lock() {
+            *last = None;
+        }
+        self.reload_keys().await?;
+        Ok(key.kid)
+    }
+
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        data: Option<Map<String, Value>>,
+    ) -> Result<Session, IdentityError> {
+        if self.inner.config.disable_signup {
+            return Err(IdentityError::SignupDisabled);
+        }
+        let email = normalize_email(email)?;
+        if let Some(why) = password::weakness(password, self.inner.config.password_min_length) {
+            return Err(IdentityError::WeakPassword(why));
+        }
+        let hash = hash_password(password).await?;
+        let metadata = Value::Object(data.unwrap_or_default()).to_string();
+        let id = uuid::Uuid::new_v4().to_string();
+        let row = self
+            .inner
+            .store
+            .create_user(&id, &email, &hash, &metadata)
+            .await?;
+        self.open_session(row).await
+    }
+
+    pub async fn password_grant(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<Session, IdentityError> {
+        // A malformed address is treated as unknown: no answer differs by whether it exists.
+        let row = match normalize_email(email) {
+            Ok(email) => self.inner.store.user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let stored = row.as_ref().and_then(|r| r.password_hash.clone());
+        let candidate = password.to_string();
+        let ok =
+            tokio::task::spawn_blocking(move || password::verify(&candidate, stored.as_deref()))
+                .await
+                .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let Some(row) = row.filter(|_| ok) else {
+            return Err(IdentityError::InvalidCredentials);
+        };
+        if row.banned {
+            return Err(IdentityError::UserBanned);
+        }
+        self.open_session(row).await
+    }
+
+    async fn open_session(&self, row: UserRow) -> Result<Session, IdentityError> {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let refresh = keys::random_base62(REFRESH_TOKEN_LEN);
+        self.inner
+            .store
+            .create_session(&session_id, &row.id, &keys::hash(&refresh))
+            .await?;
+        self.inner.store.record_sign_in(&row.id).await?;
+        let row = self.inner.store.user_by_id(&row.id).await?.unwrap_or(row);
+        self.issue(row, session_id, refresh)
+    }
+
+    fn issue(
+        &self,
+        row: UserRow,
+        session_id: String,
+        refresh_token: String,
+    ) -> Result<Session, IdentityError> {
+        let now = self.now();
+        let ttl = self.inner.config.access_token_ttl;
+        let user = User::from(row);
+        let claims = AccessClaims {
+            sub: user.id.clone(),
+            aud: AUDIENCE.into(),
+            iss: self.inner.config.issuer.clone(),
+            iat: now,
+            exp: now + ttl,
+            email: user.email.clone(),
+            role: "authenticated".into(),
+            session_id,
+            org_id: None,
+            org_role: None,
+            app_metadata: user.app_metadata.clone(),
+            user_metadata: user.user_metadata.clone(),
+        };
+        Ok(Session {
+            access_token: self.keyring().sign(&claims)?,
+            token_type: "bearer",
+            expires_in: ttl,
+            expires_at: now + ttl,
+            refresh_token,
+            user,
+        })
+    }
+
+    /// Exchanges a refresh token for a new session token pair, rotating it. A token used again
+    /// within the grace window gets a fresh sibling (two tabs refreshing at once); later, the
+    /// reuse is treated as theft and the whole session is revoked.
+    pub async fn refresh_grant(&self, refresh_token: &str) -> Result<Session, IdentityError> {
+        let hash = keys::hash(refresh_token);
+        let store = &self.inner.store;
+        let Some(token) = store.refresh_token(&hash).await? else {
+            return Err(IdentityError::RefreshTokenNotFound);
+        };
+        if token.session_revoked {
+            return Err(IdentityError::RefreshTokenNotFound);
+        }
+        let next = keys::random_base62(REFRESH_TOKEN_LEN);
+        let granted = if !token.revoked {
+            store
+                .rotate_refresh_token(token.id, &token.session_id, &keys::hash(&next))
+                .await?
+        } else {
+            false
+        };
+        if !granted {
+            // Someone rotated it before us: read again to learn when.
+            let again = store
+                .refresh_token(&hash)
+                .await?
+                .ok_or(IdentityError::RefreshTokenNotFound)?;
+            let within_grace = again.rotated
+                && !again.session_revoked
+                && again
+                    .revoked_secs_ago
+                    .is_some_and(|s| s <= self.inner.config.refresh_reuse_grace_secs);
+            if !within_grace {
+                store.revoke_session(&token.session_id).await?;
+                tracing::warn!(session = %token.session_id, "refresh token reused; session revoked");
+                return Err(IdentityError::RefreshTokenReused);
+            }
+            store
+                .add_refresh_token(&token.session_id, &keys::hash(&next))
+                .await?;
+        }
+        let row = store
+            .user_by_id(&token.user_id)
+            .await?
+            .ok_or(IdentityError::UserNotFound)?;
+        if row.banned {
+            store.revoke_session(&token.session_id).await?;
+            return Err(IdentityError::UserBanned);
+        }
+        self.issue(row, token.session_id, next)
+    }
+
+    /// Checks that a verified token's session is still signed in.
+    async fn live_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<UserRow, IdentityError> {
+        if !self.inner.store.session_active(session_id).await? {
+            return Err(IdentityError::SessionNotFound);
+        }
+        self.inner
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(IdentityError::UserNotFound)
+    }
+
+    pub async fn logout(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        scope: LogoutScope,
+    ) -> Result<(), IdentityError> {
+        self.live_session(user_id, session_id).await?;
+        let store = &self.inner.store;
+        match scope {
+            LogoutScope::Local => store.revoke_session(session_id).await?,
+            LogoutScope::Global => store.revoke_user_sessions(user_id, None).await?,
+            LogoutScope::Others => {
+                store
+                    .revoke_user_sessions(user_id, Some(session_id))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn user(&self, user_id: &str, session_id: &str) -> Result<User, IdentityError> {
+        Ok(self.live_session(user_id, session_id).await?.into())
+    }
+
+    /// Changes email, password and metadata (merged key by key; a `null` value removes a key).
+    /// A new password signs out every other session.
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        update: UserUpdate,
+    ) -> Result<User, IdentityError> {
+        let current = self.live_session(user_id, session_id).await?;
+        let mut changes = UserChanges::default();
+        if let Some(email) = &update.email {
+            changes.email = Some(normalize_email(email)?);
+        }
+        if let Some(password) = &update.password {
+            if let Some(why) = password::weakness(password, self.inner.config.password_min_length) {
+                return Err(IdentityError::WeakPassword(why));
+            }
+            changes.password_hash = Some(hash_password(password).await?);
+        }
+        if let Some(data) = update.data {
+            let mut meta: Map<String, Value> =
+                serde_json::from_str(&current.user_metadata).unwrap_or_default();
+            for (k, v) in data {
+                if v.is_null() {
+                    meta.remove(&k);
+                } else {
+                    meta.insert(k, v);
+                }
+            }
+            changes.user_metadata = Some(Value::Object(meta).to_string());
+        }
+        let row = self
+            .inner
+            .store
+            .update_user(user_id, &changes)
+            .await?
+            .ok_or(IdentityError::UserNotFound)?;
+        if changes.password_hash.is_some() {
+            self.inner
+                .store
+                .revoke_user_sessions(user_id, Some(session_id))
+                .await?;
+        }
+        Ok(row.into())
+    }
+}
+
+async fn hash_password(password: &str) -> Result<String, IdentityError> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|e| IdentityError::Internal(e.to_string()))?
+        .map_err(IdentityError::Internal)
+}
+
+/// Lower-cased and trimmed; refuses what cannot be an address.
+fn normalize_email(email: &str) -> Result<String, IdentityError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            }
+            None => false,
+        };
+    if valid {
+        Ok(email)
+    } else {
+        Err(IdentityError::InvalidEmail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").ok().as_deref(),
+            Some("ada@example.com")
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "a@b@c.com",
+            "ada@.com",
+            "ada@x..com",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+    }
+}

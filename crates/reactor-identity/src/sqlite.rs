@@ -1,0 +1,400 @@
+//! O1 adapter: the identity tables in SQLite (`_reactor_` prefix, RFC 3339 text times).
+
+use reactor_db::{Migration, SqlitePool};
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::jwt::StoredKey;
+use crate::store::{RefreshRow, StoreError, UserChanges, UserRow};
+
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "users, sessions, refresh tokens, signing keys",
+    sql: "
+        create table _reactor_users (
+            id text primary key,
+            email text not null unique,
+            password_hash text,
+            email_confirmed_at text,
+            role text,
+            user_metadata text not null default '{}',
+            app_metadata text not null default '{}',
+            banned_until text,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            updated_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            last_sign_in_at text
+        );
+        create table _reactor_sessions (
+            id text primary key,
+            user_id text not null references _reactor_users(id) on delete cascade,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            refreshed_at text,
+            revoked_at text
+        );
+        create index _reactor_sessions_user on _reactor_sessions (user_id);
+        create table _reactor_refresh_tokens (
+            id integer primary key autoincrement,
+            session_id text not null references _reactor_sessions(id) on delete cascade,
+            token_hash text not null unique,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            revoked_at text,
+            rotated integer not null default 0
+        );
+        create index _reactor_refresh_tokens_session on _reactor_refresh_tokens (session_id);
+        create table _reactor_signing_keys (
+            kid text primary key,
+            private_pkcs8 text not null,
+            public_x text not null,
+            created_at integer not null,
+            retired_at integer
+        );
+    ",
+}];
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+const USER_COLUMNS: &str =
+    "id, email, password_hash, email_confirmed_at, role, user_metadata, app_metadata,
+    banned_until is not null and banned_until > strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    created_at, updated_at, last_sign_in_at";
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        password_hash: r.get(2)?,
+        email_confirmed_at: r.get(3)?,
+        role: r.get(4)?,
+        user_metadata: r.get(5)?,
+        app_metadata: r.get(6)?,
+        banned: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        last_sign_in_at: r.get(10)?,
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+pub(crate) async fn create_user(
+    pool: &SqlitePool,
+    id: &str,
+    email: &str,
+    password_hash: &str,
+    user_metadata: &str,
+) -> Result<UserRow, StoreError> {
+    let (id, email, hash, meta) = (
+        id.to_string(),
+        email.to_string(),
+        password_hash.to_string(),
+        user_metadata.to_string(),
+    );
+    let result = pool
+        .with(move |conn| {
+            let sql = format!(
+                "insert into _reactor_users (id, email, password_hash, email_confirmed_at, user_metadata, app_metadata)
+                 values (?1, ?2, ?3, {NOW}, ?4, '{{\"provider\":\"email\",\"providers\":[\"email\"]}}')
+                 returning {USER_COLUMNS}"
+            );
+            Ok(conn.query_row(&sql, params![id, email, hash, meta], user_row))
+        })
+        .await?;
+    match result {
+        Ok(row) => Ok(row),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn user_by_email(
+    pool: &SqlitePool,
+    email: &str,
+) -> Result<Option<UserRow>, StoreError> {
+    let email = email.to_string();
+    Ok(pool
+        .with(move |conn| {
+            let sql = format!("select {USER_COLUMNS} from _reactor_users where email = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([email], user_row)
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn user_by_id(pool: &SqlitePool, id: &str) -> Result<Option<UserRow>, StoreError> {
+    let id = id.to_string();
+    Ok(pool
+        .with(move |conn| {
+            let sql = format!("select {USER_COLUMNS} from _reactor_users where id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], user_row)
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn update_user(
+    pool: &SqlitePool,
+    id: &str,
+    changes: &UserChanges,
+) -> Result<Option<UserRow>, StoreError> {
+    let (id, c) = (id.to_string(), changes.clone());
+    let result = pool
+        .with(move |conn| {
+            let sql = format!(
+                "update _reactor_users set
+                    email = coalesce(?2, email),
+                    password_hash = coalesce(?3, password_hash),
+                    user_metadata = coalesce(?4, user_metadata),
+                    updated_at = {NOW}
+                 where id = ?1
+                 returning {USER_COLUMNS}"
+            );
+            Ok(conn
+                .query_row(
+                    &sql,
+                    params![id, c.email, c.password_hash, c.user_metadata],
+                    user_row,
+                )
+                .optional())
+        })
+        .await?;
+    match result {
+        Ok(row) => Ok(row),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn record_sign_in(pool: &SqlitePool, user_id: &str) -> Result<(), StoreError> {
+    let id = user_id.to_string();
+    pool.with(move |conn| {
+        conn.execute(
+            &format!("update _reactor_users set last_sign_in_at = {NOW} where id = ?1"),
+            [id],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn create_session(
+    pool: &SqlitePool,
+    session_id: &str,
+    user_id: &str,
+    token_hash: &str,
+) -> Result<(), StoreError> {
+    let (sid, uid, hash) = (
+        session_id.to_string(),
+        user_id.to_string(),
+        token_hash.to_string(),
+    );
+    pool.with(move |conn| {
+        let tx = conn.transaction()?;
+        tx.execute(
+            "insert into _reactor_sessions (id, user_id) values (?1, ?2)",
+            params![sid, uid],
+        )?;
+        tx.execute(
+            "insert into _reactor_refresh_tokens (session_id, token_hash) values (?1, ?2)",
+            params![sid, hash],
+        )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn session_active(
+    pool: &SqlitePool,
+    session_id: &str,
+) -> Result<bool, StoreError> {
+    let sid = session_id.to_string();
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "select 1 from _reactor_sessions where id = ?1 and revoked_at is null",
+                )?
+                .exists([sid])?)
+        })
+        .await?)
+}
+
+pub(crate) async fn refresh_token(
+    pool: &SqlitePool,
+    token_hash: &str,
+) -> Result<Option<RefreshRow>, StoreError> {
+    let hash = token_hash.to_string();
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "select t.id, t.session_id, s.user_id, t.revoked_at is not null, t.rotated,
+                            (julianday('now') - julianday(t.revoked_at)) * 86400.0,
+                            s.revoked_at is not null
+                     from _reactor_refresh_tokens t join _reactor_sessions s on s.id = t.session_id
+                     where t.token_hash = ?1",
+                )?
+                .query_row([hash], |r| {
+                    Ok(RefreshRow {
+                        id: r.get(0)?,
+                        session_id: r.get(1)?,
+                        user_id: r.get(2)?,
+                        revoked: r.get(3)?,
+                        rotated: r.get(4)?,
+                        revoked_secs_ago: r.get(5)?,
+                        session_revoked: r.get(6)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn rotate_refresh_token(
+    pool: &SqlitePool,
+    id: i64,
+    session_id: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let (sid, hash) = (session_id.to_string(), new_hash.to_string());
+    Ok(pool
+        .with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rotated = tx.execute(
+                &format!("update _reactor_refresh_tokens set revoked_at = {NOW}, rotated = 1 where id = ?1 and revoked_at is null"),
+                [id],
+            )?;
+            if rotated == 1 {
+                tx.execute(
+                    "insert into _reactor_refresh_tokens (session_id, token_hash) values (?1, ?2)",
+                    params![sid, hash],
+                )?;
+                tx.execute(&format!("update _reactor_sessions set refreshed_at = {NOW} where id = ?1"), [&sid])?;
+            }
+            tx.commit()?;
+            Ok(rotated == 1)
+        })
+        .await?)
+}
+
+pub(crate) async fn add_refresh_token(
+    pool: &SqlitePool,
+    session_id: &str,
+    new_hash: &str,
+) -> Result<(), StoreError> {
+    let (sid, hash) = (session_id.to_string(), new_hash.to_string());
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_refresh_tokens (session_id, token_hash) values (?1, ?2)",
+            params![sid, hash],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn revoke_session(pool: &SqlitePool, session_id: &str) -> Result<(), StoreError> {
+    let sid = session_id.to_string();
+    pool.with(move |conn| {
+        let tx = conn.transaction()?;
+        tx.execute(&format!("update _reactor_sessions set revoked_at = {NOW} where id = ?1 and revoked_at is null"), [&sid])?;
+        tx.execute(
+            &format!("update _reactor_refresh_tokens set revoked_at = {NOW} where session_id = ?1 and revoked_at is null"),
+            [&sid],
+        )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn revoke_user_sessions(
+    pool: &SqlitePool,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<(), StoreError> {
+    let (uid, keep) = (user_id.to_string(), keep.map(str::to_string));
+    pool.with(move |conn| {
+        let tx = conn.transaction()?;
+        tx.execute(
+            &format!(
+                "update _reactor_refresh_tokens set revoked_at = {NOW}
+                 where revoked_at is null and session_id in
+                   (select id from _reactor_sessions where user_id = ?1 and id is not ?2)"
+            ),
+            params![uid, keep],
+        )?;
+        tx.execute(
+            &format!("update _reactor_sessions set revoked_at = {NOW} where user_id = ?1 and id is not ?2 and revoked_at is null"),
+            params![uid, keep],
+        )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn signing_keys(pool: &SqlitePool) -> Result<Vec<StoredKey>, StoreError> {
+    Ok(pool
+        .with(|conn| {
+            let mut stmt = conn.prepare(
+                "select kid, private_pkcs8, public_x, created_at, retired_at from _reactor_signing_keys order by created_at",
+            )?;
+            let keys = stmt
+                .query_map([], |r| {
+                    Ok(StoredKey {
+                        kid: r.get(0)?,
+                        private_pkcs8: r.get(1)?,
+                        public_x: r.get(2)?,
+                        created_at: r.get(3)?,
+                        retired_at: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(keys)
+        })
+        .await?)
+}
+
+pub(crate) async fn insert_signing_key(
+    pool: &SqlitePool,
+    key: &StoredKey,
+) -> Result<(), StoreError> {
+    let k = key.clone();
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_signing_keys (kid, private_pkcs8, public_x, created_at, retired_at) values (?1, ?2, ?3, ?4, ?5)",
+            params![k.kid, k.private_pkcs8, k.public_x, k.created_at, k.retired_at],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn retire_signing_keys_except(
+    pool: &SqlitePool,
+    kid: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let kid = kid.to_string();
+    pool.with(move |conn| {
+        conn.execute(
+            "update _reactor_signing_keys set retired_at = ?2 where kid <> ?1 and retired_at is null",
+            params![kid, now],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}

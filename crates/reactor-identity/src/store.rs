@@ -1,0 +1,184 @@
+//! The identity tables, behind one type whose two adapters (`sqlite.rs`, `postgres.rs`)
+//! expose functions of the same names and meaning.
+
+use reactor_db::{Db, DbError, SqlitePool};
+use sqlx::PgPool;
+
+use crate::jwt::StoredKey;
+use crate::{postgres, sqlite};
+
+/// A user row. Timestamps are RFC 3339 text; metadata is JSON text.
+#[derive(Debug, Clone)]
+pub(crate) struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub password_hash: Option<String>,
+    pub email_confirmed_at: Option<String>,
+    pub role: Option<String>,
+    pub user_metadata: String,
+    pub app_metadata: String,
+    pub banned: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_sign_in_at: Option<String>,
+}
+
+/// A refresh token looked up by hash, with what the rotation rules need.
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshRow {
+    pub id: i64,
+    pub session_id: String,
+    pub user_id: String,
+    pub revoked: bool,
+    pub rotated: bool,
+    /// Seconds since it was revoked or rotated, measured by the database's clock.
+    pub revoked_secs_ago: Option<f64>,
+    pub session_revoked: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("the email is taken")]
+    EmailTaken,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(DbError::Postgres(e))
+    }
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct UserChanges {
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub user_metadata: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
+            Store::Postgres(p) => postgres::$f(p, $($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    pub async fn open(db: &Db) -> Result<Store, DbError> {
+        db.apply_migrations("identity", sqlite::MIGRATIONS, postgres::MIGRATIONS)
+            .await?;
+        Ok(match db {
+            Db::Sqlite(p) => Store::Sqlite(p.clone()),
+            Db::Postgres(p) => Store::Postgres(p.clone()),
+        })
+    }
+
+    pub async fn create_user(
+        &self,
+        id: &str,
+        email: &str,
+        password_hash: &str,
+        user_metadata: &str,
+    ) -> Result<UserRow, StoreError> {
+        dispatch!(self, create_user(id, email, password_hash, user_metadata))
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
+        dispatch!(self, user_by_email(email))
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        dispatch!(self, user_by_id(id))
+    }
+
+    pub async fn update_user(
+        &self,
+        id: &str,
+        changes: &UserChanges,
+    ) -> Result<Option<UserRow>, StoreError> {
+        dispatch!(self, update_user(id, changes))
+    }
+
+    pub async fn record_sign_in(&self, user_id: &str) -> Result<(), StoreError> {
+        dispatch!(self, record_sign_in(user_id))
+    }
+
+    /// A new session with its first refresh token.
+    pub async fn create_session(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        token_hash: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, create_session(session_id, user_id, token_hash))
+    }
+
+    pub async fn session_active(&self, session_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, session_active(session_id))
+    }
+
+    pub async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRow>, StoreError> {
+        dispatch!(self, refresh_token(token_hash))
+    }
+
+    /// Marks token `id` rotated and adds its successor, atomically and only if `id` was live:
+    /// of two concurrent uses of one token, exactly one rotates it.
+    pub async fn rotate_refresh_token(
+        &self,
+        id: i64,
+        session_id: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, rotate_refresh_token(id, session_id, new_hash))
+    }
+
+    /// Adds a token to a session without rotating anything (the reuse grace window).
+    pub async fn add_refresh_token(
+        &self,
+        session_id: &str,
+        new_hash: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, add_refresh_token(session_id, new_hash))
+    }
+
+    pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
+        dispatch!(self, revoke_session(session_id))
+    }
+
+    /// Revokes every session of a user, but `keep` when given.
+    pub async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, revoke_user_sessions(user_id, keep))
+    }
+
+    pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        dispatch!(self, signing_keys())
+    }
+
+    pub async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        dispatch!(self, insert_signing_key(key))
+    }
+
+    pub async fn retire_signing_keys_except(&self, kid: &str, now: i64) -> Result<(), StoreError> {
+        dispatch!(self, retire_signing_keys_except(kid, now))
+    }
+}

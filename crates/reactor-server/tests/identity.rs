@@ -1,0 +1,553 @@
+//! `/auth/v1` over real HTTP, one suite run against SQLite and Postgres alike.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reactor_core::{Capability, KeyTier, keys};
+use reactor_db::Db;
+use reactor_db::testing::fresh_postgres_database;
+use reactor_identity::jwt::{AccessClaims, Keyring, StoredKey};
+use reactor_identity::{Identity, IdentityConfig};
+use reactor_server::{AppState, Server};
+use serde_json::{Value, json};
+
+struct Harness {
+    base: String,
+    public_key: String,
+    clock: Arc<AtomicI64>,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    async fn start(url: &str) -> Harness {
+        let db = Db::connect(url).await.expect("db");
+        let clock = Arc::new(AtomicI64::new(1_900_000_000));
+        let tick = Arc::clone(&clock);
+        let config = IdentityConfig {
+            refresh_reuse_grace_secs: 0.5,
+            ..IdentityConfig::default()
+        };
+        let identity = Identity::start(&db, config, Arc::new(move || tick.load(Ordering::SeqCst)))
+            .await
+            .expect("identity");
+        let public = keys::generate(KeyTier::Public);
+        db.insert_api_key(&public, "test").await.expect("key");
+        let state = AppState {
+            db,
+            capabilities: Arc::new(vec![Capability::Identity]),
+            identity: Some(identity),
+        };
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), state)
+            .await
+            .expect("bind");
+        let base = format!("http://{}", server.local_addr().expect("addr"));
+        tokio::spawn(server.run(std::future::pending()));
+        Harness {
+            base,
+            public_key: public.secret,
+            clock,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request with the project key and, when given, a user's access token.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("apikey", &self.public_key);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn signup(&self, email: &str, password: &str) -> Value {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/auth/v1/signup",
+                None,
+                Some(json!({"email": email, "password": password, "data": {"plan": "free"}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/auth/v1/token?grant_type=password",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    async fn refresh(&self, token: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/auth/v1/token?grant_type=refresh_token",
+            None,
+            Some(json!({"refresh_token": token})),
+        )
+        .await
+    }
+
+    fn advance(&self, secs: i64) {
+        self.clock.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+fn token_of(session: &Value) -> &str {
+    session["access_token"].as_str().expect("access_token")
+}
+
+fn refresh_of(session: &Value) -> &str {
+    session["refresh_token"].as_str().expect("refresh_token")
+}
+
+async fn users_and_sessions(h: &Harness) {
+    // Sign up: a session in GoTrue's shape.
+    let s = h.signup("Ada@Example.com", "correct horse battery").await;
+    assert_eq!(s["token_type"], "bearer");
+    assert_eq!(s["expires_in"], 3600);
+    assert_eq!(s["user"]["email"], "ada@example.com");
+    assert_eq!(s["user"]["aud"], "authenticated");
+    assert_eq!(s["user"]["user_metadata"]["plan"], "free");
+    assert!(s["user"]["id"].as_str().is_some_and(|id| id.len() == 36));
+    let claims = decode(token_of(&s));
+    assert_eq!(claims["sub"], s["user"]["id"]);
+    assert_eq!(claims["role"], "authenticated");
+    assert_eq!(claims["aud"], "authenticated");
+    assert_eq!(claims["email"], "ada@example.com");
+    assert!(claims["session_id"].is_string());
+    assert_eq!(
+        claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+        3600
+    );
+
+    // Bad signups.
+    for (body, status, code) in [
+        (
+            json!({"email": "not-an-email", "password": "correct horse"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"email": "bob@example.com", "password": "short"}),
+            422,
+            "weak_password",
+        ),
+        (
+            json!({"email": "ADA@example.com", "password": "another password"}),
+            422,
+            "user_already_exists",
+        ),
+        (json!({"email": "bob@example.com"}), 400, "bad_request"),
+    ] {
+        let (got, err) = h.call("POST", "/auth/v1/signup", None, Some(body)).await;
+        assert_eq!((got, err["code"].as_str()), (status, Some(code)), "{err}");
+        assert!(err["hint"].is_string());
+    }
+    let (status, err) = h.call("POST", "/auth/v1/signup", None, None).await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_json")));
+
+    // Password grant; a wrong password and an unknown email look the same.
+    let (status, s2) = h.login("ada@example.com", "correct horse battery").await;
+    assert_eq!(status, 200, "{s2}");
+    assert!(s2["user"]["last_sign_in_at"].is_string());
+    let (wrong_status, wrong) = h.login("ada@example.com", "wrong horse battery").await;
+    let (unknown_status, unknown) = h.login("nobody@example.com", "wrong horse battery").await;
+    assert_eq!(wrong_status, 400);
+    assert_eq!((wrong_status, &wrong), (unknown_status, &unknown));
+    assert_eq!(wrong["code"], "invalid_credentials");
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/token?grant_type=magic",
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+
+    // The user, with and without the token.
+    let (status, user) = h
+        .call("GET", "/auth/v1/user", Some(token_of(&s2)), None)
+        .await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["email"], "ada@example.com");
+    let (status, err) = h.call("GET", "/auth/v1/user", None, None).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (401, Some("no_authorization"))
+    );
+    // A user token without the project key is refused before any route.
+    let res = h
+        .http
+        .get(format!("{}/auth/v1/user", h.base))
+        .bearer_auth(token_of(&s2))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.expect("json")["code"],
+        "missing_api_key"
+    );
+
+    // /v1/info knows the caller is a signed-in user.
+    let (_, info) = h.call("GET", "/v1/info", Some(token_of(&s2)), None).await;
+    assert_eq!(info["caller"]["role"], "reactor_authenticated");
+
+    // Update metadata (merged; null removes) and the password.
+    let (status, user) = h
+        .call(
+            "PUT",
+            "/auth/v1/user",
+            Some(token_of(&s2)),
+            Some(json!({"data": {"name": "Ada", "plan": null}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["user_metadata"], json!({"name": "Ada"}));
+    let (status, err) = h
+        .call(
+            "PUT",
+            "/auth/v1/user",
+            Some(token_of(&s2)),
+            Some(json!({"password": "aaaaaaaaaaaa"})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (422, Some("weak_password")));
+    let (status, _) = h
+        .call(
+            "PUT",
+            "/auth/v1/user",
+            Some(token_of(&s2)),
+            Some(json!({"password": "a brand new secret"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.login("ada@example.com", "correct horse battery").await.0,
+        400
+    );
+    assert_eq!(
+        h.login("ada@example.com", "a brand new secret").await.0,
+        200
+    );
+    // Changing the password signed out the other session (the signup one).
+    let (status, err) = h.refresh(refresh_of(&s)).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("refresh_token_not_found"))
+    );
+    // The session that changed it lives on.
+    assert_eq!(h.refresh(refresh_of(&s2)).await.0, 200);
+
+    let (status, settings) = h.call("GET", "/auth/v1/settings", None, None).await;
+    assert_eq!(
+        (status, settings["external"]["email"].as_bool()),
+        (200, Some(true))
+    );
+}
+
+async fn refresh_rotation_and_reuse(h: &Harness) {
+    let s = h.signup("carol@example.com", "carol's password").await;
+    let first = refresh_of(&s).to_string();
+
+    let (status, s2) = h.refresh(&first).await;
+    assert_eq!(status, 200, "{s2}");
+    assert_ne!(refresh_of(&s2), first, "rotated on use");
+    assert_eq!(
+        decode(token_of(&s2))["session_id"],
+        decode(token_of(&s))["session_id"]
+    );
+
+    // A second tab using the same token at once gets a working token too.
+    let (status, tab) = h.refresh(&first).await;
+    assert_eq!(status, 200, "{tab}");
+
+    // Reuse after the grace window: theft; the whole session is revoked.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (status, err) = h.refresh(&first).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("refresh_token_already_used"))
+    );
+    let (status, _) = h.refresh(refresh_of(&s2)).await;
+    assert_eq!(
+        status, 400,
+        "the rotated descendant is revoked with its family"
+    );
+    let (status, err) = h
+        .call("GET", "/auth/v1/user", Some(token_of(&s2)), None)
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("session_not_found"))
+    );
+
+    let (status, err) = h.refresh("no-such-token").await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("refresh_token_not_found"))
+    );
+}
+
+async fn logout_scopes(h: &Harness) {
+    h.signup("dan@example.com", "dan's password").await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(h.login("dan@example.com", "dan's password").await.1);
+    }
+    // local: this session only.
+    let (status, _) = h
+        .call(
+            "POST",
+            "/auth/v1/logout",
+            Some(token_of(&sessions[0])),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(h.refresh(refresh_of(&sessions[0])).await.0, 400);
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(token_of(&sessions[0])), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(token_of(&sessions[1])), None)
+            .await
+            .0,
+        200
+    );
+    // others: all but this one.
+    let (status, _) = h
+        .call(
+            "POST",
+            "/auth/v1/logout?scope=others",
+            Some(token_of(&sessions[1])),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(h.refresh(refresh_of(&sessions[2])).await.0, 400);
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(token_of(&sessions[1])), None)
+            .await
+            .0,
+        200
+    );
+    // global: everything.
+    let fresh = h.login("dan@example.com", "dan's password").await.1;
+    let (status, _) = h
+        .call(
+            "POST",
+            "/auth/v1/logout?scope=global",
+            Some(token_of(&sessions[1])),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(h.refresh(refresh_of(&fresh)).await.0, 400);
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(token_of(&sessions[1])), None)
+            .await
+            .0,
+        403
+    );
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/logout?scope=everyone",
+            Some(token_of(&fresh)),
+            None,
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_request")));
+}
+
+async fn hostile_tokens(h: &Harness) {
+    let s = h.signup("eve@example.com", "eve's password").await;
+    let token = token_of(&s).to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+
+    let mut edited = decode(&token);
+    edited["sub"] = json!("00000000-0000-0000-0000-000000000000");
+    let forged = format!("{}.{}.{}", parts[0], encode(&edited), parts[2]);
+    let kid = decode_header(&token)["kid"].clone();
+    let none = format!(
+        "{}.{}.",
+        encode(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+        parts[1]
+    );
+    let hs = format!(
+        "{}.{}.{}",
+        encode(&json!({"alg": "HS256", "typ": "JWT", "kid": kid})),
+        parts[1],
+        parts[2]
+    );
+    let claims: AccessClaims = serde_json::from_value(decode(&token)).expect("claims");
+    let foreign_key = StoredKey {
+        kid: kid.as_str().expect("kid").to_string(),
+        ..StoredKey::generate(0).expect("key")
+    };
+    let foreign = Keyring::new(&[foreign_key], 3600)
+        .expect("ring")
+        .sign(&claims)
+        .expect("sign");
+
+    for (what, bad) in [
+        ("edited claims", forged),
+        ("alg none", none),
+        ("HS256", hs),
+        ("another key", foreign),
+        ("garbage", "a.b.c".into()),
+    ] {
+        let (status, err) = h.call("GET", "/auth/v1/user", Some(&bad), None).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (401, Some("bad_jwt")),
+            "{what}: {err}"
+        );
+    }
+
+    // Expiry, by the server's clock.
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(&token), None).await.0,
+        200
+    );
+    h.advance(3601);
+    let (status, err) = h.call("GET", "/auth/v1/user", Some(&token), None).await;
+    assert_eq!((status, err["code"].as_str()), (401, Some("jwt_expired")));
+    let (status, renewed) = h.refresh(refresh_of(&s)).await;
+    assert_eq!(
+        status, 200,
+        "a refresh still works after the access token expired"
+    );
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(token_of(&renewed)), None)
+            .await
+            .0,
+        200
+    );
+}
+
+async fn jwks_is_public(h: &Harness) {
+    let res = reqwest::get(format!("{}/auth/v1/.well-known/jwks.json", h.base))
+        .await
+        .expect("jwks");
+    assert_eq!(res.status(), 200);
+    let jwks: Value = res.json().await.expect("json");
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (
+            keys[0]["kty"].as_str(),
+            keys[0]["crv"].as_str(),
+            keys[0]["alg"].as_str()
+        ),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    assert!(keys[0].get("d").is_none(), "never the private half");
+}
+
+fn decode_part(part: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
+}
+
+fn decode(token: &str) -> Value {
+    decode_part(token.split('.').nth(1).expect("payload"))
+}
+
+fn decode_header(token: &str) -> Value {
+    decode_part(token.split('.').next().expect("header"))
+}
+
+fn encode(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"))
+}
+
+async fn suite(url: &str) {
+    let h = Harness::start(url).await;
+    jwks_is_public(&h).await;
+    users_and_sessions(&h).await;
+    refresh_rotation_and_reuse(&h).await;
+    logout_scopes(&h).await;
+    hostile_tokens(&h).await;
+}
+
+#[tokio::test]
+async fn identity_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    suite(&format!("sqlite://{}", dir.path().join("id.db").display())).await;
+}
+
+#[tokio::test]
+async fn identity_on_postgres() {
+    let Some(url) = fresh_postgres_database("identity").await else {
+        return;
+    };
+    suite(&url).await;
+}
+
+/// Rotation through the capability: old tokens keep working, new ones carry the new kid, and
+/// a second server over the same database learns the new key.
+#[tokio::test]
+async fn signing_key_rotation_reaches_other_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("rot.db").display());
+    let db = Db::connect(&url).await.expect("db");
+    let clock = reactor_identity::system_clock();
+    let a = Identity::start(&db, IdentityConfig::default(), Arc::clone(&clock))
+        .await
+        .expect("a");
+    let b = Identity::start(&db, IdentityConfig::default(), clock)
+        .await
+        .expect("b");
+    let session = a
+        .signup("fay@example.com", "fay's password", None)
+        .await
+        .expect("signup");
+    let old_kid = decode_header(&session.access_token)["kid"].clone();
+
+    let new_kid = a.rotate_signing_key().await.expect("rotate");
+    assert_ne!(json!(new_kid), old_kid);
+    assert!(
+        a.verify_access_token(&session.access_token).await.is_ok(),
+        "old tokens still verify"
+    );
+    let fresh = a
+        .password_grant("fay@example.com", "fay's password")
+        .await
+        .expect("login");
+    assert_eq!(decode_header(&fresh.access_token)["kid"], json!(new_kid));
+    assert!(
+        b.verify_access_token(&fresh.access_token).await.is_ok(),
+        "replica b reloads on an unknown kid"
+    );
+    assert_eq!(a.jwks()["keys"].as_array().map(Vec::len), Some(2));
+}
