@@ -17,6 +17,9 @@ pub struct ApiError {
     pub message: String,
     pub details: Option<String>,
     pub hint: Option<String>,
+    /// Seconds to wait before retrying; sent as `Retry-After` (with 429 and 503).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +30,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             hint: None,
+            retry_after: None,
         }
     }
 
@@ -37,6 +41,11 @@ impl ApiError {
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = Some(details.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -65,7 +74,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(&self)).into_response()
+        let mut response = (self.status, Json(&self)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

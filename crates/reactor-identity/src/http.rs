@@ -1,6 +1,8 @@
 //! `/auth/v1`: thin handlers that parse, call [`Identity`], and render GoTrue's shapes.
 
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,13 +61,15 @@ struct TokenBody {
 
 async fn token(
     State(id): State<Identity>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Query(q): Query<GrantQuery>,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> Result<Json<Value>, ApiError> {
     let session = match q.grant_type.as_deref() {
         Some("password") => {
             let (email, password) = credentials(body.email, body.password)?;
-            id.password_grant(&email, &password).await?
+            id.password_grant(&email, &password, Some(client.ip()))
+                .await?
         }
         Some("refresh_token") => {
             let token = body

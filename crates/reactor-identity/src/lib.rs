@@ -12,6 +12,7 @@ mod postgres;
 mod sqlite;
 mod store;
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,11 @@ pub struct IdentityConfig {
     pub refresh_reuse_grace_secs: f64,
     pub password_min_length: usize,
     pub disable_signup: bool,
+    /// Failed sign-ins allowed per email address in one window, before 429.
+    pub login_attempts_per_email: i64,
+    /// Failed sign-ins allowed per client address in one window, before 429.
+    pub login_attempts_per_address: i64,
+    pub login_window_secs: i64,
 }
 
 impl Default for IdentityConfig {
@@ -56,6 +62,9 @@ impl Default for IdentityConfig {
             refresh_reuse_grace_secs: 10.0,
             password_min_length: 8,
             disable_signup: false,
+            login_attempts_per_email: 10,
+            login_attempts_per_address: 30,
+            login_window_secs: 300,
         }
     }
 }
@@ -88,6 +97,8 @@ pub enum IdentityError {
     BadJwt(String),
     #[error("the access token has expired")]
     JwtExpired,
+    #[error("too many failed sign-ins; try again in {0} seconds")]
+    TooManyAttempts(u64),
     #[error("{0}")]
     BadRequest(String),
     #[error("internal: {0}")]
@@ -180,6 +191,15 @@ impl From<IdentityError> for ApiError {
                 "jwt_expired",
                 "refresh the session with grant_type=refresh_token",
             ),
+            E::TooManyAttempts(secs) => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "over_request_rate_limit",
+                    e.to_string(),
+                )
+                .with_hint("wait, then check the email address and password")
+                .with_retry_after(*secs);
+            }
             E::BadRequest(_) => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -411,15 +431,50 @@ impl Identity {
         self.open_session(row).await
     }
 
+    /// Signs in with email and password. Failures are counted per email and per client
+    /// address in the database (so every replica sees them); past the limits the answer is 429
+    /// whether or not the email exists.
     pub async fn password_grant(
         &self,
         email: &str,
         password: &str,
+        client: Option<IpAddr>,
     ) -> Result<Session, IdentityError> {
+        let normalized = normalize_email(email);
+        let config = &self.inner.config;
+        let now = self.now();
+        let window = now - now.rem_euclid(config.login_window_secs);
+        let mut buckets = vec![(
+            format!("email:{}", normalized.as_deref().unwrap_or(email.trim())),
+            config.login_attempts_per_email,
+        )];
+        if let Some(ip) = client {
+            buckets.push((format!("addr:{ip}"), config.login_attempts_per_address));
+        }
+        for (bucket, limit) in &buckets {
+            if self.inner.store.throttle_count(bucket, window).await? >= *limit {
+                let retry = (window + config.login_window_secs - now).max(1);
+                return Err(IdentityError::TooManyAttempts(retry as u64));
+            }
+        }
+        let result = self.check_password(normalized.ok(), password).await;
+        if matches!(result, Err(IdentityError::InvalidCredentials)) {
+            for (bucket, _) in &buckets {
+                self.inner.store.throttle_hit(bucket, window).await?;
+            }
+        }
+        self.open_session(result?).await
+    }
+
+    async fn check_password(
+        &self,
+        email: Option<String>,
+        password: &str,
+    ) -> Result<UserRow, IdentityError> {
         // A malformed address is treated as unknown: no answer differs by whether it exists.
-        let row = match normalize_email(email) {
-            Ok(email) => self.inner.store.user_by_email(&email).await?,
-            Err(_) => None,
+        let row = match email {
+            Some(email) => self.inner.store.user_by_email(&email).await?,
+            None => None,
         };
         let stored = row.as_ref().and_then(|r| r.password_hash.clone());
         let candidate = password.to_string();
@@ -433,7 +488,7 @@ impl Identity {
         if row.banned {
             return Err(IdentityError::UserBanned);
         }
-        self.open_session(row).await
+        Ok(row)
     }
 
     async fn open_session(&self, row: UserRow) -> Result<Session, IdentityError> {

@@ -7,10 +7,11 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use crate::jwt::StoredKey;
 use crate::store::{RefreshRow, StoreError, UserChanges, UserRow};
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users, sessions, refresh tokens, signing keys",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users, sessions, refresh tokens, signing keys",
+        sql: "
         create table reactor.users (
             id uuid primary key,
             email text not null unique,
@@ -49,7 +50,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             retired_at bigint
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "sign-in throttle",
+        sql: "
+        create table reactor.auth_throttle (
+            bucket text primary key,
+            window_start bigint not null,
+            count integer not null
+        );
+    ",
+    },
+];
 
 /// Times leave as RFC 3339 text and JSON as text, the shapes the SQLite adapter returns.
 const USER_COLUMNS: &str = "id::text as id, email, password_hash,
@@ -355,6 +368,39 @@ pub(crate) async fn retire_signing_keys_except(
     )
     .bind(kid)
     .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn throttle_count(
+    pool: &PgPool,
+    bucket: &str,
+    window_start: i64,
+) -> Result<i64, StoreError> {
+    let count: Option<i32> = sqlx::query_scalar(
+        "select count from reactor.auth_throttle where bucket = $1 and window_start = $2",
+    )
+    .bind(bucket)
+    .bind(window_start)
+    .fetch_optional(pool)
+    .await?;
+    Ok(i64::from(count.unwrap_or(0)))
+}
+
+pub(crate) async fn throttle_hit(
+    pool: &PgPool,
+    bucket: &str,
+    window_start: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into reactor.auth_throttle as t (bucket, window_start, count) values ($1, $2, 1)
+         on conflict (bucket) do update set
+             count = case when t.window_start = excluded.window_start then t.count + 1 else 1 end,
+             window_start = excluded.window_start",
+    )
+    .bind(bucket)
+    .bind(window_start)
     .execute(pool)
     .await?;
     Ok(())

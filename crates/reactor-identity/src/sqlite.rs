@@ -6,10 +6,11 @@ use rusqlite::{OptionalExtension, Row, params};
 use crate::jwt::StoredKey;
 use crate::store::{RefreshRow, StoreError, UserChanges, UserRow};
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users, sessions, refresh tokens, signing keys",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users, sessions, refresh tokens, signing keys",
+        sql: "
         create table _reactor_users (
             id text primary key,
             email text not null unique,
@@ -48,7 +49,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             retired_at integer
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "sign-in throttle",
+        sql: "
+        create table _reactor_auth_throttle (
+            bucket text primary key,
+            window_start integer not null,
+            count integer not null
+        );
+    ",
+    },
+];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -393,6 +406,43 @@ pub(crate) async fn retire_signing_keys_except(
             "update _reactor_signing_keys set retired_at = ?2 where kid <> ?1 and retired_at is null",
             params![kid, now],
         )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn throttle_count(
+    pool: &SqlitePool,
+    bucket: &str,
+    window_start: i64,
+) -> Result<i64, StoreError> {
+    let bucket = bucket.to_string();
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .prepare_cached("select count from _reactor_auth_throttle where bucket = ?1 and window_start = ?2")?
+                .query_row(params![bucket, window_start], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await?)
+}
+
+pub(crate) async fn throttle_hit(
+    pool: &SqlitePool,
+    bucket: &str,
+    window_start: i64,
+) -> Result<(), StoreError> {
+    let bucket = bucket.to_string();
+    pool.with(move |conn| {
+        conn.prepare_cached(
+            "insert into _reactor_auth_throttle (bucket, window_start, count) values (?1, ?2, 1)
+             on conflict (bucket) do update set
+                 count = case when window_start = excluded.window_start then count + 1 else 1 end,
+                 window_start = excluded.window_start",
+        )?
+        .execute(params![bucket, window_start])?;
         Ok(())
     })
     .await?;

@@ -170,6 +170,16 @@ impl Store {
         dispatch!(self, revoke_user_sessions(user_id, keep))
     }
 
+    /// Failed attempts recorded in `bucket` during the window starting at `window_start`.
+    pub async fn throttle_count(&self, bucket: &str, window_start: i64) -> Result<i64, StoreError> {
+        dispatch!(self, throttle_count(bucket, window_start))
+    }
+
+    /// Records one failed attempt; a new window restarts the count.
+    pub async fn throttle_hit(&self, bucket: &str, window_start: i64) -> Result<(), StoreError> {
+        dispatch!(self, throttle_hit(bucket, window_start))
+    }
+
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         dispatch!(self, signing_keys())
     }

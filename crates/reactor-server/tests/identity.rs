@@ -27,6 +27,9 @@ impl Harness {
         let tick = Arc::clone(&clock);
         let config = IdentityConfig {
             refresh_reuse_grace_secs: 0.5,
+            login_attempts_per_email: 3,
+            login_attempts_per_address: 8,
+            login_window_secs: 300,
             ..IdentityConfig::default()
         };
         let identity = Identity::start(&db, config, Arc::new(move || tick.load(Ordering::SeqCst)))
@@ -475,6 +478,63 @@ async fn jwks_is_public(h: &Harness) {
     assert!(keys[0].get("d").is_none(), "never the private half");
 }
 
+/// Failed sign-ins are limited per email and per client address, with Retry-After, and an
+/// unknown email is throttled exactly like a known one.
+async fn sign_in_throttle(h: &Harness) {
+    h.advance(300); // a fresh window
+    h.signup("gus@example.com", "gus's password").await;
+    h.signup("hal@example.com", "hal's password").await;
+    for _ in 0..3 {
+        assert_eq!(
+            h.login("gus@example.com", "not gus's password").await.0,
+            400
+        );
+        assert_eq!(h.login("ghost@example.com", "whatever it is").await.0, 400);
+    }
+    let res = h
+        .http
+        .post(format!("{}/auth/v1/token?grant_type=password", h.base))
+        .header("apikey", &h.public_key)
+        .json(&json!({"email": "gus@example.com", "password": "gus's password"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 429, "even the right password waits");
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=300).contains(&retry), "{retry}");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "over_request_rate_limit");
+    let (status, ghost) = h.login("ghost@example.com", "whatever it is").await;
+    assert_eq!(
+        (status, ghost["code"].as_str()),
+        (429, Some("over_request_rate_limit"))
+    );
+
+    // Six failures from this address so far; two more reach its limit of eight.
+    for _ in 0..2 {
+        assert_eq!(
+            h.login("hal@example.com", "not hal's password").await.0,
+            400
+        );
+    }
+    assert_eq!(
+        h.login("hal@example.com", "hal's password").await.0,
+        429,
+        "per address"
+    );
+
+    h.advance(300);
+    assert_eq!(
+        h.login("gus@example.com", "gus's password").await.0,
+        200,
+        "the next window"
+    );
+}
+
 fn decode_part(part: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
@@ -498,6 +558,7 @@ async fn suite(url: &str) {
     refresh_rotation_and_reuse(&h).await;
     logout_scopes(&h).await;
     hostile_tokens(&h).await;
+    sign_in_throttle(&h).await;
 }
 
 #[tokio::test]
@@ -541,7 +602,7 @@ async fn signing_key_rotation_reaches_other_replicas() {
         "old tokens still verify"
     );
     let fresh = a
-        .password_grant("fay@example.com", "fay's password")
+        .password_grant("fay@example.com", "fay's password", None)
         .await
         .expect("login");
     assert_eq!(decode_header(&fresh.access_token)["kid"], json!(new_kid));
