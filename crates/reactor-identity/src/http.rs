@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use reactor_core::{ApiError, JsonBody, Principal};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::{Identity, IdentityError, LogoutScope, UserUpdate};
+use crate::{AdminUserCreate, AdminUserUpdate, Identity, IdentityError, LogoutScope, UserUpdate};
 
 /// Routes that need a project key (the server puts its key middleware in front).
 pub fn router(identity: Identity) -> Router {
@@ -21,6 +21,11 @@ pub fn router(identity: Identity) -> Router {
         .route("/logout", post(logout))
         .route("/user", get(user).put(update_user))
         .route("/settings", get(settings))
+        .route("/admin/users", get(admin_list).post(admin_create))
+        .route(
+            "/admin/users/{id}",
+            get(admin_get).put(admin_update).delete(admin_delete),
+        )
         .with_state(identity)
 }
 
@@ -169,4 +174,76 @@ async fn settings(State(id): State<Identity>) -> Json<Value> {
 
 async fn jwks(State(id): State<Identity>) -> Json<Value> {
     Json(id.jwks())
+}
+
+/// The admin API answers the service key only.
+fn service_only(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_service() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            "this endpoint requires the service key",
+        )
+        .with_hint("call it from a server with the rk_svc_… key; never ship that key to a browser"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+async fn admin_list(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Query(p): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    let (users, total) = id
+        .admin_list_users(p.page.unwrap_or(1), p.per_page.unwrap_or(50))
+        .await?;
+    Ok(Json(
+        json!({ "users": users, "aud": crate::jwt::AUDIENCE, "total": total }),
+    ))
+}
+
+async fn admin_create(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(new): JsonBody<AdminUserCreate>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    Ok(Json(json!(id.admin_create_user(new).await?)))
+}
+
+async fn admin_get(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    Ok(Json(json!(id.admin_get_user(&user).await?)))
+}
+
+async fn admin_update(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path(user): Path<String>,
+    JsonBody(update): JsonBody<AdminUserUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    Ok(Json(json!(id.admin_update_user(&user, update).await?)))
+}
+
+async fn admin_delete(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    id.admin_delete_user(&user).await?;
+    Ok(Json(json!({})))
 }

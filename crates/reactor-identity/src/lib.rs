@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::jwt::{AUDIENCE, AccessClaims, JwtError, Keyring, StoredKey};
-use crate::store::{Store, StoreError, UserChanges, UserRow};
+use crate::store::{NewUser, Store, StoreError, UserChanges, UserRow};
 
 /// Seconds since the epoch; injectable so tests can move time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -421,12 +421,18 @@ impl Identity {
             return Err(IdentityError::WeakPassword(why));
         }
         let hash = hash_password(password).await?;
-        let metadata = Value::Object(data.unwrap_or_default()).to_string();
-        let id = uuid::Uuid::new_v4().to_string();
         let row = self
             .inner
             .store
-            .create_user(&id, &email, &hash, &metadata)
+            .create_user(&NewUser {
+                id: uuid::Uuid::new_v4().to_string(),
+                email,
+                password_hash: Some(hash),
+                user_metadata: Value::Object(data.unwrap_or_default()).to_string(),
+                app_metadata: default_app_metadata(),
+                confirmed: true,
+                role: None,
+            })
             .await?;
         self.open_session(row).await
     }
@@ -672,6 +678,214 @@ impl Identity {
         }
         Ok(row.into())
     }
+
+    /// Admin: a page of users (1-based `page`).
+    pub async fn admin_list_users(
+        &self,
+        page: i64,
+        per_page: i64,
+    ) -> Result<(Vec<User>, i64), IdentityError> {
+        let per_page = per_page.clamp(1, 1000);
+        let offset = (page.max(1) - 1) * per_page;
+        let (rows, total) = self.inner.store.list_users(offset, per_page).await?;
+        Ok((rows.into_iter().map(User::from).collect(), total))
+    }
+
+    pub async fn admin_get_user(&self, id: &str) -> Result<User, IdentityError> {
+        Ok(self
+            .inner
+            .store
+            .user_by_id(id)
+            .await?
+            .ok_or(IdentityError::UserNotFound)?
+            .into())
+    }
+
+    /// Admin: creates a user, with or without a password, confirmed or not.
+    pub async fn admin_create_user(&self, new: AdminUserCreate) -> Result<User, IdentityError> {
+        let email = normalize_email(&new.email)?;
+        let password_hash = match &new.password {
+            Some(p) => {
+                if let Some(why) = password::weakness(p, self.inner.config.password_min_length) {
+                    return Err(IdentityError::WeakPassword(why));
+                }
+                Some(hash_password(p).await?)
+            }
+            None => None,
+        };
+        let role = new.role.as_deref().map(check_server_role).transpose()?;
+        let app = merge_metadata(
+            &default_app_metadata(),
+            new.app_metadata.unwrap_or_default(),
+        );
+        let row = self
+            .inner
+            .store
+            .create_user(&NewUser {
+                id: uuid::Uuid::new_v4().to_string(),
+                email,
+                password_hash,
+                user_metadata: Value::Object(new.user_metadata.unwrap_or_default()).to_string(),
+                app_metadata: app,
+                confirmed: new.email_confirm.unwrap_or(false),
+                role,
+            })
+            .await?;
+        Ok(row.into())
+    }
+
+    /// Admin: changes anything about a user. A ban or a new password signs the user out
+    /// everywhere (access tokens already issued live until they expire).
+    pub async fn admin_update_user(
+        &self,
+        id: &str,
+        update: AdminUserUpdate,
+    ) -> Result<User, IdentityError> {
+        let current = self
+            .inner
+            .store
+            .user_by_id(id)
+            .await?
+            .ok_or(IdentityError::UserNotFound)?;
+        let mut changes = UserChanges::default();
+        if let Some(email) = &update.email {
+            changes.email = Some(normalize_email(email)?);
+        }
+        if let Some(p) = &update.password {
+            if let Some(why) = password::weakness(p, self.inner.config.password_min_length) {
+                return Err(IdentityError::WeakPassword(why));
+            }
+            changes.password_hash = Some(hash_password(p).await?);
+        }
+        if let Some(data) = update.user_metadata {
+            changes.user_metadata = Some(merge_metadata(&current.user_metadata, data));
+        }
+        if let Some(data) = update.app_metadata {
+            changes.app_metadata = Some(merge_metadata(&current.app_metadata, data));
+        }
+        if let Some(role) = &update.role {
+            changes.role = Some(role.as_deref().map(check_server_role).transpose()?);
+        }
+        if let Some(duration) = &update.ban_duration {
+            changes.ban_secs = Some(parse_ban_duration(duration)?);
+        }
+        changes.confirm_email = update.email_confirm;
+        let row = self
+            .inner
+            .store
+            .update_user(id, &changes)
+            .await?
+            .ok_or(IdentityError::UserNotFound)?;
+        if changes.password_hash.is_some() || matches!(changes.ban_secs, Some(Some(_))) {
+            self.inner.store.revoke_user_sessions(id, None).await?;
+        }
+        Ok(row.into())
+    }
+
+    pub async fn admin_delete_user(&self, id: &str) -> Result<(), IdentityError> {
+        if self.inner.store.delete_user(id).await? {
+            Ok(())
+        } else {
+            Err(IdentityError::UserNotFound)
+        }
+    }
+}
+
+/// `POST /admin/users`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserCreate {
+    pub email: String,
+    pub password: Option<String>,
+    pub email_confirm: Option<bool>,
+    pub user_metadata: Option<Map<String, Value>>,
+    pub app_metadata: Option<Map<String, Value>>,
+    pub role: Option<String>,
+}
+
+/// `PUT /admin/users/{id}`. `role: null` clears the server role; an absent `role` keeps it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserUpdate {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub email_confirm: Option<bool>,
+    pub user_metadata: Option<Map<String, Value>>,
+    pub app_metadata: Option<Map<String, Value>>,
+    /// `"none"` lifts a ban; otherwise a duration such as `"24h"`, `"90m"` or `"1h30m"`.
+    pub ban_duration: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub role: Option<Option<String>>,
+}
+
+/// Tells a `null` apart from an absent field.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(serde::Deserialize::deserialize(d)?))
+}
+
+const SERVER_ROLES: &[&str] = &["admin"];
+
+fn check_server_role(role: &str) -> Result<String, IdentityError> {
+    if SERVER_ROLES.contains(&role) {
+        Ok(role.to_string())
+    } else {
+        Err(IdentityError::BadRequest(format!(
+            "unknown server role `{role}`; the server roles are: {} (or null for none)",
+            SERVER_ROLES.join(", ")
+        )))
+    }
+}
+
+/// `none` → lift the ban; `24h`, `90m`, `1h30m`, `45s` → seconds.
+fn parse_ban_duration(text: &str) -> Result<Option<i64>, IdentityError> {
+    if text == "none" {
+        return Ok(None);
+    }
+    let bad = || {
+        IdentityError::BadRequest(format!(
+            "invalid ban_duration `{text}`; use \"none\" or a duration like \"24h\", \"90m\", \"1h30m\""
+        ))
+    };
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || total <= 0 {
+        return Err(bad());
+    }
+    Ok(Some(total))
+}
+
+fn default_app_metadata() -> String {
+    json!({"provider": "email", "providers": ["email"]}).to_string()
+}
+
+/// Merges `changes` into the JSON object `current`, key by key; a `null` value removes a key.
+fn merge_metadata(current: &str, changes: Map<String, Value>) -> String {
+    let mut meta: Map<String, Value> = serde_json::from_str(current).unwrap_or_default();
+    for (k, v) in changes {
+        if v.is_null() {
+            meta.remove(&k);
+        } else {
+            meta.insert(k, v);
+        }
+    }
+    Value::Object(meta).to_string()
 }
 
 async fn hash_password(password: &str) -> Result<String, IdentityError> {
@@ -709,6 +923,29 @@ fn normalize_email(email: &str) -> Result<String, IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ban_durations() {
+        assert_eq!(parse_ban_duration("none").ok(), Some(None));
+        assert_eq!(parse_ban_duration("24h").ok(), Some(Some(86_400)));
+        assert_eq!(parse_ban_duration("1h30m").ok(), Some(Some(5_400)));
+        assert_eq!(parse_ban_duration("45s").ok(), Some(Some(45)));
+        for bad in ["", "10", "1d", "h", "0s", "-5m", "99999999999999999999h"] {
+            assert!(parse_ban_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_merges_key_by_key() {
+        let merged = merge_metadata(
+            r#"{"a":1,"b":2}"#,
+            serde_json::from_str(r#"{"b":null,"c":3}"#).expect("json"),
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&merged).expect("json"),
+            json!({"a":1,"c":3})
+        );
+    }
 
     #[test]
     fn emails_are_normalized_and_checked() {

@@ -5,7 +5,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::jwt::StoredKey;
-use crate::store::{RefreshRow, StoreError, UserChanges, UserRow};
+use crate::store::{NewUser, RefreshRow, StoreError, UserChanges, UserRow};
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -95,27 +95,54 @@ fn unique_violation(e: sqlx::Error) -> StoreError {
     }
 }
 
-pub(crate) async fn create_user(
-    pool: &PgPool,
-    id: &str,
-    email: &str,
-    password_hash: &str,
-    user_metadata: &str,
-) -> Result<UserRow, StoreError> {
+pub(crate) async fn create_user(pool: &PgPool, u: &NewUser) -> Result<UserRow, StoreError> {
     let sql = format!(
-        "insert into reactor.users (id, email, password_hash, email_confirmed_at, user_metadata, app_metadata)
-         values ($1::uuid, $2, $3, now(), $4::jsonb, '{{\"provider\":\"email\",\"providers\":[\"email\"]}}')
+        "insert into reactor.users (id, email, password_hash, email_confirmed_at, user_metadata, app_metadata, role)
+         values ($1::uuid, $2, $3, case when $4 then now() end, $5::jsonb, $6::jsonb, $7)
          returning {USER_COLUMNS}"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(id)
-        .bind(email)
-        .bind(password_hash)
-        .bind(user_metadata)
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(u.confirmed)
+        .bind(&u.user_metadata)
+        .bind(&u.app_metadata)
+        .bind(&u.role)
         .fetch_one(pool)
         .await
         .map_err(unique_violation)?;
     Ok(user_row(&row)?)
+}
+
+pub(crate) async fn list_users(
+    pool: &PgPool,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<UserRow>, i64), StoreError> {
+    let sql = format!(
+        "select {USER_COLUMNS} from reactor.users order by created_at, id limit $1 offset $2"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+    let total: i64 = sqlx::query_scalar("select count(*) from reactor.users")
+        .fetch_one(pool)
+        .await?;
+    Ok((rows.iter().map(user_row).collect::<Result<_, _>>()?, total))
+}
+
+pub(crate) async fn delete_user(pool: &PgPool, id: &str) -> Result<bool, StoreError> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(false);
+    }
+    let done = sqlx::query("delete from reactor.users where id = $1::uuid")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub(crate) async fn user_by_email(
@@ -147,11 +174,21 @@ pub(crate) async fn update_user(
     id: &str,
     c: &UserChanges,
 ) -> Result<Option<UserRow>, StoreError> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(None);
+    }
     let sql = format!(
         "update reactor.users set
             email = coalesce($2, email),
             password_hash = coalesce($3, password_hash),
             user_metadata = coalesce($4::jsonb, user_metadata),
+            app_metadata = coalesce($5::jsonb, app_metadata),
+            role = case when $6 then $7 else role end,
+            banned_until = case when $8 then
+                (case when $9::bigint is null then null else now() + make_interval(secs => $9::bigint) end)
+                else banned_until end,
+            email_confirmed_at = case when $10::boolean is null then email_confirmed_at
+                when $10 then coalesce(email_confirmed_at, now()) else null end,
             updated_at = now()
          where id = $1::uuid
          returning {USER_COLUMNS}"
@@ -161,6 +198,12 @@ pub(crate) async fn update_user(
         .bind(&c.email)
         .bind(&c.password_hash)
         .bind(&c.user_metadata)
+        .bind(&c.app_metadata)
+        .bind(c.role.is_some())
+        .bind(c.role.clone().flatten())
+        .bind(c.ban_secs.is_some())
+        .bind(c.ban_secs.flatten())
+        .bind(c.confirm_email)
         .fetch_optional(pool)
         .await
         .map_err(unique_violation)?;

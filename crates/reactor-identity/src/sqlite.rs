@@ -4,7 +4,7 @@ use reactor_db::{Migration, SqlitePool};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::jwt::StoredKey;
-use crate::store::{RefreshRow, StoreError, UserChanges, UserRow};
+use crate::store::{NewUser, RefreshRow, StoreError, UserChanges, UserRow};
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -90,27 +90,20 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
-pub(crate) async fn create_user(
-    pool: &SqlitePool,
-    id: &str,
-    email: &str,
-    password_hash: &str,
-    user_metadata: &str,
-) -> Result<UserRow, StoreError> {
-    let (id, email, hash, meta) = (
-        id.to_string(),
-        email.to_string(),
-        password_hash.to_string(),
-        user_metadata.to_string(),
-    );
+pub(crate) async fn create_user(pool: &SqlitePool, user: &NewUser) -> Result<UserRow, StoreError> {
+    let u = user.clone();
     let result = pool
         .with(move |conn| {
             let sql = format!(
-                "insert into _reactor_users (id, email, password_hash, email_confirmed_at, user_metadata, app_metadata)
-                 values (?1, ?2, ?3, {NOW}, ?4, '{{\"provider\":\"email\",\"providers\":[\"email\"]}}')
+                "insert into _reactor_users (id, email, password_hash, email_confirmed_at, user_metadata, app_metadata, role)
+                 values (?1, ?2, ?3, case when ?4 then {NOW} end, ?5, ?6, ?7)
                  returning {USER_COLUMNS}"
             );
-            Ok(conn.query_row(&sql, params![id, email, hash, meta], user_row))
+            Ok(conn.query_row(
+                &sql,
+                params![u.id, u.email, u.password_hash, u.confirmed, u.user_metadata, u.app_metadata, u.role],
+                user_row,
+            ))
         })
         .await?;
     match result {
@@ -118,6 +111,31 @@ pub(crate) async fn create_user(
         Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
         Err(e) => Err(e.into()),
     }
+}
+
+pub(crate) async fn list_users(
+    pool: &SqlitePool,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<UserRow>, i64), StoreError> {
+    Ok(pool
+        .with(move |conn| {
+            let sql = format!("select {USER_COLUMNS} from _reactor_users order by created_at, id limit ?1 offset ?2");
+            let rows = conn
+                .prepare(&sql)?
+                .query_map(params![limit, offset], user_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let total: i64 = conn.query_row("select count(*) from _reactor_users", [], |r| r.get(0))?;
+            Ok((rows, total))
+        })
+        .await?)
+}
+
+pub(crate) async fn delete_user(pool: &SqlitePool, id: &str) -> Result<bool, StoreError> {
+    let id = id.to_string();
+    Ok(pool
+        .with(move |conn| Ok(conn.execute("delete from _reactor_users where id = ?1", [id])? == 1))
+        .await?)
 }
 
 pub(crate) async fn user_by_email(
@@ -162,6 +180,13 @@ pub(crate) async fn update_user(
                     email = coalesce(?2, email),
                     password_hash = coalesce(?3, password_hash),
                     user_metadata = coalesce(?4, user_metadata),
+                    app_metadata = coalesce(?5, app_metadata),
+                    role = case when ?6 then ?7 else role end,
+                    banned_until = case when ?8 then
+                        (case when ?9 is null then null else strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ?9 || ' seconds') end)
+                        else banned_until end,
+                    email_confirmed_at = case when ?10 is null then email_confirmed_at
+                        when ?10 then coalesce(email_confirmed_at, {NOW}) else null end,
                     updated_at = {NOW}
                  where id = ?1
                  returning {USER_COLUMNS}"
@@ -169,7 +194,18 @@ pub(crate) async fn update_user(
             Ok(conn
                 .query_row(
                     &sql,
-                    params![id, c.email, c.password_hash, c.user_metadata],
+                    params![
+                        id,
+                        c.email,
+                        c.password_hash,
+                        c.user_metadata,
+                        c.app_metadata,
+                        c.role.is_some(),
+                        c.role.flatten(),
+                        c.ban_secs.is_some(),
+                        c.ban_secs.flatten(),
+                        c.confirm_email
+                    ],
                     user_row,
                 )
                 .optional())

@@ -56,12 +56,32 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Changes to a user; `None` leaves a field as it is.
+/// A user to create.
+#[derive(Debug, Clone)]
+pub(crate) struct NewUser {
+    pub id: String,
+    pub email: String,
+    pub password_hash: Option<String>,
+    pub user_metadata: String,
+    pub app_metadata: String,
+    pub confirmed: bool,
+    pub role: Option<String>,
+}
+
+/// Changes to a user; `None` leaves a field as it is. Metadata is the whole new JSON text.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct UserChanges {
     pub email: Option<String>,
     pub password_hash: Option<String>,
     pub user_metadata: Option<String>,
+    pub app_metadata: Option<String>,
+    /// `Some(None)` clears the server role.
+    pub role: Option<Option<String>>,
+    /// `Some(Some(n))` bans for `n` seconds from now, `Some(None)` lifts a ban.
+    pub ban_secs: Option<Option<i64>>,
+    /// `Some(true)` confirms the email (keeping an earlier confirmation time), `Some(false)`
+    /// unconfirms it.
+    pub confirm_email: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,14 +109,21 @@ impl Store {
         })
     }
 
-    pub async fn create_user(
+    pub async fn create_user(&self, user: &NewUser) -> Result<UserRow, StoreError> {
+        dispatch!(self, create_user(user))
+    }
+
+    /// A page of users, oldest first, and the total count.
+    pub async fn list_users(
         &self,
-        id: &str,
-        email: &str,
-        password_hash: &str,
-        user_metadata: &str,
-    ) -> Result<UserRow, StoreError> {
-        dispatch!(self, create_user(id, email, password_hash, user_metadata))
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<UserRow>, i64), StoreError> {
+        dispatch!(self, list_users(offset, limit))
+    }
+
+    pub async fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, delete_user(id))
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {

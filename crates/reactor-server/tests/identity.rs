@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 struct Harness {
     base: String,
     public_key: String,
+    service_key: String,
     clock: Arc<AtomicI64>,
     http: reqwest::Client,
 }
@@ -37,6 +38,8 @@ impl Harness {
             .expect("identity");
         let public = keys::generate(KeyTier::Public);
         db.insert_api_key(&public, "test").await.expect("key");
+        let service = keys::generate(KeyTier::Service);
+        db.insert_api_key(&service, "admin").await.expect("key");
         let state = AppState {
             db,
             capabilities: Arc::new(vec![Capability::Identity]),
@@ -50,14 +53,31 @@ impl Harness {
         Harness {
             base,
             public_key: public.secret,
+            service_key: service.secret,
             clock,
             http: reqwest::Client::new(),
         }
     }
 
-    /// Sends a request with the project key and, when given, a user's access token.
+    /// Sends a request with the public key and, when given, a user's access token.
     async fn call(
         &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.send(&self.public_key, method, path, token, body).await
+    }
+
+    /// Sends a request with the service key.
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send(&self.service_key, method, path, None, body).await
+    }
+
+    async fn send(
+        &self,
+        key: &str,
         method: &str,
         path: &str,
         token: Option<&str>,
@@ -67,7 +87,7 @@ impl Harness {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .header("apikey", &self.public_key);
+            .header("apikey", key);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -535,6 +555,145 @@ async fn sign_in_throttle(h: &Harness) {
     );
 }
 
+async fn admin_api(h: &Harness) {
+    // The public key is refused on every admin route.
+    for (method, path) in [
+        ("GET", "/auth/v1/admin/users"),
+        ("POST", "/auth/v1/admin/users"),
+        ("DELETE", "/auth/v1/admin/users/x"),
+    ] {
+        let (status, err) = h
+            .call(method, path, None, Some(json!({"email": "x@example.com"})))
+            .await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (403, Some("not_admin")),
+            "{method} {path}"
+        );
+    }
+
+    let (status, ivy) = h
+        .admin(
+            "POST",
+            "/auth/v1/admin/users",
+            Some(json!({"email": "Ivy@example.com", "password": "ivy's password", "email_confirm": true,
+                        "role": "admin", "app_metadata": {"tier": "gold"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{ivy}");
+    assert_eq!(ivy["email"], "ivy@example.com");
+    assert_eq!(ivy["server_role"], "admin");
+    assert!(ivy["email_confirmed_at"].is_string());
+    assert_eq!(ivy["app_metadata"]["tier"], "gold");
+    assert_eq!(ivy["app_metadata"]["provider"], "email");
+    let ivy_id = ivy["id"].as_str().expect("id").to_string();
+    let (status, ivy_session) = h.login("ivy@example.com", "ivy's password").await;
+    assert_eq!(status, 200);
+
+    let (status, nopw) = h
+        .admin(
+            "POST",
+            "/auth/v1/admin/users",
+            Some(json!({"email": "jay@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{nopw}");
+    assert!(nopw["email_confirmed_at"].is_null());
+    assert_eq!(
+        h.login("jay@example.com", "anything at all").await.0,
+        400,
+        "no password, no sign-in"
+    );
+    let (status, err) = h
+        .admin(
+            "POST",
+            "/auth/v1/admin/users",
+            Some(json!({"email": "jay@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (422, Some("user_already_exists"))
+    );
+    let (status, err) = h
+        .admin(
+            "POST",
+            "/auth/v1/admin/users",
+            Some(json!({"email": "kim@example.com", "role": "god"})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_request")));
+
+    let (status, all) = h
+        .admin("GET", "/auth/v1/admin/users?per_page=1&page=2", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(all["users"].as_array().map(Vec::len), Some(1));
+    assert!(all["total"].as_i64().is_some_and(|t| t >= 2));
+
+    let (status, got) = h
+        .admin("GET", &format!("/auth/v1/admin/users/{ivy_id}"), None)
+        .await;
+    assert_eq!(
+        (status, got["email"].as_str()),
+        (200, Some("ivy@example.com"))
+    );
+    for missing in ["00000000-0000-0000-0000-000000000000", "not-a-uuid"] {
+        let (status, err) = h
+            .admin("GET", &format!("/auth/v1/admin/users/{missing}"), None)
+            .await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (404, Some("user_not_found"))
+        );
+    }
+
+    // Ban: no sign-in, existing sessions end; lifting it restores sign-in.
+    let path = format!("/auth/v1/admin/users/{ivy_id}");
+    let (status, banned) = h
+        .admin("PUT", &path, Some(json!({"ban_duration": "24h"})))
+        .await;
+    assert_eq!(status, 200, "{banned}");
+    let (status, err) = h.login("ivy@example.com", "ivy's password").await;
+    assert_eq!((status, err["code"].as_str()), (403, Some("user_banned")));
+    assert_eq!(h.refresh(refresh_of(&ivy_session)).await.0, 400);
+    let (status, err) = h
+        .admin("PUT", &path, Some(json!({"ban_duration": "forever"})))
+        .await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_request")));
+    assert_eq!(
+        h.admin("PUT", &path, Some(json!({"ban_duration": "none"})))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(h.login("ivy@example.com", "ivy's password").await.0, 200);
+
+    // Role, metadata, confirmation.
+    let (status, updated) = h
+        .admin("PUT", &path, Some(json!({"role": null, "app_metadata": {"tier": null, "seats": 5}, "email_confirm": false})))
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert!(updated.get("server_role").is_none());
+    assert_eq!(updated["app_metadata"]["seats"], 5);
+    assert!(updated["app_metadata"].get("tier").is_none());
+    assert!(updated["email_confirmed_at"].is_null());
+    let (_, kept) = h
+        .admin("PUT", &path, Some(json!({"user_metadata": {"x": 1}})))
+        .await;
+    assert!(
+        kept.get("server_role").is_none(),
+        "an absent role keeps the role"
+    );
+
+    // Delete.
+    let (status, _) = h.admin("DELETE", &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.admin("GET", &path, None).await.0, 404);
+    assert_eq!(h.admin("DELETE", &path, None).await.0, 404);
+    assert_eq!(h.login("ivy@example.com", "ivy's password").await.0, 400);
+}
+
 fn decode_part(part: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
@@ -559,6 +718,7 @@ async fn suite(url: &str) {
     logout_scopes(&h).await;
     hostile_tokens(&h).await;
     sign_in_throttle(&h).await;
+    admin_api(&h).await;
 }
 
 #[tokio::test]
