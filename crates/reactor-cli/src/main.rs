@@ -8,6 +8,7 @@ mod context;
 mod dev;
 mod info;
 mod init;
+mod keys;
 mod output;
 mod session;
 
@@ -47,6 +48,9 @@ enum Command {
     Context(context::ContextCommand),
     /// Show the server behind the current context: version, project, capabilities.
     Info(info::InfoArgs),
+    /// Manage the project's API keys (needs the service key).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[tokio::main]
@@ -58,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Dev(args) => dev::run(&session, args).await,
         Command::Context(cmd) => context::run(&session, cmd),
         Command::Info(args) => info::run(&session, args).await,
+        Command::Keys(cmd) => keys::run(&session, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -606,3 +606,64 @@ fn info_without_a_reachable_server_says_what_to_do() {
     assert!(err.contains("cannot reach http://127.0.0.1:9"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[tokio::test]
+async fn keys_commands_through_the_local_context() {
+    let sb = Sandbox::new();
+    let project = sb.init("keys");
+    let dev = start_dev(&sb, &project);
+
+    let created: Value = serde_json::from_str(&sb.ok(
+        &project,
+        &["keys", "create", "--tier", "pub", "--name", "web", "--json"],
+    ))
+    .expect("json");
+    let secret = created["key"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("rk_pub_"));
+    let (status, _, _) = get(&format!("{}/v1/info", dev.endpoint), Some(&secret)).await;
+    assert_eq!(status, 200, "a created key works at once");
+
+    let listed = sb.ok(&project, &["keys", "list", "--json"]);
+    assert!(
+        !listed.contains(&secret) && !listed.contains(&dev.service_key),
+        "listings never show secrets"
+    );
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"web") && names.contains(&"local service key"),
+        "{names:?}"
+    );
+    let table = sb.ok(&project, &["keys", "list"]);
+    assert!(table.starts_with("ID") && table.contains("web"), "{table}");
+
+    let id = created["id"].as_str().expect("id");
+    sb.ok(&project, &["keys", "revoke", id]);
+    let (status, body, _) = get(&format!("{}/v1/info", dev.endpoint), Some(&secret)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("revoked_api_key"))
+    );
+    let err = sb.fails(&project, &["keys", "revoke", id]);
+    assert!(
+        err.contains("no active key") && err.contains("hint:"),
+        "{err}"
+    );
+
+    // A public key cannot manage keys.
+    let err = sb.fails(&project, &["keys", "list", "--token", &dev.public_key]);
+    assert!(
+        err.contains("requires the service key") && err.contains("hint:"),
+        "{err}"
+    );
+    let err = sb.fails(
+        &project,
+        &["keys", "create", "--tier", "admin", "--name", "x"],
+    );
+    assert!(err.contains("invalid value 'admin'"), "{err}");
+}

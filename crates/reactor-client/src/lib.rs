@@ -70,6 +70,33 @@ pub struct CallerInfo {
     pub role: String,
 }
 
+/// A project key as listings show it: never the secret.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyList {
+    keys: Vec<KeyInfo>,
+}
+
+/// A key just created, with its secret.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct CreatedKey {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    pub prefix: String,
+    pub key: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -97,7 +124,26 @@ impl Client {
     }
 
     pub async fn info(&self) -> Result<ServerInfo, ClientError> {
-        self.get("/v1/info").await
+        self.send(reqwest::Method::GET, "/v1/info", None).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
+        let list: KeyList = self.send(reqwest::Method::GET, "/v1/keys", None).await?;
+        Ok(list.keys)
+    }
+
+    /// Creates a key (`tier` is `pub` or `svc`); the answer holds the secret, shown once.
+    pub async fn create_key(&self, tier: &str, name: &str) -> Result<CreatedKey, ClientError> {
+        let body = serde_json::json!({ "tier": tier, "name": name });
+        self.send(reqwest::Method::POST, "/v1/keys", Some(body))
+            .await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/keys/{}", encode_segment(id));
+        self.send::<serde_json::Value>(reqwest::Method::DELETE, &path, None)
+            .await?;
+        Ok(())
     }
 
     /// `GET /healthz`: true when the process answers.
@@ -105,10 +151,20 @@ impl Client {
         matches!(self.http.get(format!("{}/healthz", self.endpoint)).send().await, Ok(r) if r.status().is_success())
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let mut req = self.http.get(format!("{}{path}", self.endpoint));
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint));
         if let Some(token) = &self.token {
             req = req.header("apikey", token).bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
         }
         let res = req
             .send()
@@ -126,13 +182,27 @@ impl Client {
                 source,
             })?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|_| unexpected(status, &bytes));
+            // 204 and other empty answers read as JSON null.
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes).map_err(|_| unexpected(status, bytes));
         }
         match serde_json::from_slice::<ApiErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api { status, body }),
             Err(_) => Err(unexpected(status, &bytes)),
         }
     }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn unexpected(status: u16, bytes: &[u8]) -> ClientError {

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderName, Request};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Extension, Json, Router, middleware};
-use reactor_core::{ApiError, Principal};
+use reactor_core::{ApiError, JsonBody, KeyTier, Principal, keys};
 use serde_json::{Value, json};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -20,6 +20,8 @@ pub(crate) fn router(state: AppState) -> Router {
     // Everything here needs a project key; capability routers nest under it.
     let mut api = Router::new()
         .route("/v1/info", get(info))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{id}", delete(revoke_key))
         .with_state(state.clone());
     let mut public = Router::new()
         .route("/healthz", get(healthz))
@@ -79,10 +81,7 @@ async fn info(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = state.db.project().await.map_err(|e| {
-        tracing::error!(error = %e, "reading the project record failed");
-        ApiError::internal()
-    })?;
+    let project = state.db.project().await.map_err(db_failure)?;
     let topology = match state.db.engine() {
         reactor_db::Engine::Sqlite => "O1",
         reactor_db::Engine::Postgres => "O2",
@@ -96,6 +95,97 @@ async fn info(
         "capabilities": state.capabilities.iter().map(|c| json!({"name": c.name(), "prefix": c.prefix()})).collect::<Vec<_>>(),
         "caller": { "tier": principal.tier, "role": principal.db_role().name() },
     })))
+}
+
+/// Project keys are managed with the service key only.
+fn service_only(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_service() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "not_admin",
+            "managing project keys requires the service key",
+        )
+        .with_hint("use an rk_svc_… key (REACTOR_TOKEN, or the `local` context of `reactor dev`)"))
+    }
+}
+
+fn db_failure(e: reactor_db::DbError) -> ApiError {
+    tracing::error!(error = %e, "database failure");
+    ApiError::internal()
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    let keys = state.db.list_api_keys().await.map_err(db_failure)?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyBody {
+    tier: String,
+    name: String,
+}
+
+/// Creates a key; the answer is the only time its secret is shown.
+async fn create_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(body): JsonBody<NewKeyBody>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    service_only(&principal)?;
+    let tier = match body.tier.as_str() {
+        "pub" | "public" => KeyTier::Public,
+        "svc" | "service" => KeyTier::Service,
+        other => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_tier",
+                format!("unknown key tier `{other}`"),
+            )
+            .with_hint("use \"pub\" (browser-safe, row-level security applies) or \"svc\" (server-side, bypasses it)"));
+        }
+    };
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_name",
+            "a key name is 1 to 100 printable characters",
+        )
+        .with_hint("name keys after where they are used, e.g. \"web\" or \"ci\""));
+    }
+    let key = keys::generate(tier);
+    state
+        .db
+        .insert_api_key(&key, name)
+        .await
+        .map_err(db_failure)?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(
+            json!({"id": key.id, "name": name, "tier": tier, "prefix": key.prefix, "key": key.secret}),
+        ),
+    ))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    service_only(&principal)?;
+    if state.db.revoke_api_key(&id).await.map_err(db_failure)? {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no active key with id `{id}`"))
+            .with_hint("`reactor keys list` shows the keys and their ids"))
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
