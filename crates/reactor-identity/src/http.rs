@@ -21,6 +21,15 @@ pub fn router(identity: Identity) -> Router {
         .route("/logout", post(logout))
         .route("/user", get(user).put(update_user))
         .route("/settings", get(settings))
+        .route("/orgs", get(orgs).post(create_org))
+        .route("/orgs/{org}/members", get(members))
+        .route(
+            "/orgs/{org}/members/{user}",
+            axum::routing::put(set_role).delete(remove_member),
+        )
+        .route("/orgs/{org}/invites", post(invite))
+        .route("/orgs/{org}/leave", post(leave))
+        .route("/invites/accept", post(accept_invite))
         .route("/admin/users", get(admin_list).post(admin_create))
         .route(
             "/admin/users/{id}",
@@ -41,6 +50,8 @@ struct SignupBody {
     email: Option<String>,
     password: Option<String>,
     data: Option<Map<String, Value>>,
+    /// Joins the invitation's organization on the way in.
+    invite_token: Option<String>,
 }
 
 async fn signup(
@@ -48,7 +59,9 @@ async fn signup(
     JsonBody(body): JsonBody<SignupBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (email, password) = credentials(body.email, body.password)?;
-    let session = id.signup(&email, &password, body.data).await?;
+    let session = id
+        .signup(&email, &password, body.data, body.invite_token.as_deref())
+        .await?;
     Ok(Json(json!(session)))
 }
 
@@ -62,6 +75,10 @@ struct TokenBody {
     email: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    /// With `refresh_token`: switch the session's active organization (id or slug).
+    org_id: Option<String>,
+    /// With `password`: accept an invitation while signing in.
+    invite_token: Option<String>,
 }
 
 async fn token(
@@ -73,15 +90,20 @@ async fn token(
     let session = match q.grant_type.as_deref() {
         Some("password") => {
             let (email, password) = credentials(body.email, body.password)?;
-            id.password_grant(&email, &password, Some(client.ip()))
-                .await?
+            id.password_grant(
+                &email,
+                &password,
+                Some(client.ip()),
+                body.invite_token.as_deref(),
+            )
+            .await?
         }
         Some("refresh_token") => {
             let token = body
                 .refresh_token
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| IdentityError::BadRequest("refresh_token is required".into()))?;
-            id.refresh_grant(&token).await?
+            id.refresh_grant(&token, body.org_id.as_deref()).await?
         }
         other => {
             return Err(ApiError::new(
@@ -246,4 +268,111 @@ async fn admin_delete(
     service_only(&principal)?;
     id.admin_delete_user(&user).await?;
     Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrg {
+    name: String,
+    slug: Option<String>,
+}
+
+async fn orgs(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    Ok(Json(json!(id.my_orgs(user).await?)))
+}
+
+async fn create_org(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(body): JsonBody<NewOrg>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    let org = id
+        .create_org(user, &body.name, body.slug.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(org))))
+}
+
+async fn members(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path(org): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    Ok(Json(json!(id.members(user, &org).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+}
+
+async fn set_role(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path((org, target)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RoleBody>,
+) -> Result<StatusCode, ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    id.set_member_role(user, &org, &target, &body.role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_member(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path((org, target)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    id.remove_member(user, &org, &target).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    email: String,
+    role: Option<String>,
+}
+
+async fn invite(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<InviteBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    let role = body.role.as_deref().unwrap_or("member");
+    let invite = id.invite(user, &org, &body.email, role).await?;
+    Ok((StatusCode::CREATED, Json(json!(invite))))
+}
+
+async fn leave(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    Path(org): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    id.leave(user, &org).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    token: String,
+}
+
+async fn accept_invite(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(body): JsonBody<AcceptBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, _) = signed_in(&principal)?;
+    Ok(Json(json!(id.accept_invite(user, &body.token).await?)))
 }

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod jwt;
+mod orgs;
 mod password;
 mod postgres;
 mod sqlite;
@@ -52,6 +53,10 @@ pub struct IdentityConfig {
     /// Failed sign-ins allowed per client address in one window, before 429.
     pub login_attempts_per_address: i64,
     pub login_window_secs: i64,
+    /// Organization roles beyond owner, admin and member, from server config.
+    pub custom_roles: Vec<String>,
+    /// How long an invitation stays valid, in seconds.
+    pub invite_ttl_secs: i64,
 }
 
 impl Default for IdentityConfig {
@@ -65,6 +70,8 @@ impl Default for IdentityConfig {
             login_attempts_per_email: 10,
             login_attempts_per_address: 30,
             login_window_secs: 300,
+            custom_roles: Vec::new(),
+            invite_ttl_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -97,6 +104,20 @@ pub enum IdentityError {
     BadJwt(String),
     #[error("the access token has expired")]
     JwtExpired,
+    #[error("an organization with this slug already exists")]
+    SlugTaken,
+    #[error("you are not a member of this organization")]
+    NotMember,
+    #[error("{0}")]
+    InsufficientRole(String),
+    #[error("the organization must keep at least one owner")]
+    LastOwner,
+    #[error("the invitation does not exist or was already used")]
+    InviteNotFound,
+    #[error("the invitation has expired")]
+    InviteExpired,
+    #[error("the invitation was sent to another email address")]
+    InviteEmailMismatch,
     #[error("too many failed sign-ins; try again in {0} seconds")]
     TooManyAttempts(u64),
     #[error("{0}")]
@@ -109,6 +130,7 @@ impl From<StoreError> for IdentityError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => IdentityError::EmailTaken,
+            StoreError::SlugTaken => IdentityError::SlugTaken,
             StoreError::Db(e) => IdentityError::Internal(e.to_string()),
         }
     }
@@ -200,6 +222,41 @@ impl From<IdentityError> for ApiError {
                 .with_hint("wait, then check the email address and password")
                 .with_retry_after(*secs);
             }
+            E::SlugTaken => (
+                StatusCode::CONFLICT,
+                "org_slug_taken",
+                "choose another slug",
+            ),
+            E::NotMember => (
+                StatusCode::FORBIDDEN,
+                "not_a_member",
+                "`GET /auth/v1/orgs` (or `reactor org list`) lists the organizations you belong to",
+            ),
+            E::InsufficientRole(_) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_role",
+                "ask an owner or admin of the organization",
+            ),
+            E::LastOwner => (
+                StatusCode::CONFLICT,
+                "last_owner",
+                "make another member an owner first",
+            ),
+            E::InviteNotFound => (
+                StatusCode::BAD_REQUEST,
+                "invite_not_found",
+                "ask for a new invitation",
+            ),
+            E::InviteExpired => (
+                StatusCode::BAD_REQUEST,
+                "invite_expired",
+                "ask for a new invitation",
+            ),
+            E::InviteEmailMismatch => (
+                StatusCode::FORBIDDEN,
+                "invite_email_mismatch",
+                "sign in with the address the invitation was sent to",
+            ),
             E::BadRequest(_) => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -407,11 +464,14 @@ impl Identity {
         Ok(key.kid)
     }
 
+    /// Creates a user and signs them in. With an invitation token, the new user joins its
+    /// organization, which becomes the session's active one.
     pub async fn signup(
         &self,
         email: &str,
         password: &str,
         data: Option<Map<String, Value>>,
+        invite: Option<&str>,
     ) -> Result<Session, IdentityError> {
         if self.inner.config.disable_signup {
             return Err(IdentityError::SignupDisabled);
@@ -420,6 +480,11 @@ impl Identity {
         if let Some(why) = password::weakness(password, self.inner.config.password_min_length) {
             return Err(IdentityError::WeakPassword(why));
         }
+        // Checked before the user exists, so a bad invitation creates nothing.
+        let invite = match invite {
+            Some(token) => Some(self.check_invite(token, &email).await?),
+            None => None,
+        };
         let hash = hash_password(password).await?;
         let row = self
             .inner
@@ -434,7 +499,11 @@ impl Identity {
                 role: None,
             })
             .await?;
-        self.open_session(row).await
+        let org = match invite {
+            Some(invite) => Some(self.join(&invite, &row.id).await?),
+            None => None,
+        };
+        self.open_session(row, org).await
     }
 
     /// Signs in with email and password. Failures are counted per email and per client
@@ -445,6 +514,7 @@ impl Identity {
         email: &str,
         password: &str,
         client: Option<IpAddr>,
+        invite: Option<&str>,
     ) -> Result<Session, IdentityError> {
         let normalized = normalize_email(email);
         let config = &self.inner.config;
@@ -469,7 +539,15 @@ impl Identity {
                 self.inner.store.throttle_hit(bucket, window).await?;
             }
         }
-        self.open_session(result?).await
+        let row = result?;
+        let org = match invite {
+            Some(token) => {
+                let invite = self.check_invite(token, &row.email).await?;
+                Some(self.join(&invite, &row.id).await?)
+            }
+            None => None,
+        };
+        self.open_session(row, org).await
     }
 
     async fn check_password(
@@ -497,16 +575,27 @@ impl Identity {
         Ok(row)
     }
 
-    async fn open_session(&self, row: UserRow) -> Result<Session, IdentityError> {
+    /// A new session for `row`, active in `org` (id, role) when given.
+    async fn open_session(
+        &self,
+        row: UserRow,
+        org: Option<(String, String)>,
+    ) -> Result<Session, IdentityError> {
         let session_id = uuid::Uuid::new_v4().to_string();
         let refresh = keys::random_base62(REFRESH_TOKEN_LEN);
         self.inner
             .store
             .create_session(&session_id, &row.id, &keys::hash(&refresh))
             .await?;
+        if let Some((org_id, _)) = &org {
+            self.inner
+                .store
+                .set_session_org(&session_id, Some(org_id))
+                .await?;
+        }
         self.inner.store.record_sign_in(&row.id).await?;
         let row = self.inner.store.user_by_id(&row.id).await?.unwrap_or(row);
-        self.issue(row, session_id, refresh)
+        self.issue(row, session_id, refresh, org)
     }
 
     fn issue(
@@ -514,6 +603,7 @@ impl Identity {
         row: UserRow,
         session_id: String,
         refresh_token: String,
+        org: Option<(String, String)>,
     ) -> Result<Session, IdentityError> {
         let now = self.now();
         let ttl = self.inner.config.access_token_ttl;
@@ -527,8 +617,8 @@ impl Identity {
             email: user.email.clone(),
             role: "authenticated".into(),
             session_id,
-            org_id: None,
-            org_role: None,
+            org_id: org.as_ref().map(|(id, _)| id.clone()),
+            org_role: org.map(|(_, role)| role),
             app_metadata: user.app_metadata.clone(),
             user_metadata: user.user_metadata.clone(),
         };
@@ -545,7 +635,15 @@ impl Identity {
     /// Exchanges a refresh token for a new session token pair, rotating it. A token used again
     /// within the grace window gets a fresh sibling (two tabs refreshing at once); later, the
     /// reuse is treated as theft and the whole session is revoked.
-    pub async fn refresh_grant(&self, refresh_token: &str) -> Result<Session, IdentityError> {
+    ///
+    /// `switch_org` (an org id or slug) makes that org the session's active one, if the user
+    /// is a member; otherwise the session keeps its org, with the role read afresh (a member
+    /// removed meanwhile loses it).
+    pub async fn refresh_grant(
+        &self,
+        refresh_token: &str,
+        switch_org: Option<&str>,
+    ) -> Result<Session, IdentityError> {
         let hash = keys::hash(refresh_token);
         let store = &self.inner.store;
         let Some(token) = store.refresh_token(&hash).await? else {
@@ -554,6 +652,11 @@ impl Identity {
         if token.session_revoked {
             return Err(IdentityError::RefreshTokenNotFound);
         }
+        // A switch the user may not make fails before the token is spent.
+        let switch = match switch_org {
+            Some(wanted) => Some(self.membership(&token.user_id, wanted).await?),
+            None => None,
+        };
         let next = keys::random_base62(REFRESH_TOKEN_LEN);
         let granted = if !token.revoked {
             store
@@ -590,7 +693,23 @@ impl Identity {
             store.revoke_session(&token.session_id).await?;
             return Err(IdentityError::UserBanned);
         }
-        self.issue(row, token.session_id, next)
+        let org = match (switch, &token.org_id) {
+            (Some((org_id, role)), _) => {
+                store
+                    .set_session_org(&token.session_id, Some(&org_id))
+                    .await?;
+                Some((org_id, role))
+            }
+            (None, Some(org_id)) => match store.role_in(org_id, &row.id).await? {
+                Some(role) => Some((org_id.clone(), role)),
+                None => {
+                    store.set_session_org(&token.session_id, None).await?;
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        self.issue(row, token.session_id, next, org)
     }
 
     /// Checks that a verified token's session is still signed in.

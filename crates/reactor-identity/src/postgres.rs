@@ -5,7 +5,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::jwt::StoredKey;
-use crate::store::{NewUser, RefreshRow, StoreError, UserChanges, UserRow};
+use crate::store::{
+    InviteRow, Member, MemberChange, NewUser, OrgRow, RefreshRow, StoreError, UserChanges, UserRow,
+};
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -60,6 +62,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             window_start bigint not null,
             count integer not null
         );
+    ",
+    },
+    Migration {
+        version: 3,
+        name: "organizations, memberships, invitations",
+        sql: "
+        create table reactor.orgs (
+            id uuid primary key,
+            slug text not null unique,
+            name text not null,
+            created_at timestamptz not null default now()
+        );
+        create table reactor.memberships (
+            org_id uuid not null references reactor.orgs(id) on delete cascade,
+            user_id uuid not null references reactor.users(id) on delete cascade,
+            role text not null,
+            created_at timestamptz not null default now(),
+            primary key (org_id, user_id)
+        );
+        create index memberships_user on reactor.memberships (user_id);
+        create table reactor.invites (
+            id uuid primary key,
+            org_id uuid not null references reactor.orgs(id) on delete cascade,
+            email text not null,
+            role text not null,
+            token_hash text not null unique,
+            invited_by uuid references reactor.users(id) on delete set null,
+            created_at timestamptz not null default now(),
+            expires_at bigint not null,
+            accepted_at timestamptz
+        );
+        alter table reactor.sessions add column org_id uuid references reactor.orgs(id) on delete set null;
     ",
     },
 ];
@@ -262,7 +296,7 @@ pub(crate) async fn refresh_token(
         "select t.id, t.session_id::text as session_id, s.user_id::text as user_id,
                 t.revoked_at is not null as revoked, t.rotated,
                 extract(epoch from now() - t.revoked_at)::float8 as revoked_secs_ago,
-                s.revoked_at is not null as session_revoked
+                s.revoked_at is not null as session_revoked, s.org_id::text as org_id
          from reactor.refresh_tokens t join reactor.sessions s on s.id = t.session_id
          where t.token_hash = $1",
     )
@@ -278,6 +312,7 @@ pub(crate) async fn refresh_token(
         rotated: r.try_get("rotated")?,
         revoked_secs_ago: r.try_get("revoked_secs_ago")?,
         session_revoked: r.try_get("session_revoked")?,
+        org_id: r.try_get("org_id")?,
     }))
 }
 
@@ -446,5 +481,286 @@ pub(crate) async fn throttle_hit(
     .bind(window_start)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+const ORG_COLUMNS: &str =
+    "o.id::text as id, o.slug, o.name, to_json(o.created_at) #>> '{}' as created_at";
+
+fn org_row(r: &PgRow) -> Result<OrgRow, sqlx::Error> {
+    Ok(OrgRow {
+        id: r.try_get("id")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+pub(crate) async fn create_org(
+    pool: &PgPool,
+    org: &OrgRow,
+    owner: &str,
+) -> Result<OrgRow, StoreError> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "insert into reactor.orgs as o (id, slug, name) values ($1::uuid, $2, $3) returning {ORG_COLUMNS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(&org.id)
+        .bind(&org.slug)
+        .bind(&org.name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => {
+                StoreError::SlugTaken
+            }
+            _ => e.into(),
+        })?;
+    sqlx::query("insert into reactor.memberships (org_id, user_id, role) values ($1::uuid, $2::uuid, 'owner')")
+        .bind(&org.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(org_row(&row)?)
+}
+
+pub(crate) async fn org(pool: &PgPool, id_or_slug: &str) -> Result<Option<OrgRow>, StoreError> {
+    let sql = if is_uuid(id_or_slug) {
+        format!("select {ORG_COLUMNS} from reactor.orgs o where o.id = $1::uuid")
+    } else {
+        format!("select {ORG_COLUMNS} from reactor.orgs o where o.slug = $1")
+    };
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(id_or_slug)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(org_row).transpose()?)
+}
+
+pub(crate) async fn orgs_of(
+    pool: &PgPool,
+    user_id: &str,
+) -> Result<Vec<(OrgRow, String)>, StoreError> {
+    let sql = format!(
+        "select {ORG_COLUMNS}, m.role from reactor.orgs o join reactor.memberships m on m.org_id = o.id
+         where m.user_id = $1::uuid order by o.created_at, o.id"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((org_row(r)?, r.try_get("role")?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn role_in(
+    pool: &PgPool,
+    org_id: &str,
+    user_id: &str,
+) -> Result<Option<String>, StoreError> {
+    if !is_uuid(org_id) || !is_uuid(user_id) {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar(
+        "select role from reactor.memberships where org_id = $1::uuid and user_id = $2::uuid",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(crate) async fn members(pool: &PgPool, org_id: &str) -> Result<Vec<Member>, StoreError> {
+    let rows = sqlx::query(
+        "select m.user_id::text as user_id, u.email, m.role, to_json(m.created_at) #>> '{}' as joined_at
+         from reactor.memberships m join reactor.users u on u.id = m.user_id
+         where m.org_id = $1::uuid order by m.created_at, u.email",
+    )
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Member {
+                user_id: r.try_get("user_id")?,
+                email: r.try_get("email")?,
+                role: r.try_get("role")?,
+                joined_at: r.try_get("joined_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// A membership change under a row lock on the org, refusing to leave it without an owner.
+async fn change_member(
+    pool: &PgPool,
+    org_id: &str,
+    user_id: &str,
+    new_role: Option<&str>,
+) -> Result<MemberChange, StoreError> {
+    if !is_uuid(org_id) || !is_uuid(user_id) {
+        return Ok(MemberChange::NotMember);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("select 1 from reactor.orgs where id = $1::uuid for update")
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+    let current: Option<String> = sqlx::query_scalar(
+        "select role from reactor.memberships where org_id = $1::uuid and user_id = $2::uuid",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(current) = current else {
+        return Ok(MemberChange::NotMember);
+    };
+    if current == "owner" && new_role != Some("owner") {
+        let owners: i64 = sqlx::query_scalar(
+            "select count(*) from reactor.memberships where org_id = $1::uuid and role = 'owner'",
+        )
+        .bind(org_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if owners <= 1 {
+            return Ok(MemberChange::LastOwner);
+        }
+    }
+    match new_role {
+        Some(role) => {
+            sqlx::query("update reactor.memberships set role = $3 where org_id = $1::uuid and user_id = $2::uuid")
+                .bind(org_id)
+                .bind(user_id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await?;
+        }
+        None => {
+            sqlx::query("update reactor.sessions set org_id = null where org_id = $1::uuid and user_id = $2::uuid")
+                .bind(org_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "delete from reactor.memberships where org_id = $1::uuid and user_id = $2::uuid",
+            )
+            .bind(org_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(MemberChange::Done)
+}
+
+pub(crate) async fn set_member_role(
+    pool: &PgPool,
+    org_id: &str,
+    user_id: &str,
+    role: &str,
+) -> Result<MemberChange, StoreError> {
+    change_member(pool, org_id, user_id, Some(role)).await
+}
+
+pub(crate) async fn remove_member(
+    pool: &PgPool,
+    org_id: &str,
+    user_id: &str,
+) -> Result<MemberChange, StoreError> {
+    change_member(pool, org_id, user_id, None).await
+}
+
+pub(crate) async fn create_invite(
+    pool: &PgPool,
+    i: &InviteRow,
+    token_hash: &str,
+    invited_by: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into reactor.invites (id, org_id, email, role, token_hash, invited_by, expires_at)
+         values ($1::uuid, $2::uuid, $3, $4, $5, $6::uuid, $7)",
+    )
+    .bind(&i.id)
+    .bind(&i.org_id)
+    .bind(&i.email)
+    .bind(&i.role)
+    .bind(token_hash)
+    .bind(invited_by)
+    .bind(i.expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn invite(
+    pool: &PgPool,
+    token_hash: &str,
+) -> Result<Option<InviteRow>, StoreError> {
+    let row = sqlx::query(
+        "select id::text as id, org_id::text as org_id, email, role, expires_at, accepted_at is not null as accepted
+         from reactor.invites where token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(InviteRow {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        email: r.try_get("email")?,
+        role: r.try_get("role")?,
+        expires_at: r.try_get("expires_at")?,
+        accepted: r.try_get("accepted")?,
+    }))
+}
+
+pub(crate) async fn accept_invite(
+    pool: &PgPool,
+    i: &InviteRow,
+    user_id: &str,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let taken = sqlx::query("update reactor.invites set accepted_at = now() where id = $1::uuid and accepted_at is null")
+        .bind(&i.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if taken {
+        sqlx::query(
+            "insert into reactor.memberships (org_id, user_id, role) values ($1::uuid, $2::uuid, $3)
+             on conflict (org_id, user_id) do nothing",
+        )
+        .bind(&i.org_id)
+        .bind(user_id)
+        .bind(&i.role)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(taken)
+}
+
+pub(crate) async fn set_session_org(
+    pool: &PgPool,
+    session_id: &str,
+    org_id: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("update reactor.sessions set org_id = $2::uuid where id = $1::uuid")
+        .bind(session_id)
+        .bind(org_id)
+        .execute(pool)
+        .await?;
     Ok(())
 }

@@ -4,7 +4,9 @@ use reactor_db::{Migration, SqlitePool};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::jwt::StoredKey;
-use crate::store::{NewUser, RefreshRow, StoreError, UserChanges, UserRow};
+use crate::store::{
+    InviteRow, Member, MemberChange, NewUser, OrgRow, RefreshRow, StoreError, UserChanges, UserRow,
+};
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -59,6 +61,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             window_start integer not null,
             count integer not null
         );
+    ",
+    },
+    Migration {
+        version: 3,
+        name: "organizations, memberships, invitations",
+        sql: "
+        create table _reactor_orgs (
+            id text primary key,
+            slug text not null unique,
+            name text not null,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        create table _reactor_memberships (
+            org_id text not null references _reactor_orgs(id) on delete cascade,
+            user_id text not null references _reactor_users(id) on delete cascade,
+            role text not null,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            primary key (org_id, user_id)
+        );
+        create index _reactor_memberships_user on _reactor_memberships (user_id);
+        create table _reactor_invites (
+            id text primary key,
+            org_id text not null references _reactor_orgs(id) on delete cascade,
+            email text not null,
+            role text not null,
+            token_hash text not null unique,
+            invited_by text references _reactor_users(id) on delete set null,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            expires_at integer not null,
+            accepted_at text
+        );
+        alter table _reactor_sessions add column org_id text references _reactor_orgs(id) on delete set null;
     ",
     },
 ];
@@ -286,7 +320,7 @@ pub(crate) async fn refresh_token(
                 .prepare_cached(
                     "select t.id, t.session_id, s.user_id, t.revoked_at is not null, t.rotated,
                             (julianday('now') - julianday(t.revoked_at)) * 86400.0,
-                            s.revoked_at is not null
+                            s.revoked_at is not null, s.org_id
                      from _reactor_refresh_tokens t join _reactor_sessions s on s.id = t.session_id
                      where t.token_hash = ?1",
                 )?
@@ -299,6 +333,7 @@ pub(crate) async fn refresh_token(
                         rotated: r.get(4)?,
                         revoked_secs_ago: r.get(5)?,
                         session_revoked: r.get(6)?,
+                        org_id: r.get(7)?,
                     })
                 })
                 .optional()?)
@@ -479,6 +514,278 @@ pub(crate) async fn throttle_hit(
                  window_start = excluded.window_start",
         )?
         .execute(params![bucket, window_start])?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+fn org_row(r: &Row<'_>) -> rusqlite::Result<OrgRow> {
+    Ok(OrgRow {
+        id: r.get(0)?,
+        slug: r.get(1)?,
+        name: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+pub(crate) async fn create_org(
+    pool: &SqlitePool,
+    org: &OrgRow,
+    owner: &str,
+) -> Result<OrgRow, StoreError> {
+    let (o, owner) = (org.clone(), owner.to_string());
+    let result = pool
+        .with(move |conn| {
+            let tx = conn.transaction()?;
+            let row = tx.query_row(
+                "insert into _reactor_orgs (id, slug, name) values (?1, ?2, ?3) returning id, slug, name, created_at",
+                params![o.id, o.slug, o.name],
+                org_row,
+            );
+            if let Ok(row) = &row {
+                tx.execute(
+                    "insert into _reactor_memberships (org_id, user_id, role) values (?1, ?2, 'owner')",
+                    params![row.id, owner],
+                )?;
+                tx.commit()?;
+            }
+            Ok(row)
+        })
+        .await?;
+    match result {
+        Ok(row) => Ok(row),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::SlugTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn org(pool: &SqlitePool, id_or_slug: &str) -> Result<Option<OrgRow>, StoreError> {
+    let key = id_or_slug.to_string();
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .prepare_cached("select id, slug, name, created_at from _reactor_orgs where id = ?1 or slug = ?1")?
+                .query_row([key], org_row)
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn orgs_of(
+    pool: &SqlitePool,
+    user_id: &str,
+) -> Result<Vec<(OrgRow, String)>, StoreError> {
+    let uid = user_id.to_string();
+    Ok(pool
+        .with(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "select o.id, o.slug, o.name, o.created_at, m.role from _reactor_orgs o
+                     join _reactor_memberships m on m.org_id = o.id where m.user_id = ?1 order by o.created_at, o.id",
+                )?
+                .query_map([uid], |r| Ok((org_row(r)?, r.get(4)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await?)
+}
+
+pub(crate) async fn role_in(
+    pool: &SqlitePool,
+    org_id: &str,
+    user_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let (oid, uid) = (org_id.to_string(), user_id.to_string());
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "select role from _reactor_memberships where org_id = ?1 and user_id = ?2",
+                )?
+                .query_row(params![oid, uid], |r| r.get(0))
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn members(pool: &SqlitePool, org_id: &str) -> Result<Vec<Member>, StoreError> {
+    let oid = org_id.to_string();
+    Ok(pool
+        .with(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "select m.user_id, u.email, m.role, m.created_at from _reactor_memberships m
+                     join _reactor_users u on u.id = m.user_id where m.org_id = ?1 order by m.created_at, u.email",
+                )?
+                .query_map([oid], |r| {
+                    Ok(Member {
+                        user_id: r.get(0)?,
+                        email: r.get(1)?,
+                        role: r.get(2)?,
+                        joined_at: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await?)
+}
+
+/// Runs a membership change in an IMMEDIATE transaction (SQLite's write lock), refusing to
+/// leave the org without an owner.
+fn change_member(
+    conn: &mut rusqlite::Connection,
+    org_id: &str,
+    user_id: &str,
+    new_role: Option<&str>,
+) -> Result<MemberChange, reactor_db::DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: Option<String> = tx
+        .query_row(
+            "select role from _reactor_memberships where org_id = ?1 and user_id = ?2",
+            params![org_id, user_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(current) = current else {
+        return Ok(MemberChange::NotMember);
+    };
+    if current == "owner" && new_role != Some("owner") {
+        let owners: i64 = tx.query_row(
+            "select count(*) from _reactor_memberships where org_id = ?1 and role = 'owner'",
+            [org_id],
+            |r| r.get(0),
+        )?;
+        if owners <= 1 {
+            return Ok(MemberChange::LastOwner);
+        }
+    }
+    match new_role {
+        Some(role) => tx.execute(
+            "update _reactor_memberships set role = ?3 where org_id = ?1 and user_id = ?2",
+            params![org_id, user_id, role],
+        )?,
+        None => {
+            tx.execute(
+                "update _reactor_sessions set org_id = null where org_id = ?1 and user_id = ?2",
+                params![org_id, user_id],
+            )?;
+            tx.execute(
+                "delete from _reactor_memberships where org_id = ?1 and user_id = ?2",
+                params![org_id, user_id],
+            )?
+        }
+    };
+    tx.commit()?;
+    Ok(MemberChange::Done)
+}
+
+pub(crate) async fn set_member_role(
+    pool: &SqlitePool,
+    org_id: &str,
+    user_id: &str,
+    role: &str,
+) -> Result<MemberChange, StoreError> {
+    let (oid, uid, role) = (org_id.to_string(), user_id.to_string(), role.to_string());
+    Ok(pool
+        .with(move |conn| change_member(conn, &oid, &uid, Some(&role)))
+        .await?)
+}
+
+pub(crate) async fn remove_member(
+    pool: &SqlitePool,
+    org_id: &str,
+    user_id: &str,
+) -> Result<MemberChange, StoreError> {
+    let (oid, uid) = (org_id.to_string(), user_id.to_string());
+    Ok(pool
+        .with(move |conn| change_member(conn, &oid, &uid, None))
+        .await?)
+}
+
+pub(crate) async fn create_invite(
+    pool: &SqlitePool,
+    i: &InviteRow,
+    token_hash: &str,
+    invited_by: &str,
+) -> Result<(), StoreError> {
+    let (i, hash, by) = (i.clone(), token_hash.to_string(), invited_by.to_string());
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_invites (id, org_id, email, role, token_hash, invited_by, expires_at)
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![i.id, i.org_id, i.email, i.role, hash, by, i.expires_at],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn invite(
+    pool: &SqlitePool,
+    token_hash: &str,
+) -> Result<Option<InviteRow>, StoreError> {
+    let hash = token_hash.to_string();
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "select id, org_id, email, role, expires_at, accepted_at is not null from _reactor_invites where token_hash = ?1",
+                )?
+                .query_row([hash], |r| {
+                    Ok(InviteRow {
+                        id: r.get(0)?,
+                        org_id: r.get(1)?,
+                        email: r.get(2)?,
+                        role: r.get(3)?,
+                        expires_at: r.get(4)?,
+                        accepted: r.get(5)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn accept_invite(
+    pool: &SqlitePool,
+    invite: &InviteRow,
+    user_id: &str,
+) -> Result<bool, StoreError> {
+    let (i, uid) = (invite.clone(), user_id.to_string());
+    Ok(pool
+        .with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken = tx.execute(
+                &format!("update _reactor_invites set accepted_at = {NOW} where id = ?1 and accepted_at is null"),
+                [&i.id],
+            )?;
+            if taken == 1 {
+                tx.execute(
+                    "insert into _reactor_memberships (org_id, user_id, role) values (?1, ?2, ?3)
+                     on conflict (org_id, user_id) do nothing",
+                    params![i.org_id, uid, i.role],
+                )?;
+            }
+            tx.commit()?;
+            Ok(taken == 1)
+        })
+        .await?)
+}
+
+pub(crate) async fn set_session_org(
+    pool: &SqlitePool,
+    session_id: &str,
+    org_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let (sid, oid) = (session_id.to_string(), org_id.map(str::to_string));
+    pool.with(move |conn| {
+        conn.execute(
+            "update _reactor_sessions set org_id = ?2 where id = ?1",
+            params![sid, oid],
+        )?;
         Ok(())
     })
     .await?;

@@ -34,12 +34,51 @@ pub(crate) struct RefreshRow {
     /// Seconds since it was revoked or rotated, measured by the database's clock.
     pub revoked_secs_ago: Option<f64>,
     pub session_revoked: bool,
+    /// The session's active organization.
+    pub org_id: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct OrgRow {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    pub user_id: String,
+    pub email: String,
+    pub role: String,
+    pub joined_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct InviteRow {
+    pub id: String,
+    pub org_id: String,
+    pub email: String,
+    pub role: String,
+    pub expires_at: i64,
+    pub accepted: bool,
+}
+
+/// What a membership change did. Owner counts are checked under a lock on the org, so two
+/// owners demoting each other at once cannot leave it ownerless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberChange {
+    Done,
+    NotMember,
+    LastOwner,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
     #[error("the email is taken")]
     EmailTaken,
+    #[error("the slug is taken")]
+    SlugTaken,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -205,6 +244,77 @@ impl Store {
     /// Records one failed attempt; a new window restarts the count.
     pub async fn throttle_hit(&self, bucket: &str, window_start: i64) -> Result<(), StoreError> {
         dispatch!(self, throttle_hit(bucket, window_start))
+    }
+
+    /// Creates an org with `owner` as its first owner.
+    pub async fn create_org(&self, org: &OrgRow, owner: &str) -> Result<OrgRow, StoreError> {
+        dispatch!(self, create_org(org, owner))
+    }
+
+    /// An org by id or slug.
+    pub async fn org(&self, id_or_slug: &str) -> Result<Option<OrgRow>, StoreError> {
+        dispatch!(self, org(id_or_slug))
+    }
+
+    /// The orgs a user belongs to, with the user's role in each.
+    pub async fn orgs_of(&self, user_id: &str) -> Result<Vec<(OrgRow, String)>, StoreError> {
+        dispatch!(self, orgs_of(user_id))
+    }
+
+    pub async fn role_in(&self, org_id: &str, user_id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, role_in(org_id, user_id))
+    }
+
+    pub async fn members(&self, org_id: &str) -> Result<Vec<Member>, StoreError> {
+        dispatch!(self, members(org_id))
+    }
+
+    pub async fn set_member_role(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<MemberChange, StoreError> {
+        dispatch!(self, set_member_role(org_id, user_id, role))
+    }
+
+    pub async fn remove_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+    ) -> Result<MemberChange, StoreError> {
+        dispatch!(self, remove_member(org_id, user_id))
+    }
+
+    pub async fn create_invite(
+        &self,
+        invite: &InviteRow,
+        token_hash: &str,
+        invited_by: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, create_invite(invite, token_hash, invited_by))
+    }
+
+    pub async fn invite(&self, token_hash: &str) -> Result<Option<InviteRow>, StoreError> {
+        dispatch!(self, invite(token_hash))
+    }
+
+    /// Marks the invite accepted and adds the membership (an existing one keeps its role);
+    /// `false` when someone accepted it first.
+    pub async fn accept_invite(
+        &self,
+        invite: &InviteRow,
+        user_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, accept_invite(invite, user_id))
+    }
+
+    pub async fn set_session_org(
+        &self,
+        session_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, set_session_org(session_id, org_id))
     }
 
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {

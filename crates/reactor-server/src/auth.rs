@@ -71,32 +71,68 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
     });
     let mut principal = Principal::from_key(record.id, tier);
     if let Some(token) = bearer(headers).filter(|t| *t != candidate) {
-        add_user(state, &mut principal, token).await?;
+        add_user(state, &mut principal, token, requested_org(headers)?).await?;
+    } else if requested_org(headers)?.is_some() {
+        return Err(ApiError::unauthorized(
+            "no_authorization",
+            "X-Reactor-Org needs a signed-in user",
+        )
+        .with_hint("send the user's access token as Authorization: Bearer <jwt>"));
     }
     Ok(principal)
 }
 
-/// Verifies a user's access token and puts who they are into the principal.
+/// Verifies a user's access token and puts who they are into the principal. `org`, from
+/// `X-Reactor-Org`, overrides the token's active org for this request after a membership check.
 #[cfg(feature = "identity")]
 async fn add_user(
     state: &AppState,
     principal: &mut Principal,
     token: &str,
+    org: Option<&str>,
 ) -> Result<(), ApiError> {
     let Some(identity) = &state.identity else {
         return Err(no_identity());
     };
     let claims = identity.verify_access_token(token).await?;
+    let (org_id, role) = match org {
+        Some(wanted) => {
+            let (id, role) = identity.membership(&claims.sub, wanted).await?;
+            (Some(id), Some(role))
+        }
+        None => (claims.org_id, claims.org_role),
+    };
     principal.user_id = Some(claims.sub);
     principal.session_id = Some(claims.session_id);
-    principal.org_id = claims.org_id;
-    principal.role = claims.org_role;
+    principal.org_id = org_id;
+    principal.role = role;
     Ok(())
 }
 
 #[cfg(not(feature = "identity"))]
-async fn add_user(_: &AppState, _: &mut Principal, _: &str) -> Result<(), ApiError> {
+async fn add_user(
+    _: &AppState,
+    _: &mut Principal,
+    _: &str,
+    _: Option<&str>,
+) -> Result<(), ApiError> {
     Err(no_identity())
+}
+
+/// The `X-Reactor-Org` header: an org id or slug.
+fn requested_org(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get("x-reactor-org") {
+        None => Ok(None),
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok(org) if !org.is_empty() => Ok(Some(org)),
+            _ => Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "bad_org_header",
+                "X-Reactor-Org is empty or not text",
+            )
+            .with_hint("send an organization id or slug")),
+        },
+    }
 }
 
 fn no_identity() -> ApiError {

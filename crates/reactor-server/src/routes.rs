@@ -93,7 +93,13 @@ async fn info(
         "topology": topology,
         "database": state.db.engine().name(),
         "capabilities": state.capabilities.iter().map(|c| json!({"name": c.name(), "prefix": c.prefix()})).collect::<Vec<_>>(),
-        "caller": { "tier": principal.tier, "role": principal.db_role().name() },
+        "caller": {
+            "tier": principal.tier,
+            "role": principal.db_role().name(),
+            "user_id": principal.user_id,
+            "org_id": principal.org_id,
+            "org_role": principal.role,
+        },
     })))
 }
 

@@ -694,6 +694,429 @@ async fn admin_api(h: &Harness) {
     assert_eq!(h.login("ivy@example.com", "ivy's password").await.0, 400);
 }
 
+async fn organizations(h: &Harness) {
+    h.advance(300); // a fresh throttle window
+    let alice = h.signup("alice@example.com", "alice's password").await;
+    let carol = h.signup("carol.org@example.com", "carol's password").await;
+    let mallory = h.signup("mallory@example.com", "mallory's password").await;
+    let (a, c, m) = (token_of(&alice), token_of(&carol), token_of(&mallory));
+
+    let (status, acme) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs",
+            Some(a),
+            Some(json!({"name": "Acme Inc."})),
+        )
+        .await;
+    assert_eq!(status, 201, "{acme}");
+    assert_eq!(
+        (acme["slug"].as_str(), acme["role"].as_str()),
+        (Some("acme-inc"), Some("owner"))
+    );
+    let acme_id = acme["id"].as_str().expect("id").to_string();
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs",
+            Some(m),
+            Some(json!({"name": "Acme", "slug": "acme-inc"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("org_slug_taken"))
+    );
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs",
+            Some(m),
+            Some(json!({"name": "X", "slug": "Bad Slug"})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_request")));
+    let (_, mine) = h.call("GET", "/auth/v1/orgs", Some(a), None).await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(1));
+    let (_, none) = h.call("GET", "/auth/v1/orgs", Some(m), None).await;
+    assert_eq!(none, json!([]));
+
+    // Switching the active org through a refresh puts it in the token.
+    let (status, refused) = h
+        .call(
+            "POST",
+            "/auth/v1/token?grant_type=refresh_token",
+            None,
+            Some(json!({"refresh_token": refresh_of(&mallory), "org_id": "acme-inc"})),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("not_a_member"))
+    );
+    assert_eq!(
+        h.refresh(refresh_of(&mallory)).await.0,
+        200,
+        "a refused switch does not spend the token"
+    );
+    let (status, alice_acme) = h
+        .call(
+            "POST",
+            "/auth/v1/token?grant_type=refresh_token",
+            None,
+            Some(json!({"refresh_token": refresh_of(&alice), "org_id": "acme-inc"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{alice_acme}");
+    let claims = decode(token_of(&alice_acme));
+    assert_eq!(
+        (claims["org_id"].as_str(), claims["org_role"].as_str()),
+        (Some(acme_id.as_str()), Some("owner"))
+    );
+    let (_, info) = h
+        .call("GET", "/v1/info", Some(token_of(&alice_acme)), None)
+        .await;
+    assert_eq!(
+        (
+            info["caller"]["org_id"].as_str(),
+            info["caller"]["org_role"].as_str()
+        ),
+        (Some(acme_id.as_str()), Some("owner"))
+    );
+    // The session remembers its org across refreshes.
+    let (_, again) = h.refresh(refresh_of(&alice_acme)).await;
+    assert_eq!(decode(token_of(&again))["org_id"], json!(acme_id));
+
+    // Invitations: by owners and admins, to one address, once, for a while.
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme-inc/invites",
+            Some(m),
+            Some(json!({"email": "x@example.com"})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (403, Some("not_a_member")));
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme-inc/invites",
+            Some(a),
+            Some(json!({"email": "x@example.com", "role": "emperor"})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_request")));
+    let (status, bob_invite) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme-inc/invites",
+            Some(a),
+            Some(json!({"email": "Bob@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{bob_invite}");
+    assert_eq!(
+        (bob_invite["email"].as_str(), bob_invite["role"].as_str()),
+        (Some("bob@example.com"), Some("member"))
+    );
+    let (status, bob) = h
+        .call(
+            "POST",
+            "/auth/v1/signup",
+            None,
+            Some(
+                json!({"email": "bob@example.com", "password": "bob's password",
+        "invite_token": bob_invite["token"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{bob}");
+    let claims = decode(token_of(&bob));
+    assert_eq!(
+        (claims["org_id"].as_str(), claims["org_role"].as_str()),
+        (Some(acme_id.as_str()), Some("member"))
+    );
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/signup",
+            None,
+            Some(
+                json!({"email": "bob2@example.com", "password": "bob's password",
+        "invite_token": bob_invite["token"]}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invite_not_found")),
+        "used once"
+    );
+    assert_eq!(
+        h.login("bob2@example.com", "bob's password").await.0,
+        400,
+        "a refused invitation creates no user"
+    );
+
+    let (_, carol_invite) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme-inc/invites",
+            Some(a),
+            Some(json!({"email": "carol.org@example.com", "role": "admin"})),
+        )
+        .await;
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/invites/accept",
+            Some(m),
+            Some(json!({"token": carol_invite["token"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("invite_email_mismatch"))
+    );
+    let (status, joined) = h
+        .call(
+            "POST",
+            "/auth/v1/invites/accept",
+            Some(c),
+            Some(json!({"token": carol_invite["token"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, joined["role"].as_str()),
+        (200, Some("admin")),
+        "{joined}"
+    );
+    let (_, late) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme-inc/invites",
+            Some(a),
+            Some(json!({"email": "late@example.com"})),
+        )
+        .await;
+    h.advance(8 * 24 * 3600);
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/signup",
+            None,
+            Some(
+                json!({"email": "late@example.com", "password": "late's password",
+        "invite_token": late["token"]}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invite_expired"))
+    );
+    // Eight days on, the access tokens above have expired: sign in again.
+    let a = token_of(&h.login("alice@example.com", "alice's password").await.1).to_string();
+    let c = token_of(&h.login("carol.org@example.com", "carol's password").await.1).to_string();
+    let b_session = h.login("bob@example.com", "bob's password").await.1;
+    let b = token_of(&b_session).to_string();
+
+    let (status, members) = h
+        .call(
+            "GET",
+            &format!("/auth/v1/orgs/{acme_id}/members"),
+            Some(&b),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{members}");
+    let roles: Vec<(&str, &str)> = members
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["email"].as_str().unwrap_or(""),
+                m["role"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("alice@example.com", "owner"),
+            ("bob@example.com", "member"),
+            ("carol.org@example.com", "admin")
+        ]
+    );
+    let id_of = |email: &str| {
+        members
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|m| m["email"] == email)
+            .and_then(|m| m["user_id"].as_str())
+            .expect("member")
+            .to_string()
+    };
+    let (alice_id, bob_id, carol_id) = (
+        id_of("alice@example.com"),
+        id_of("bob@example.com"),
+        id_of("carol.org@example.com"),
+    );
+
+    // Roles: members manage nothing; admins manage members but not owners.
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme-inc/invites",
+            Some(&b),
+            Some(json!({"email": "y@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("insufficient_role"))
+    );
+    let path = |user: &str| format!("/auth/v1/orgs/acme-inc/members/{user}");
+    assert_eq!(
+        h.call(
+            "PUT",
+            &path(&alice_id),
+            Some(&b),
+            Some(json!({"role": "member"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        h.call(
+            "PUT",
+            &path(&bob_id),
+            Some(&c),
+            Some(json!({"role": "owner"}))
+        )
+        .await
+        .0,
+        403,
+        "admins do not grant owner"
+    );
+    assert_eq!(
+        h.call("DELETE", &path(&alice_id), Some(&c), None).await.0,
+        403,
+        "admins do not remove owners"
+    );
+    assert_eq!(
+        h.call(
+            "PUT",
+            &path(&bob_id),
+            Some(&c),
+            Some(json!({"role": "admin"}))
+        )
+        .await
+        .0,
+        204
+    );
+
+    // The last owner cannot leave or be demoted.
+    let (status, err) = h
+        .call("POST", "/auth/v1/orgs/acme-inc/leave", Some(&a), None)
+        .await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("last_owner")));
+    assert_eq!(
+        h.call(
+            "PUT",
+            &path(&alice_id),
+            Some(&a),
+            Some(json!({"role": "member"}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        h.call(
+            "PUT",
+            &path(&carol_id),
+            Some(&a),
+            Some(json!({"role": "owner"}))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        h.call("POST", "/auth/v1/orgs/acme-inc/leave", Some(&a), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        h.call("GET", "/auth/v1/orgs/acme-inc/members", Some(&a), None)
+            .await
+            .0,
+        403
+    );
+
+    // X-Reactor-Org names the org per request, checked against membership.
+    let with_org = |token: &str, org: &str| {
+        h.http
+            .get(format!("{}/v1/info", h.base))
+            .header("apikey", &h.public_key)
+            .bearer_auth(token.to_string())
+            .header("x-reactor-org", org.to_string())
+            .send()
+    };
+    let info: Value = with_org(&c, "acme-inc")
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            info["caller"]["org_id"].as_str(),
+            info["caller"]["org_role"].as_str()
+        ),
+        (Some(acme_id.as_str()), Some("owner"))
+    );
+    for org in ["no-such-org", &acme_id] {
+        let res = with_org(&a, org).await.expect("request");
+        assert_eq!(res.status(), 403, "{org}");
+        assert_eq!(
+            res.json::<Value>().await.expect("json")["code"],
+            "not_a_member"
+        );
+    }
+    let res = h
+        .http
+        .get(format!("{}/v1/info", h.base))
+        .header("apikey", &h.public_key)
+        .header("x-reactor-org", "acme-inc")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401, "the header needs a user");
+
+    // A removed member's session loses the org at its next refresh.
+    let (_, bob_acme) = h
+        .call(
+            "POST",
+            "/auth/v1/token?grant_type=refresh_token",
+            None,
+            Some(json!({"refresh_token": refresh_of(&b_session), "org_id": acme_id})),
+        )
+        .await;
+    assert_eq!(
+        h.call("DELETE", &path(&bob_id), Some(&c), None).await.0,
+        204
+    );
+    let (status, after) = h.refresh(refresh_of(&bob_acme)).await;
+    assert_eq!(status, 200);
+    assert!(decode(token_of(&after))["org_id"].is_null());
+}
+
 fn decode_part(part: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
@@ -719,6 +1142,7 @@ async fn suite(url: &str) {
     hostile_tokens(&h).await;
     sign_in_throttle(&h).await;
     admin_api(&h).await;
+    organizations(&h).await;
 }
 
 #[tokio::test]
@@ -750,7 +1174,7 @@ async fn signing_key_rotation_reaches_other_replicas() {
         .await
         .expect("b");
     let session = a
-        .signup("fay@example.com", "fay's password", None)
+        .signup("fay@example.com", "fay's password", None, None)
         .await
         .expect("signup");
     let old_kid = decode_header(&session.access_token)["kid"].clone();
@@ -762,7 +1186,7 @@ async fn signing_key_rotation_reaches_other_replicas() {
         "old tokens still verify"
     );
     let fresh = a
-        .password_grant("fay@example.com", "fay's password", None)
+        .password_grant("fay@example.com", "fay's password", None, None)
         .await
         .expect("login");
     assert_eq!(decode_header(&fresh.access_token)["kid"], json!(new_kid));
