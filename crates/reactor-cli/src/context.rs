@@ -19,6 +19,9 @@ pub enum ContextCommand {
         /// The organization to act in.
         #[arg(long)]
         org: Option<String>,
+        /// The project's public key (rk_pub_…) on that server, used beside `reactor login`.
+        #[arg(long)]
+        key: Option<String>,
         /// Read a token for this context from standard input and store it (OS keychain,
         /// or ~/.reactor/credentials.toml where there is none).
         #[arg(long)]
@@ -26,6 +29,8 @@ pub enum ContextCommand {
     },
     /// Make a context the default.
     Use { name: String },
+    /// Set the project's public key (rk_pub_…) of a context.
+    SetKey { name: String, key: String },
     /// List contexts.
     List {
         #[arg(long)]
@@ -48,10 +53,15 @@ pub fn run(session: &Session, cmd: ContextCommand) -> anyhow::Result<()> {
             name,
             endpoint,
             org,
+            key,
             token_stdin,
         } => {
             let first = config.default_context().is_none();
             config.add_context(&name, &endpoint, org.as_deref())?;
+            if let Some(key) = &key {
+                check_public_key(key)?;
+                config.set_key(&name, Some(key))?;
+            }
             if first {
                 config.use_context(&name)?;
             }
@@ -76,6 +86,15 @@ pub fn run(session: &Session, cmd: ContextCommand) -> anyhow::Result<()> {
                 "added context `{name}` → {}{}",
                 config.context(&name)?.endpoint,
                 if first { " (now the default)" } else { "" }
+            );
+        }
+        ContextCommand::SetKey { name, key } => {
+            check_public_key(&key)?;
+            config.set_key(&name, Some(&key))?;
+            config.save()?;
+            eprintln!(
+                "context `{name}` now uses project key {}…",
+                &key[..key.len().min(13)]
             );
         }
         ContextCommand::Use { name } => {
@@ -177,4 +196,19 @@ pub fn run(session: &Session, cmd: ContextCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A context keeps only the public key: service keys are secrets and go through the token chain.
+fn check_public_key(key: &str) -> anyhow::Result<()> {
+    match reactor_core::keys::tier_of(key) {
+        Some(reactor_core::KeyTier::Public) => Ok(()),
+        Some(reactor_core::KeyTier::Service) => Err(hinted(
+            "that is a service key, which is a secret and does not belong in config.toml",
+            "pass the project's rk_pub_ key here; give a service key with --token-stdin or REACTOR_TOKEN",
+        )),
+        None => Err(hinted(
+            "that is not a Reactor project key",
+            "project keys look like rk_pub_ followed by 32 letters and digits",
+        )),
+    }
 }

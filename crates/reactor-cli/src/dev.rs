@@ -11,7 +11,7 @@ use reactor_server::{AppState, Server, compiled_capabilities, shutdown_signal, t
 use serde::{Deserialize, Serialize};
 
 use crate::output::hinted;
-use crate::session::Session;
+use crate::session::{Credential, Session};
 
 /// The context `reactor dev` registers for the commands that follow.
 pub const LOCAL_CONTEXT: &str = "local";
@@ -54,9 +54,10 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     };
     let endpoint = format!("http://{shown_host}:{}", addr.port());
 
-    let context_note = register_local_context(session, &endpoint, &keys.service)?;
+    let context_note = register_local_context(session, &endpoint, &keys)?;
 
     telemetry::init();
+    let shutdown = shutdown_signal();
     println!(
         "Reactor dev server for {} ({})",
         manifest.name, manifest.project_id
@@ -79,7 +80,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     println!("  context       {context_note}");
     println!("Press Ctrl-C to stop.");
 
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     println!("Reactor dev server stopped.");
     Ok(())
 }
@@ -160,15 +161,20 @@ async fn ensure_key(
 fn register_local_context(
     session: &Session,
     endpoint: &str,
-    service_key: &str,
+    keys: &LocalKeys,
 ) -> anyhow::Result<String> {
     let mut config = session.config()?;
-    config.put_context(LOCAL_CONTEXT, endpoint, None)?;
-    let (auth, notice) = session.store().save(LOCAL_CONTEXT, service_key)?;
-    if let Some(notice) = notice {
-        eprintln!("{notice}");
+    config.put_context(LOCAL_CONTEXT, endpoint)?;
+    config.set_key(LOCAL_CONTEXT, Some(&keys.public))?;
+    // A user who ran `reactor login` against this server stays signed in across restarts.
+    let current = session.resolve_stored(&config, LOCAL_CONTEXT)?;
+    if !matches!(current.map(Credential::parse), Some(Credential::User(_))) {
+        let (auth, notice) = session.store().save(LOCAL_CONTEXT, &keys.service)?;
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
+        }
+        config.set_auth(LOCAL_CONTEXT, Some(&auth))?;
     }
-    config.set_auth(LOCAL_CONTEXT, Some(&auth))?;
     if config.default_context().is_none() {
         config.use_context(LOCAL_CONTEXT)?;
     }

@@ -10,7 +10,7 @@ pub struct InfoArgs {
 }
 
 pub async fn run(session: &Session, args: InfoArgs) -> anyhow::Result<()> {
-    let (selected, client) = session.client()?;
+    let (selected, client) = session.client().await?;
     let info = client.info().await?;
     if args.json {
         println!(

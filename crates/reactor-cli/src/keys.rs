@@ -27,7 +27,7 @@ pub enum KeysCommand {
 }
 
 pub async fn run(session: &Session, cmd: KeysCommand) -> anyhow::Result<()> {
-    let (_, client) = session.client()?;
+    let (_, client) = session.client().await?;
     match cmd {
         KeysCommand::Create { tier, name, json } => {
             let key = client.create_key(&tier, &name).await?;

@@ -9,6 +9,8 @@ mod dev;
 mod info;
 mod init;
 mod keys;
+mod login;
+mod org;
 mod output;
 mod session;
 
@@ -48,6 +50,15 @@ enum Command {
     Context(context::ContextCommand),
     /// Show the server behind the current context: version, project, capabilities.
     Info(info::InfoArgs),
+    /// Sign in to the current context's server as a user.
+    Login(login::LoginArgs),
+    /// Sign out and forget the stored session.
+    Logout,
+    /// Who the current context acts as.
+    Whoami(login::WhoamiArgs),
+    /// Organizations: create, list, use, members, invite, remove, role.
+    #[command(subcommand)]
+    Org(org::OrgCommand),
     /// Manage the project's API keys (needs the service key).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -63,6 +74,10 @@ async fn main() -> ExitCode {
         Command::Context(cmd) => context::run(&session, cmd),
         Command::Info(args) => info::run(&session, args).await,
         Command::Keys(cmd) => keys::run(&session, cmd).await,
+        Command::Login(args) => login::login(&session, args).await,
+        Command::Logout => login::logout(&session).await,
+        Command::Whoami(args) => login::whoami(&session, args).await,
+        Command::Org(cmd) => org::run(&session, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use reactor_client::Client;
+use reactor_client::{AuthSession, Client, Credentials};
 use reactor_manifest::resolve::{self, SelectedContext, TokenSource};
 use reactor_manifest::{CredentialStore, GlobalConfig, Manifest, discover, reactor_home};
+use serde::{Deserialize, Serialize};
 
 use crate::output::hinted;
 
@@ -92,17 +93,162 @@ impl Session {
         )?)
     }
 
-    /// A client for the selected context's server, with its token.
-    pub fn client(&self) -> anyhow::Result<(SelectedContext, Client)> {
-        let config = self.config()?;
+    /// The credential stored for a context (keychain or file), ignoring flags and variables.
+    pub fn resolve_stored(
+        &self,
+        config: &GlobalConfig,
+        name: &str,
+    ) -> anyhow::Result<Option<String>> {
+        match config.contexts().get(name).and_then(|c| c.auth.as_ref()) {
+            Some(auth) => Ok(self.store().load(name, auth)?),
+            None => Ok(None),
+        }
+    }
+
+    /// A client for the selected context's server, presenting its credential: a project key
+    /// as is, or a signed-in user's access token (refreshed first when it is about to expire)
+    /// beside the context's public key, in the context's org.
+    pub async fn client(&self) -> anyhow::Result<(SelectedContext, Client)> {
+        let mut config = self.config()?;
         let Some(selected) = self.select_context(&config) else {
             return Err(hinted(
                 "no context selected",
                 "run `reactor dev` in a project (it registers `local`), or `reactor context add NAME --endpoint URL` then `reactor context use NAME`",
             ));
         };
-        let context = config.context(&selected.name)?;
-        let token = self.resolve_token(&config, &selected.name)?.map(|(t, _)| t);
-        Ok((selected, Client::new(&context.endpoint, token)))
+        let context = config.context(&selected.name)?.clone();
+        let credentials = match self.resolve_token(&config, &selected.name)? {
+            None => Credentials {
+                apikey: context.key.clone(),
+                ..Credentials::default()
+            },
+            Some((raw, source)) => match Credential::parse(raw) {
+                Credential::Key(key) => Credentials::key(key),
+                Credential::User(stored) => {
+                    let Some(key) = context.key.clone() else {
+                        return Err(hinted(
+                            format!(
+                                "context `{}` has no project key to sign requests with",
+                                selected.name
+                            ),
+                            format!(
+                                "add the project's rk_pub_ key: `reactor context set-key {} rk_pub_…`",
+                                selected.name
+                            ),
+                        ));
+                    };
+                    let fresh = self
+                        .fresh(
+                            &mut config,
+                            &selected.name,
+                            &context.endpoint,
+                            &key,
+                            stored,
+                            &source,
+                        )
+                        .await?;
+                    Credentials {
+                        apikey: Some(key),
+                        bearer: Some(fresh.access_token),
+                        org: context.org.clone(),
+                    }
+                }
+            },
+        };
+        Ok((selected, Client::new(&context.endpoint, credentials)))
     }
+
+    /// The stored session, refreshed (and stored again) when it expires within a minute.
+    async fn fresh(
+        &self,
+        config: &mut GlobalConfig,
+        name: &str,
+        endpoint: &str,
+        key: &str,
+        stored: StoredSession,
+        source: &TokenSource,
+    ) -> anyhow::Result<StoredSession> {
+        if stored.expires_at - 60 > now() {
+            return Ok(stored);
+        }
+        let anon = Client::new(
+            endpoint,
+            Credentials {
+                apikey: Some(key.to_string()),
+                ..Credentials::default()
+            },
+        );
+        let renewed = anon
+            .refresh(&stored.refresh_token, None)
+            .await
+            .map_err(|e| {
+                hinted(
+                    format!("the saved sign-in for `{name}` is no longer valid: {e}"),
+                    "sign in again with `reactor login`",
+                )
+            })?;
+        let renewed = StoredSession::from_auth(renewed, stored.email);
+        if matches!(source, TokenSource::Keychain | TokenSource::File) {
+            self.save_session(config, name, &renewed)?;
+        }
+        Ok(renewed)
+    }
+
+    /// Keeps a signed-in session as the context's credential.
+    pub fn save_session(
+        &self,
+        config: &mut GlobalConfig,
+        name: &str,
+        session: &StoredSession,
+    ) -> anyhow::Result<()> {
+        let (auth, notice) = self.store().save(name, &serde_json::to_string(session)?)?;
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
+        }
+        config.set_auth(name, Some(&auth))?;
+        config.save()?;
+        Ok(())
+    }
+}
+
+/// What `reactor login` keeps for a context: a user's session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: i64,
+    pub email: String,
+}
+
+impl StoredSession {
+    pub fn from_auth(auth: AuthSession, email: String) -> StoredSession {
+        StoredSession {
+            access_token: auth.access_token,
+            refresh_token: auth.refresh_token,
+            expires_at: auth.expires_at,
+            email,
+        }
+    }
+}
+
+/// A context's credential: a project key, or a signed-in user's session (stored as JSON).
+#[derive(Debug)]
+pub enum Credential {
+    Key(String),
+    User(StoredSession),
+}
+
+impl Credential {
+    pub fn parse(raw: String) -> Credential {
+        match serde_json::from_str::<StoredSession>(&raw) {
+            Ok(session) => Credential::User(session),
+            Err(_) => Credential::Key(raw),
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

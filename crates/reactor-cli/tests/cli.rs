@@ -667,3 +667,145 @@ async fn keys_commands_through_the_local_context() {
     );
     assert!(err.contains("invalid value 'admin'"), "{err}");
 }
+
+/// Runs `reactor` with `input` on standard input.
+fn with_stdin(sb: &Sandbox, cwd: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = sb
+        .cmd(cwd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+#[tokio::test]
+async fn login_whoami_and_organizations() {
+    let sb = Sandbox::new();
+    let project = sb.init("orgs");
+    let dev = start_dev(&sb, &project);
+    let http = reqwest::Client::new();
+    let signup = |email: &str, invite: Option<&str>| {
+        http.post(format!("{}/auth/v1/signup", dev.endpoint))
+            .header("apikey", &dev.public_key)
+            .json(&serde_json::json!({"email": email, "password": "a good password", "invite_token": invite}))
+            .send()
+    };
+    assert_eq!(
+        signup("ada@example.com", None)
+            .await
+            .expect("signup")
+            .status(),
+        200
+    );
+
+    // Before a login, the local context acts with the service key.
+    let who: Value = serde_json::from_str(&sb.ok(&project, &["whoami", "--json"])).expect("json");
+    assert_eq!(
+        (who["tier"].as_str(), who["user_id"].as_str()),
+        (Some("service"), None)
+    );
+
+    let out = with_stdin(
+        &sb,
+        &project,
+        &["login", "--email", "ada@example.com", "--password-stdin"],
+        "wrong password\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid login credentials") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = with_stdin(
+        &sb,
+        &project,
+        &["login", "--email", "ada@example.com", "--password-stdin"],
+        "a good password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "login prints no secret");
+
+    let who: Value = serde_json::from_str(&sb.ok(&project, &["whoami", "--json"])).expect("json");
+    assert_eq!(
+        (who["email"].as_str(), who["tier"].as_str()),
+        (Some("ada@example.com"), Some("public"))
+    );
+    assert!(who["user_id"].is_string());
+    let config = std::fs::read_to_string(sb.home().join("config.toml")).expect("config");
+    assert!(
+        config.contains(&dev.public_key) && !config.contains("access_token"),
+        "{config}"
+    );
+
+    // Organizations through the CLI.
+    let org: Value =
+        serde_json::from_str(&sb.ok(&project, &["org", "create", "Acme Inc", "--json"]))
+            .expect("json");
+    assert_eq!(
+        (org["slug"].as_str(), org["role"].as_str()),
+        (Some("acme-inc"), Some("owner"))
+    );
+    assert!(
+        sb.fails(&project, &["org", "members"])
+            .contains("pass --org"),
+        "no org yet"
+    );
+    let err = sb.fails(&project, &["org", "use", "globex"]);
+    assert!(err.contains("not a member of `globex`"), "{err}");
+    sb.ok(&project, &["org", "use", "acme-inc"]);
+    let who: Value = serde_json::from_str(&sb.ok(&project, &["whoami", "--json"])).expect("json");
+    assert_eq!(who["org_role"], "owner");
+    assert!(sb.ok(&project, &["org", "list"]).contains("*  acme-inc"));
+
+    let invite: Value =
+        serde_json::from_str(&sb.ok(&project, &["org", "invite", "bob@example.com", "--json"]))
+            .expect("json");
+    let token = invite["token"].as_str().expect("token");
+    assert_eq!(
+        signup("bob@example.com", Some(token))
+            .await
+            .expect("signup")
+            .status(),
+        200
+    );
+    let members: Value =
+        serde_json::from_str(&sb.ok(&project, &["org", "members", "--json"])).expect("json");
+    assert_eq!(members.as_array().map(Vec::len), Some(2));
+    sb.ok(&project, &["org", "role", "bob@example.com", "admin"]);
+    assert!(
+        sb.ok(&project, &["org", "members"])
+            .contains("bob@example.com  admin")
+    );
+    let err = sb.fails(&project, &["org", "role", "ada@example.com", "member"]);
+    assert!(err.contains("at least one owner"), "{err}");
+    sb.ok(&project, &["org", "remove", "bob@example.com"]);
+    assert!(
+        sb.fails(&project, &["org", "remove", "bob@example.com"])
+            .contains("not a member")
+    );
+
+    // Logout forgets the session; the context falls back to its public key.
+    sb.ok(&project, &["logout"]);
+    let who: Value = serde_json::from_str(&sb.ok(&project, &["whoami", "--json"])).expect("json");
+    assert_eq!(
+        (who["tier"].as_str(), who["user_id"].as_str()),
+        (Some("public"), None)
+    );
+    let creds = std::fs::read_to_string(sb.home().join("credentials.toml")).expect("creds");
+    assert!(!creds.contains("access_token"), "{creds}");
+}

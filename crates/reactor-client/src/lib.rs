@@ -68,6 +68,9 @@ pub struct CapabilityInfo {
 pub struct CallerInfo {
     pub tier: String,
     pub role: String,
+    pub user_id: Option<String>,
+    pub org_id: Option<String>,
+    pub org_role: Option<String>,
 }
 
 /// A project key as listings show it: never the secret.
@@ -97,15 +100,45 @@ pub struct CreatedKey {
     pub key: String,
 }
 
+/// What a request presents: the project key (`apikey`) and, for a signed-in user, their access
+/// token (`Authorization: Bearer`), plus the org to act in.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub apikey: Option<String>,
+    pub bearer: Option<String>,
+    pub org: Option<String>,
+}
+
+impl Credentials {
+    /// A project key alone, sent both ways so either convention reaches the server.
+    pub fn key(key: impl Into<String>) -> Credentials {
+        let key = key.into();
+        Credentials {
+            apikey: Some(key.clone()),
+            bearer: Some(key),
+            org: None,
+        }
+    }
+}
+
+/// The answer of a sign-in or a refresh.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct AuthSession {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: i64,
+    pub user: serde_json::Value,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     endpoint: String,
-    token: Option<String>,
+    credentials: Credentials,
 }
 
 impl Client {
-    pub fn new(endpoint: &str, token: Option<String>) -> Client {
+    pub fn new(endpoint: &str, credentials: Credentials) -> Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
@@ -115,7 +148,7 @@ impl Client {
         Client {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            token,
+            credentials,
         }
     }
 
@@ -125,6 +158,104 @@ impl Client {
 
     pub async fn info(&self) -> Result<ServerInfo, ClientError> {
         self.send(reqwest::Method::GET, "/v1/info", None).await
+    }
+
+    /// `POST /auth/v1/token?grant_type=password`.
+    pub async fn password_grant(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<AuthSession, ClientError> {
+        let body = serde_json::json!({ "email": email, "password": password });
+        self.send(
+            reqwest::Method::POST,
+            "/auth/v1/token?grant_type=password",
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /auth/v1/token?grant_type=refresh_token`, optionally switching the active org.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        org: Option<&str>,
+    ) -> Result<AuthSession, ClientError> {
+        let body = serde_json::json!({ "refresh_token": refresh_token, "org_id": org });
+        self.send(
+            reqwest::Method::POST,
+            "/auth/v1/token?grant_type=refresh_token",
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>(reqwest::Method::POST, "/auth/v1/logout", None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn user(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(reqwest::Method::GET, "/auth/v1/user", None).await
+    }
+
+    pub async fn orgs(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.send(reqwest::Method::GET, "/auth/v1/orgs", None).await
+    }
+
+    pub async fn create_org(
+        &self,
+        name: &str,
+        slug: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({ "name": name, "slug": slug });
+        self.send(reqwest::Method::POST, "/auth/v1/orgs", Some(body))
+            .await
+    }
+
+    pub async fn members(&self, org: &str) -> Result<Vec<serde_json::Value>, ClientError> {
+        let path = format!("/auth/v1/orgs/{}/members", encode_segment(org));
+        self.send(reqwest::Method::GET, &path, None).await
+    }
+
+    pub async fn invite(
+        &self,
+        org: &str,
+        email: &str,
+        role: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/auth/v1/orgs/{}/invites", encode_segment(org));
+        let body = serde_json::json!({ "email": email, "role": role });
+        self.send(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    pub async fn set_member_role(
+        &self,
+        org: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "/auth/v1/orgs/{}/members/{}",
+            encode_segment(org),
+            encode_segment(user_id)
+        );
+        let body = serde_json::json!({ "role": role });
+        self.send::<serde_json::Value>(reqwest::Method::PUT, &path, Some(body))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, org: &str, user_id: &str) -> Result<(), ClientError> {
+        let path = format!(
+            "/auth/v1/orgs/{}/members/{}",
+            encode_segment(org),
+            encode_segment(user_id)
+        );
+        self.send::<serde_json::Value>(reqwest::Method::DELETE, &path, None)
+            .await?;
+        Ok(())
     }
 
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
@@ -160,8 +291,15 @@ impl Client {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.endpoint));
-        if let Some(token) = &self.token {
-            req = req.header("apikey", token).bearer_auth(token);
+        let c = &self.credentials;
+        if let Some(key) = &c.apikey {
+            req = req.header("apikey", key);
+        }
+        if let Some(token) = &c.bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(org) = &c.org {
+            req = req.header("x-reactor-org", org);
         }
         if let Some(body) = body {
             req = req.json(&body);

@@ -31,6 +31,10 @@ pub struct ContextConfig {
     pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// The project's public (`rk_pub_`) key on that server: not a secret, and what a signed-in
+    /// user's requests present as `apikey`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
 }
@@ -128,16 +132,12 @@ impl GlobalConfig {
         if self.typed.contexts.contains_key(name) {
             return Err(ConfigError::ContextExists(name.to_string()));
         }
-        self.put_context(name, endpoint, org)
+        self.put_context(name, endpoint)?;
+        self.set_field(name, "org", org)
     }
 
-    /// Creates or updates a context's endpoint and org, keeping its auth.
-    pub fn put_context(
-        &mut self,
-        name: &str,
-        endpoint: &str,
-        org: Option<&str>,
-    ) -> Result<(), ConfigError> {
+    /// Creates a context or changes its endpoint, keeping everything else.
+    pub fn put_context(&mut self, name: &str, endpoint: &str) -> Result<(), ConfigError> {
         if !is_context_name(name) {
             return Err(ConfigError::InvalidContextName(name.to_string()));
         }
@@ -147,12 +147,28 @@ impl GlobalConfig {
         {
             return Err(ConfigError::InvalidEndpoint(endpoint.to_string()));
         }
+        self.context_table(name)["endpoint"] = value(endpoint);
+        self.refresh()
+    }
+
+    /// Sets or clears a context's active organization.
+    pub fn set_org(&mut self, name: &str, org: Option<&str>) -> Result<(), ConfigError> {
+        self.context(name)?;
+        self.set_field(name, "org", org)
+    }
+
+    /// Sets or clears the project's public key for a context.
+    pub fn set_key(&mut self, name: &str, key: Option<&str>) -> Result<(), ConfigError> {
+        self.context(name)?;
+        self.set_field(name, "key", key)
+    }
+
+    fn set_field(&mut self, name: &str, field: &str, v: Option<&str>) -> Result<(), ConfigError> {
         let table = self.context_table(name);
-        table["endpoint"] = value(endpoint);
-        match org {
-            Some(org) => table["org"] = value(org),
+        match v {
+            Some(v) => table[field] = value(v),
             None => {
-                table.remove("org");
+                table.remove(field);
             }
         }
         self.refresh()

@@ -25,6 +25,23 @@ enum Command {
     /// Manage project API keys directly in the database (for bootstrapping a server).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Server administration directly in the database.
+    #[cfg(feature = "identity")]
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[cfg(feature = "identity")]
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user with the server role `admin` (who may deploy), email confirmed.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +106,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Keys(cmd) => keys_command(config, cmd).await,
+        #[cfg(feature = "identity")]
+        Command::Admin(cmd) => admin_command(config, cmd).await,
     }
 }
 
@@ -97,13 +116,14 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url).await?;
     let state = AppState::start(db, config.capabilities.clone()).await?;
     let server = Server::bind(config.listen, state).await?;
+    let shutdown = shutdown_signal();
     let addr = server.local_addr()?;
     tracing::info!(
         %addr,
         capabilities = %config.capabilities.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
         "reactor-server listening"
     );
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     tracing::info!("reactor-server stopped");
     Ok(())
 }
@@ -161,5 +181,41 @@ async fn keys_command(config: ServerConfig, cmd: KeysCommand) -> anyhow::Result<
             eprintln!("revoked {id}");
         }
     }
+    Ok(())
+}
+
+#[cfg(feature = "identity")]
+async fn admin_command(config: ServerConfig, cmd: AdminCommand) -> anyhow::Result<()> {
+    let AdminCommand::CreateUser {
+        email,
+        password_stdin,
+    } = cmd;
+    if !password_stdin {
+        anyhow::bail!(
+            "pass --password-stdin and pipe the password in, so it stays out of shell history"
+        );
+    }
+    let mut password = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    let db = Db::connect(&config.database_url).await?;
+    let identity = reactor_identity::Identity::start(
+        &db,
+        reactor_identity::IdentityConfig::default(),
+        reactor_identity::system_clock(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user = identity
+        .admin_create_user(reactor_identity::AdminUserCreate {
+            email,
+            password: Some(password),
+            email_confirm: Some(true),
+            role: Some("admin".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("created admin user {} ({})", user.email, user.id);
     Ok(())
 }

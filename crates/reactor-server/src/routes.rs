@@ -18,27 +18,22 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) fn router(state: AppState) -> Router {
     // Everything here needs a project key; capability routers nest under it.
-    let mut api = Router::new()
+    let (capabilities, public_capabilities) = capability_routers(&state);
+    let api = Router::new()
         .route("/v1/info", get(info))
         .route("/v1/keys", get(list_keys).post(create_key))
         .route("/v1/keys/{id}", delete(revoke_key))
-        .with_state(state.clone());
-    let mut public = Router::new()
+        .with_state(state.clone())
+        .merge(capabilities)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::resolve_principal,
+        ));
+    let public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state.clone());
-    #[cfg(feature = "identity")]
-    if let Some(identity) = &state.identity {
-        api = api.nest("/auth/v1", reactor_identity::http::router(identity.clone()));
-        public = public.nest(
-            "/auth/v1",
-            reactor_identity::http::public_router(identity.clone()),
-        );
-    }
-    let api = api.route_layer(middleware::from_fn_with_state(
-        state,
-        auth::resolve_principal,
-    ));
+        .with_state(state)
+        .merge(public_capabilities);
 
     public
         .merge(api)
@@ -57,6 +52,27 @@ pub(crate) fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The routers of the enabled capabilities: those behind the key middleware, and those
+/// anyone may call.
+#[cfg_attr(not(feature = "identity"), allow(unused_variables))]
+fn capability_routers(state: &AppState) -> (Router, Router) {
+    let routers = (Router::new(), Router::new());
+    #[cfg(feature = "identity")]
+    let routers = match &state.identity {
+        Some(identity) => (
+            routers
+                .0
+                .nest("/auth/v1", reactor_identity::http::router(identity.clone())),
+            routers.1.nest(
+                "/auth/v1",
+                reactor_identity::http::public_router(identity.clone()),
+            ),
+        ),
+        None => routers,
+    };
+    routers
 }
 
 /// The process is up. Says nothing about the database, so an orchestrator does not restart a

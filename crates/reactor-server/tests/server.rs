@@ -268,3 +268,58 @@ fn bad_configuration_fails_with_a_hint() {
     assert!(err.contains("cannot connect to Postgres"), "{err}");
     assert!(!err.contains(":pw@"), "the password is not echoed: {err}");
 }
+
+#[tokio::test]
+async fn admin_create_user_makes_a_server_admin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("admin.db").display());
+    let refused = Command::new(BIN)
+        .args(["admin", "create-user", "--email", "root@example.com"])
+        .env("REACTOR_DATABASE_URL", &url)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--password-stdin"));
+
+    let mut child = Command::new(BIN)
+        .args([
+            "admin",
+            "create-user",
+            "--email",
+            "Root@example.com",
+            "--password-stdin",
+        ])
+        .env("REACTOR_DATABASE_URL", &url)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"root's password\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let public = keys_create(&url, "pub");
+    let server = start(&url);
+    let session: Value = reqwest::Client::new()
+        .post(format!("{}/auth/v1/token?grant_type=password", server.base))
+        .header("apikey", &public)
+        .json(&serde_json::json!({"email": "root@example.com", "password": "root's password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(session["user"]["server_role"], "admin", "{session}");
+    assert!(session["user"]["email_confirmed_at"].is_string());
+}
