@@ -7,6 +7,7 @@ use std::path::Path;
 use reactor_core::keys;
 use reactor_core::{Capability, KeyTier};
 use reactor_db::Db;
+use reactor_server::config::{IdentitySettings, ServerConfig};
 use reactor_server::{AppState, Server, compiled_capabilities, shutdown_signal, telemetry};
 use serde::{Deserialize, Serialize};
 
@@ -43,16 +44,18 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     db.set_project(&manifest.project_id, &manifest.name).await?;
     let keys = local_keys(&state_dir, &db).await?;
 
+    let server = Server::bind(SocketAddr::new(args.host, args.port)).await?;
+    let endpoint = server.endpoint()?;
     let capabilities: Vec<Capability> = compiled_capabilities();
-    let state = AppState::start(db, capabilities.clone()).await?;
-    let server = Server::bind(SocketAddr::new(args.host, args.port), state).await?;
-    let addr = server.local_addr()?;
-    let shown_host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        addr.ip().to_string()
+    let config = ServerConfig {
+        listen: server.local_addr()?,
+        database_url: String::new(),
+        capabilities: capabilities.clone(),
+        identity: IdentitySettings::default(),
+        smtp: None,
+        dev: true,
     };
-    let endpoint = format!("http://{shown_host}:{}", addr.port());
+    let state = AppState::start(db, &config, &endpoint).await?;
 
     let context_note = register_local_context(session, &endpoint, &keys)?;
 
@@ -80,7 +83,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     println!("  context       {context_note}");
     println!("Press Ctrl-C to stop.");
 
-    server.run(shutdown).await?;
+    server.run(state, shutdown).await?;
     println!("Reactor dev server stopped.");
     Ok(())
 }

@@ -21,6 +21,9 @@ pub fn router(identity: Identity) -> Router {
         .route("/logout", post(logout))
         .route("/user", get(user).put(update_user))
         .route("/settings", get(settings))
+        .route("/recover", post(recover))
+        .route("/verify", post(verify))
+        .route("/dev/mailbox", get(mailbox))
         .route("/orgs", get(orgs).post(create_org))
         .route("/orgs/{org}/members", get(members))
         .route(
@@ -42,6 +45,7 @@ pub fn router(identity: Identity) -> Router {
 pub fn public_router(identity: Identity) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/verify", get(verify_link))
         .with_state(identity)
 }
 
@@ -375,4 +379,91 @@ async fn accept_invite(
 ) -> Result<Json<Value>, ApiError> {
     let (user, _) = signed_in(&principal)?;
     Ok(Json(json!(id.accept_invite(user, &body.token).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RecoverBody {
+    email: String,
+}
+
+/// Always `{}`: whether the address has an account is not told.
+async fn recover(
+    State(id): State<Identity>,
+    JsonBody(body): JsonBody<RecoverBody>,
+) -> Result<Json<Value>, ApiError> {
+    id.recover(&body.email)?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+struct VerifyBody {
+    #[serde(rename = "type")]
+    kind: String,
+    token: Option<String>,
+    token_hash: Option<String>,
+}
+
+async fn verify(
+    State(id): State<Identity>,
+    JsonBody(body): JsonBody<VerifyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let token = body
+        .token
+        .or(body.token_hash)
+        .ok_or_else(|| IdentityError::BadRequest("token is required".into()))?;
+    Ok(Json(json!(id.verify(&body.kind, &token).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct VerifyLink {
+    #[serde(rename = "type")]
+    kind: String,
+    token: String,
+    redirect_to: Option<String>,
+}
+
+/// The link in an email: verifies, then sends the browser to the site with the session in
+/// the URL fragment (never sent to a server), as GoTrue does. Only redirects within the
+/// configured site URL are followed.
+async fn verify_link(State(id): State<Identity>, Query(q): Query<VerifyLink>) -> Response {
+    let site = id.config().site_url.trim_end_matches('/').to_string();
+    let target = q
+        .redirect_to
+        .filter(|r| r == &site || r.starts_with(&format!("{site}/")))
+        .unwrap_or(site);
+    let fragment = match id.verify(&q.kind, &q.token).await {
+        Ok(s) => format!(
+            "access_token={}&refresh_token={}&expires_in={}&expires_at={}&token_type=bearer&type={}",
+            s.access_token, s.refresh_token, s.expires_in, s.expires_at, q.kind
+        ),
+        Err(e) => {
+            let e = ApiError::from(e);
+            format!(
+                "error={}&error_description={}",
+                e.code,
+                e.message.replace(' ', "+")
+            )
+        }
+    };
+    axum::response::Redirect::to(&format!("{target}#{fragment}")).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct MailboxQuery {
+    to: Option<String>,
+}
+
+/// `reactor dev` only: the emails the server sent, newest first.
+async fn mailbox(
+    State(id): State<Identity>,
+    Query(q): Query<MailboxQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if !id.config().dev_mailbox {
+        return Err(
+            ApiError::not_found("the dev mailbox exists only under `reactor dev`")
+                .with_hint("configure [smtp] in the server config to deliver email"),
+        );
+    }
+    let to = q.to.map(|t| t.trim().to_lowercase());
+    Ok(Json(json!(id.mailbox(to.as_deref()).await?)))
 }

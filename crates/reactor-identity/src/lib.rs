@@ -7,9 +7,11 @@
 
 pub mod http;
 pub mod jwt;
+pub mod mail;
 mod orgs;
 mod password;
 mod postgres;
+mod recovery;
 mod sqlite;
 mod store;
 
@@ -57,6 +59,15 @@ pub struct IdentityConfig {
     pub custom_roles: Vec<String>,
     /// How long an invitation stays valid, in seconds.
     pub invite_ttl_secs: i64,
+    /// Whether a new account must confirm its email address before signing in.
+    pub confirm_email: bool,
+    /// Where links in emails point (the app or this server), e.g. `https://app.example.com`.
+    pub site_url: String,
+    /// How long recovery and confirmation links work, in seconds.
+    pub one_time_token_ttl_secs: i64,
+    pub mailer: mail::MailerConfig,
+    /// Serves `GET /auth/v1/dev/mailbox` (only `reactor dev` turns this on).
+    pub dev_mailbox: bool,
 }
 
 impl Default for IdentityConfig {
@@ -72,6 +83,11 @@ impl Default for IdentityConfig {
             login_window_secs: 300,
             custom_roles: Vec::new(),
             invite_ttl_secs: 7 * 24 * 3600,
+            confirm_email: false,
+            site_url: "http://127.0.0.1:8080".into(),
+            one_time_token_ttl_secs: 3600,
+            mailer: mail::MailerConfig::Disabled,
+            dev_mailbox: false,
         }
     }
 }
@@ -118,6 +134,10 @@ pub enum IdentityError {
     InviteExpired,
     #[error("the invitation was sent to another email address")]
     InviteEmailMismatch,
+    #[error("the email address is not confirmed yet")]
+    EmailNotConfirmed,
+    #[error("the link or code is invalid or has expired")]
+    OtpExpired,
     #[error("too many failed sign-ins; try again in {0} seconds")]
     TooManyAttempts(u64),
     #[error("{0}")]
@@ -242,6 +262,12 @@ impl From<IdentityError> for ApiError {
                 "last_owner",
                 "make another member an owner first",
             ),
+            E::EmailNotConfirmed => (
+                StatusCode::BAD_REQUEST,
+                "email_not_confirmed",
+                "open the confirmation link sent to the address, then sign in",
+            ),
+            E::OtpExpired => (StatusCode::FORBIDDEN, "otp_expired", "ask for a new email"),
             E::InviteNotFound => (
                 StatusCode::BAD_REQUEST,
                 "invite_not_found",
@@ -326,6 +352,14 @@ pub struct Session {
     pub user: User,
 }
 
+/// What a sign-up gives: a session, or (when emails must be confirmed) the new user.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SignupOutcome {
+    Session(Box<Session>),
+    ConfirmationSent(User),
+}
+
 /// `POST /logout?scope=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogoutScope {
@@ -354,6 +388,8 @@ pub struct Identity {
 
 struct Inner {
     store: Store,
+    /// Wakes this process's email delivery loop; `None` when no mailer is configured.
+    mail_wake: Option<Arc<tokio::sync::Notify>>,
     config: IdentityConfig,
     keyring: RwLock<Arc<Keyring>>,
     last_reload: Mutex<Option<Instant>>,
@@ -387,8 +423,11 @@ impl Identity {
             keys = store.signing_keys().await?;
         }
         let keyring = Keyring::new(&keys, config.access_token_ttl)?;
+        let mail_wake = mail::start_dispatcher(store.clone(), &config.mailer)
+            .map_err(IdentityError::Internal)?;
         Ok(Identity {
             inner: Arc::new(Inner {
+                mail_wake,
                 store,
                 config,
                 keyring: RwLock::new(Arc::new(keyring)),
@@ -472,7 +511,7 @@ impl Identity {
         password: &str,
         data: Option<Map<String, Value>>,
         invite: Option<&str>,
-    ) -> Result<Session, IdentityError> {
+    ) -> Result<SignupOutcome, IdentityError> {
         if self.inner.config.disable_signup {
             return Err(IdentityError::SignupDisabled);
         }
@@ -495,15 +534,22 @@ impl Identity {
                 password_hash: Some(hash),
                 user_metadata: Value::Object(data.unwrap_or_default()).to_string(),
                 app_metadata: default_app_metadata(),
-                confirmed: true,
+                // An invitation came to this address: that confirms it.
+                confirmed: !self.inner.config.confirm_email || invite.is_some(),
                 role: None,
             })
             .await?;
+        if row.email_confirmed_at.is_none() {
+            self.send_confirmation(&row).await?;
+            return Ok(SignupOutcome::ConfirmationSent(row.into()));
+        }
         let org = match invite {
             Some(invite) => Some(self.join(&invite, &row.id).await?),
             None => None,
         };
-        self.open_session(row, org).await
+        Ok(SignupOutcome::Session(Box::new(
+            self.open_session(row, org).await?,
+        )))
     }
 
     /// Signs in with email and password. Failures are counted per email and per client
@@ -540,6 +586,9 @@ impl Identity {
             }
         }
         let row = result?;
+        if self.inner.config.confirm_email && row.email_confirmed_at.is_none() {
+            return Err(IdentityError::EmailNotConfirmed);
+        }
         let org = match invite {
             Some(token) => {
                 let invite = self.check_invite(token, &row.email).await?;

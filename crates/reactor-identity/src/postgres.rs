@@ -6,7 +6,8 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::jwt::StoredKey;
 use crate::store::{
-    InviteRow, Member, MemberChange, NewUser, OrgRow, RefreshRow, StoreError, UserChanges, UserRow,
+    InviteRow, Member, MemberChange, NewUser, OrgRow, OutboxEmail, RefreshRow, StoreError,
+    UserChanges, UserRow,
 };
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -94,6 +95,29 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             accepted_at timestamptz
         );
         alter table reactor.sessions add column org_id uuid references reactor.orgs(id) on delete set null;
+    ",
+    },
+    Migration {
+        version: 4,
+        name: "one-time tokens and the email outbox",
+        sql: "
+        create table reactor.one_time_tokens (
+            token_hash text primary key,
+            user_id uuid not null references reactor.users(id) on delete cascade,
+            kind text not null,
+            expires_at bigint not null,
+            used_at timestamptz
+        );
+        create table reactor.email_outbox (
+            id bigserial primary key,
+            to_addr text not null,
+            subject text not null,
+            body text not null,
+            created_at timestamptz not null default now(),
+            sent_at timestamptz,
+            attempts integer not null default 0,
+            last_error text
+        );
     ",
     },
 ];
@@ -763,4 +787,102 @@ pub(crate) async fn set_session_org(
         .execute(pool)
         .await?;
     Ok(())
+}
+
+pub(crate) async fn create_one_time_token(
+    pool: &PgPool,
+    hash: &str,
+    user_id: &str,
+    kind: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("insert into reactor.one_time_tokens (token_hash, user_id, kind, expires_at) values ($1, $2::uuid, $3, $4)")
+        .bind(hash)
+        .bind(user_id)
+        .bind(kind)
+        .bind(expires_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn use_one_time_token(
+    pool: &PgPool,
+    hash: &str,
+    kind: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "update reactor.one_time_tokens set used_at = now()
+         where token_hash = $1 and kind = $2 and used_at is null
+         returning user_id::text, expires_at",
+    )
+    .bind(hash)
+    .bind(kind)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(crate) async fn enqueue_email(
+    pool: &PgPool,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("insert into reactor.email_outbox (to_addr, subject, body) values ($1, $2, $3)")
+        .bind(to)
+        .bind(subject)
+        .bind(body)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn outbox_row(r: &PgRow) -> Result<OutboxEmail, sqlx::Error> {
+    Ok(OutboxEmail {
+        id: r.try_get("id")?,
+        to: r.try_get("to_addr")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+        sent: r.try_get("sent")?,
+    })
+}
+
+pub(crate) async fn claim_email(
+    pool: &PgPool,
+    max_attempts: i64,
+) -> Result<Option<OutboxEmail>, StoreError> {
+    let row = sqlx::query(
+        "update reactor.email_outbox set sent_at = now(), attempts = attempts + 1
+         where sent_at is null and id = (select id from reactor.email_outbox
+             where sent_at is null and attempts < $1 order by id limit 1 for update skip locked)
+         returning id, to_addr, subject, body, to_json(created_at) #>> '{}' as created_at, true as sent",
+    )
+    .bind(max_attempts as i32)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(outbox_row).transpose()?)
+}
+
+pub(crate) async fn email_failed(pool: &PgPool, id: i64, error: &str) -> Result<(), StoreError> {
+    sqlx::query("update reactor.email_outbox set sent_at = null, last_error = $2 where id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn mailbox(
+    pool: &PgPool,
+    to: Option<&str>,
+) -> Result<Vec<OutboxEmail>, StoreError> {
+    let rows = sqlx::query(
+        "select id, to_addr, subject, body, to_json(created_at) #>> '{}' as created_at, sent_at is not null as sent
+         from reactor.email_outbox where $1::text is null or to_addr = $1 order by id desc limit 100",
+    )
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(outbox_row).collect::<Result<_, _>>()?)
 }

@@ -5,7 +5,8 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use crate::jwt::StoredKey;
 use crate::store::{
-    InviteRow, Member, MemberChange, NewUser, OrgRow, RefreshRow, StoreError, UserChanges, UserRow,
+    InviteRow, Member, MemberChange, NewUser, OrgRow, OutboxEmail, RefreshRow, StoreError,
+    UserChanges, UserRow,
 };
 
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -93,6 +94,29 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             accepted_at text
         );
         alter table _reactor_sessions add column org_id text references _reactor_orgs(id) on delete set null;
+    ",
+    },
+    Migration {
+        version: 4,
+        name: "one-time tokens and the email outbox",
+        sql: "
+        create table _reactor_one_time_tokens (
+            token_hash text primary key,
+            user_id text not null references _reactor_users(id) on delete cascade,
+            kind text not null,
+            expires_at integer not null,
+            used_at text
+        );
+        create table _reactor_email_outbox (
+            id integer primary key autoincrement,
+            to_addr text not null,
+            subject text not null,
+            body text not null,
+            created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            sent_at text,
+            attempts integer not null default 0,
+            last_error text
+        );
     ",
     },
 ];
@@ -790,4 +814,133 @@ pub(crate) async fn set_session_org(
     })
     .await?;
     Ok(())
+}
+
+pub(crate) async fn create_one_time_token(
+    pool: &SqlitePool,
+    hash: &str,
+    user_id: &str,
+    kind: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    let (hash, uid, kind) = (hash.to_string(), user_id.to_string(), kind.to_string());
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_one_time_tokens (token_hash, user_id, kind, expires_at) values (?1, ?2, ?3, ?4)",
+            params![hash, uid, kind, expires_at],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn use_one_time_token(
+    pool: &SqlitePool,
+    hash: &str,
+    kind: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let (hash, kind) = (hash.to_string(), kind.to_string());
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "update _reactor_one_time_tokens set used_at = {NOW}
+                         where token_hash = ?1 and kind = ?2 and used_at is null
+                         returning user_id, expires_at"
+                    ),
+                    params![hash, kind],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn enqueue_email(
+    pool: &SqlitePool,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), StoreError> {
+    let (to, subject, body) = (to.to_string(), subject.to_string(), body.to_string());
+    pool.with(move |conn| {
+        conn.execute(
+            "insert into _reactor_email_outbox (to_addr, subject, body) values (?1, ?2, ?3)",
+            params![to, subject, body],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEmail> {
+    Ok(OutboxEmail {
+        id: r.get(0)?,
+        to: r.get(1)?,
+        subject: r.get(2)?,
+        body: r.get(3)?,
+        created_at: r.get(4)?,
+        sent: r.get(5)?,
+    })
+}
+
+pub(crate) async fn claim_email(
+    pool: &SqlitePool,
+    max_attempts: i64,
+) -> Result<Option<OutboxEmail>, StoreError> {
+    Ok(pool
+        .with(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "update _reactor_email_outbox set sent_at = {NOW}, attempts = attempts + 1
+                         where sent_at is null and id = (select id from _reactor_email_outbox
+                             where sent_at is null and attempts < ?1 order by id limit 1)
+                         returning id, to_addr, subject, body, created_at, 1"
+                    ),
+                    [max_attempts],
+                    outbox_row,
+                )
+                .optional()?)
+        })
+        .await?)
+}
+
+pub(crate) async fn email_failed(
+    pool: &SqlitePool,
+    id: i64,
+    error: &str,
+) -> Result<(), StoreError> {
+    let error = error.to_string();
+    pool.with(move |conn| {
+        conn.execute(
+            "update _reactor_email_outbox set sent_at = null, last_error = ?2 where id = ?1",
+            params![id, error],
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn mailbox(
+    pool: &SqlitePool,
+    to: Option<&str>,
+) -> Result<Vec<OutboxEmail>, StoreError> {
+    let to = to.map(str::to_string);
+    Ok(pool
+        .with(move |conn| {
+            let rows = conn
+                .prepare(
+                    "select id, to_addr, subject, body, created_at, sent_at is not null from _reactor_email_outbox
+                     where ?1 is null or to_addr = ?1 order by id desc limit 100",
+                )?
+                .query_map([to], outbox_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await?)
 }

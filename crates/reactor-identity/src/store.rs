@@ -64,6 +64,17 @@ pub(crate) struct InviteRow {
     pub accepted: bool,
 }
 
+/// A message of the email outbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxEmail {
+    pub id: i64,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: String,
+    pub sent: bool,
+}
+
 /// What a membership change did. Owner counts are checked under a lock on the org, so two
 /// owners demoting each other at once cannot leave it ownerless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +326,52 @@ impl Store {
         org_id: Option<&str>,
     ) -> Result<(), StoreError> {
         dispatch!(self, set_session_org(session_id, org_id))
+    }
+
+    pub async fn create_one_time_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        kind: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(
+            self,
+            create_one_time_token(token_hash, user_id, kind, expires_at)
+        )
+    }
+
+    /// Spends a one-time token of `kind`: the user and expiry, once; `None` ever after.
+    pub async fn use_one_time_token(
+        &self,
+        token_hash: &str,
+        kind: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        dispatch!(self, use_one_time_token(token_hash, kind))
+    }
+
+    pub async fn enqueue_email(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, enqueue_email(to, subject, body))
+    }
+
+    /// Takes the oldest unsent message for delivery (marking it sent, so no other replica
+    /// takes it too); a failed delivery puts it back with `email_failed`.
+    pub async fn claim_email(&self, max_attempts: i64) -> Result<Option<OutboxEmail>, StoreError> {
+        dispatch!(self, claim_email(max_attempts))
+    }
+
+    pub async fn email_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        dispatch!(self, email_failed(id, error))
+    }
+
+    /// The newest messages, to one address or all (the dev mailbox).
+    pub async fn mailbox(&self, to: Option<&str>) -> Result<Vec<OutboxEmail>, StoreError> {
+        dispatch!(self, mailbox(to))
     }
 
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {

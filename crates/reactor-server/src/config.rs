@@ -41,6 +41,43 @@ struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
     capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    identity: IdentitySettings,
+    smtp: Option<SmtpSettings>,
+}
+
+/// `[identity]` in the config file. Unset values keep the capability's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// Access token lifetime in seconds [default: 3600].
+    pub jwt_expiry_secs: Option<i64>,
+    /// [default: 8]
+    pub password_min_length: Option<usize>,
+    /// New accounts confirm their address before signing in [default: false].
+    pub confirm_email: Option<bool>,
+    /// [default: false]
+    pub disable_signup: Option<bool>,
+    /// Where links in emails point [default: http://<listen>].
+    pub site_url: Option<String>,
+    /// Organization roles beyond owner, admin and member.
+    #[serde(default)]
+    pub custom_roles: Vec<String>,
+}
+
+/// `[smtp]` in the config file; `REACTOR_SMTP_PASSWORD` overrides `password`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    /// [default: 587]
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender, e.g. "Acme <no-reply@acme.test>".
+    pub from: String,
+    /// `starttls` (the default), `tls` or `none`.
+    pub tls: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +85,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub capabilities: Vec<Capability>,
+    pub identity: IdentitySettings,
+    pub smtp: Option<SmtpSettings>,
+    /// `reactor dev`: emails go to the console and the dev mailbox.
+    pub dev: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +107,8 @@ pub enum ConfigError {
     UnknownCapability(reactor_core::UnknownCapability, &'static str),
     #[error("capability `{0}` is not compiled into this build")]
     NotCompiled(Capability),
+    #[error("invalid [smtp] setting: {0}")]
+    Smtp(String),
 }
 
 impl ConfigError {
@@ -73,8 +116,10 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url and capabilities".into()
+                "the keys allowed are listen, database_url, capabilities, [identity] and [smtp]"
+                    .into()
             }
+            ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
             ConfigError::Listen { .. } => {
                 "use HOST:PORT, for example 127.0.0.1:8080 or 0.0.0.0:8080".into()
             }
@@ -139,10 +184,28 @@ impl ServerConfig {
                 wanted
             }
         };
+        let mut smtp = file.smtp;
+        if let Some(smtp) = &mut smtp {
+            if let Ok(password) = std::env::var("REACTOR_SMTP_PASSWORD") {
+                smtp.password = Some(password);
+            }
+            if !matches!(
+                smtp.tls.as_deref(),
+                None | Some("starttls" | "tls" | "none")
+            ) {
+                return Err(ConfigError::Smtp(format!(
+                    "tls = {:?}; use \"starttls\", \"tls\" or \"none\"",
+                    smtp.tls.as_deref().unwrap_or_default()
+                )));
+            }
+        }
         Ok(ServerConfig {
             listen,
             database_url,
             capabilities,
+            identity: file.identity,
+            smtp,
+            dev: false,
         })
     }
 }

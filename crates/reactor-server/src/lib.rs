@@ -48,24 +48,72 @@ pub struct AppState {
 
 impl AppState {
     /// Starts every enabled capability over `db` (each applies its own system tables).
-    pub async fn start(db: Db, capabilities: Vec<Capability>) -> Result<AppState, StartError> {
+    /// `endpoint` is where this server is reached, the default for links in emails.
+    pub async fn start(
+        db: Db,
+        config: &ServerConfig,
+        endpoint: &str,
+    ) -> Result<AppState, StartError> {
+        let capabilities = config.capabilities.clone();
         #[cfg(feature = "identity")]
         let identity = if capabilities.contains(&Capability::Identity) {
-            let config = reactor_identity::IdentityConfig::default();
             Some(
-                reactor_identity::Identity::start(&db, config, reactor_identity::system_clock())
-                    .await
-                    .map_err(|e| StartError::Capability(Capability::Identity, e.to_string()))?,
+                reactor_identity::Identity::start(
+                    &db,
+                    identity_config(config, endpoint),
+                    reactor_identity::system_clock(),
+                )
+                .await
+                .map_err(|e| StartError::Capability(Capability::Identity, e.to_string()))?,
             )
         } else {
             None
         };
+        #[cfg(not(feature = "identity"))]
+        let _ = endpoint;
         Ok(AppState {
             db,
             capabilities: Arc::new(capabilities),
             #[cfg(feature = "identity")]
             identity,
         })
+    }
+}
+
+/// The identity capability's settings from the server's.
+#[cfg(feature = "identity")]
+fn identity_config(config: &ServerConfig, endpoint: &str) -> reactor_identity::IdentityConfig {
+    use reactor_identity::mail::{MailerConfig, SmtpConfig, SmtpTls};
+    let s = &config.identity;
+    let defaults = reactor_identity::IdentityConfig::default();
+    let mailer = match (&config.smtp, config.dev) {
+        (Some(smtp), _) => MailerConfig::Smtp(SmtpConfig {
+            host: smtp.host.clone(),
+            port: smtp.port.unwrap_or(587),
+            username: smtp.username.clone(),
+            password: smtp.password.clone(),
+            from: smtp.from.clone(),
+            tls: match smtp.tls.as_deref() {
+                Some("none") => SmtpTls::None,
+                Some("tls") => SmtpTls::Tls,
+                _ => SmtpTls::StartTls,
+            },
+        }),
+        (None, true) => MailerConfig::Console,
+        (None, false) => MailerConfig::Disabled,
+    };
+    reactor_identity::IdentityConfig {
+        access_token_ttl: s.jwt_expiry_secs.unwrap_or(defaults.access_token_ttl),
+        password_min_length: s
+            .password_min_length
+            .unwrap_or(defaults.password_min_length),
+        confirm_email: s.confirm_email.unwrap_or(defaults.confirm_email),
+        disable_signup: s.disable_signup.unwrap_or(defaults.disable_signup),
+        site_url: s.site_url.clone().unwrap_or_else(|| endpoint.to_string()),
+        custom_roles: s.custom_roles.clone(),
+        mailer,
+        dev_mailbox: config.dev,
+        ..defaults
     }
 }
 
@@ -98,37 +146,47 @@ impl StartError {
     }
 }
 
-/// A server bound to its address, not yet serving.
+/// A listening socket, bound before anything else so a taken port is reported at once.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    state: AppState,
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) before anything else, so a taken port is
-    /// reported at once.
-    pub async fn bind(addr: SocketAddr, state: AppState) -> Result<Server, StartError> {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr) -> Result<Server, StartError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| match source.kind() {
                 std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
                 _ => StartError::Bind { addr, source },
             })?;
-        Ok(Server { listener, state })
+        Ok(Server { listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets requests in flight
-    /// finish.
+    /// `http://host:port`, with a wildcard host shown as loopback.
+    pub fn endpoint(&self) -> std::io::Result<String> {
+        let addr = self.local_addr()?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        Ok(format!("http://{host}:{}", addr.port()))
+    }
+
+    /// Serves `state` until `shutdown` completes, then stops accepting and lets requests in
+    /// flight finish.
     pub async fn run(
         self,
+        state: AppState,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = routes::router(self.state);
+        let app = routes::router(state);
         // The peer address reaches handlers (sign-in throttling per client address).
         axum::serve(
             self.listener,

@@ -114,16 +114,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     telemetry::init();
     let db = Db::connect(&config.database_url).await?;
-    let state = AppState::start(db, config.capabilities.clone()).await?;
-    let server = Server::bind(config.listen, state).await?;
-    let shutdown = shutdown_signal();
+    let server = Server::bind(config.listen).await?;
+    let state = AppState::start(db, &config, &server.endpoint()?).await?;
     let addr = server.local_addr()?;
+    let shutdown = shutdown_signal();
     tracing::info!(
         %addr,
         capabilities = %config.capabilities.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
         "reactor-server listening"
     );
-    server.run(shutdown).await?;
+    server.run(state, shutdown).await?;
     tracing::info!("reactor-server stopped");
     Ok(())
 }

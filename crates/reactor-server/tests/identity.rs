@@ -9,7 +9,7 @@ use reactor_core::{Capability, KeyTier, keys};
 use reactor_db::Db;
 use reactor_db::testing::fresh_postgres_database;
 use reactor_identity::jwt::{AccessClaims, Keyring, StoredKey};
-use reactor_identity::{Identity, IdentityConfig};
+use reactor_identity::{Identity, IdentityConfig, SignupOutcome};
 use reactor_server::{AppState, Server};
 use serde_json::{Value, json};
 
@@ -45,11 +45,11 @@ impl Harness {
             capabilities: Arc::new(vec![Capability::Identity]),
             identity: Some(identity),
         };
-        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), state)
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
         let base = format!("http://{}", server.local_addr().expect("addr"));
-        tokio::spawn(server.run(std::future::pending()));
+        tokio::spawn(server.run(state, std::future::pending()));
         Harness {
             base,
             public_key: public.secret,
@@ -1173,10 +1173,13 @@ async fn signing_key_rotation_reaches_other_replicas() {
     let b = Identity::start(&db, IdentityConfig::default(), clock)
         .await
         .expect("b");
-    let session = a
+    let SignupOutcome::Session(session) = a
         .signup("fay@example.com", "fay's password", None, None)
         .await
-        .expect("signup");
+        .expect("signup")
+    else {
+        panic!("without confirmation a sign-up signs in");
+    };
     let old_kid = decode_header(&session.access_token)["kid"].clone();
 
     let new_kid = a.rotate_signing_key().await.expect("rotate");
