@@ -776,6 +776,35 @@ async fn login_whoami_and_organizations() {
         serde_json::from_str(&sb.ok(&project, &["org", "invite", "bob@example.com", "--json"]))
             .expect("json");
     let token = invite["token"].as_str().expect("token");
+    // reactor dev delivers email to its console and its dev mailbox.
+    let mailbox: Value = http
+        .get(format!(
+            "{}/auth/v1/dev/mailbox?to=bob@example.com",
+            dev.endpoint
+        ))
+        .header("apikey", &dev.service_key)
+        .send()
+        .await
+        .expect("mailbox")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mailbox[0]["subject"], "You are invited", "{mailbox}");
+    assert!(
+        mailbox[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains(token))
+    );
+    let printed: Vec<String> = (0..50)
+        .filter_map(|_| dev.stdout.recv_timeout(Duration::from_millis(100)).ok())
+        .take_while(|l| !l.contains("end of email"))
+        .collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("email to bob@example.com")),
+        "{printed:?}"
+    );
     assert_eq!(
         signup("bob@example.com", Some(token))
             .await

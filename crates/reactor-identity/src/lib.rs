@@ -357,7 +357,7 @@ pub struct Session {
 #[serde(untagged)]
 pub enum SignupOutcome {
     Session(Box<Session>),
-    ConfirmationSent(User),
+    ConfirmationSent(Box<User>),
 }
 
 /// `POST /logout?scope=`.
@@ -541,7 +541,7 @@ impl Identity {
             .await?;
         if row.email_confirmed_at.is_none() {
             self.send_confirmation(&row).await?;
-            return Ok(SignupOutcome::ConfirmationSent(row.into()));
+            return Ok(SignupOutcome::ConfirmationSent(Box::new(row.into())));
         }
         let org = match invite {
             Some(invite) => Some(self.join(&invite, &row.id).await?),

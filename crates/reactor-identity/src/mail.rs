@@ -49,7 +49,7 @@ const MAX_ATTEMPTS: i64 = 5;
 
 enum Transport {
     Console,
-    Smtp(AsyncSmtpTransport<Tokio1Executor>, Mailbox),
+    Smtp(Box<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>),
 }
 
 /// Starts the delivery loop for `config`; the returned `Notify` wakes it when a message is
@@ -83,7 +83,7 @@ pub(crate) fn start_dispatcher(
             if let (Some(user), Some(pass)) = (&smtp.username, &smtp.password) {
                 builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
             }
-            Transport::Smtp(builder.build(), from)
+            Transport::Smtp(Box::new((builder.build(), from)))
         }
     };
     let wake = Arc::new(Notify::new());
@@ -125,7 +125,8 @@ async fn deliver(transport: &Transport, email: &OutboxEmail) -> Result<(), Strin
             );
             Ok(())
         }
-        Transport::Smtp(smtp, from) => {
+        Transport::Smtp(smtp) => {
+            let (smtp, from) = &**smtp;
             let to: Mailbox = email
                 .to
                 .parse()

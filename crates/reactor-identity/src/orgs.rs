@@ -168,6 +168,13 @@ impl Identity {
             .store
             .create_invite(&row, &keys::hash(&token), user_id)
             .await?;
+        let body = format!(
+            "You are invited to join an organization as {}. Sign up or sign in with this invitation code:\n\n{token}\n\nIt works once, within {} days.",
+            row.role,
+            self.inner.config.invite_ttl_secs / 86_400
+        );
+        self.queue_email(&row.email, "You are invited", &body)
+            .await?;
         Ok(Invite {
             id: row.id,
             org_id: row.org_id,

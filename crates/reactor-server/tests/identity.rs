@@ -23,16 +23,24 @@ struct Harness {
 
 impl Harness {
     async fn start(url: &str) -> Harness {
+        Harness::start_with(
+            url,
+            IdentityConfig {
+                refresh_reuse_grace_secs: 0.5,
+                login_attempts_per_email: 3,
+                login_attempts_per_address: 8,
+                login_window_secs: 300,
+                dev_mailbox: true,
+                ..IdentityConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(url: &str, config: IdentityConfig) -> Harness {
         let db = Db::connect(url).await.expect("db");
         let clock = Arc::new(AtomicI64::new(1_900_000_000));
         let tick = Arc::clone(&clock);
-        let config = IdentityConfig {
-            refresh_reuse_grace_secs: 0.5,
-            login_attempts_per_email: 3,
-            login_attempts_per_address: 8,
-            login_window_secs: 300,
-            ..IdentityConfig::default()
-        };
         let identity = Identity::start(&db, config, Arc::new(move || tick.load(Ordering::SeqCst)))
             .await
             .expect("identity");
@@ -1117,6 +1125,245 @@ async fn organizations(h: &Harness) {
     assert!(decode(token_of(&after))["org_id"].is_null());
 }
 
+/// The newest email to `to` in the dev mailbox, waiting for it to be queued.
+async fn email_to(h: &Harness, to: &str) -> Value {
+    for _ in 0..100 {
+        let (status, mails) = h
+            .admin("GET", &format!("/auth/v1/dev/mailbox?to={to}"), None)
+            .await;
+        assert_eq!(status, 200, "{mails}");
+        if let Some(mail) = mails.as_array().and_then(|m| m.first()) {
+            return mail.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no email to {to}");
+}
+
+/// The code in an email body: the 40 characters after "code: ".
+fn code_in(mail: &Value) -> String {
+    let body = mail["body"].as_str().expect("body");
+    let at = body.find("code: ").expect("a code") + "code: ".len();
+    body[at..at + 40].to_string()
+}
+
+async fn recovery(h: &Harness) {
+    h.signup("rita@example.com", "rita's old password").await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/auth/v1/recover",
+            None,
+            Some(json!({"email": "Rita@example.com"})),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    // An unknown address gets the same answer, and no email.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/auth/v1/recover",
+            None,
+            Some(json!({"email": "nobody@example.com"})),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/recover",
+            None,
+            Some(json!({"email": "not an email"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("validation_failed"))
+    );
+
+    let mail = email_to(h, "rita@example.com").await;
+    assert_eq!(mail["subject"], "Reset your password");
+    assert!(
+        mail["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("/auth/v1/verify?type=recovery&token="))
+    );
+    let code = code_in(&mail);
+    let (status, session) = h
+        .call(
+            "POST",
+            "/auth/v1/verify",
+            None,
+            Some(json!({"type": "recovery", "token": code})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let (status, _) = h
+        .call(
+            "PUT",
+            "/auth/v1/user",
+            Some(token_of(&session)),
+            Some(json!({"password": "rita's new password"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.login("rita@example.com", "rita's new password").await.0,
+        200
+    );
+    // Single use, and only for its kind.
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/verify",
+            None,
+            Some(json!({"type": "recovery", "token": code})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (403, Some("otp_expired")));
+    let (status, _) = h
+        .call(
+            "POST",
+            "/auth/v1/verify",
+            None,
+            Some(json!({"type": "magic", "token": code})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // The emailed link: verified, then redirected to the site with the session in the fragment.
+    h.call(
+        "POST",
+        "/auth/v1/recover",
+        None,
+        Some(json!({"email": "rita@example.com"})),
+    )
+    .await;
+    let mut link_code = code_in(&email_to(h, "rita@example.com").await);
+    for _ in 0..100 {
+        if link_code != code {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        link_code = code_in(&email_to(h, "rita@example.com").await);
+    }
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let res = no_redirects
+        .get(format!(
+            "{}/auth/v1/verify?type=recovery&token={link_code}&redirect_to=https://evil.example",
+            h.base
+        ))
+        .send()
+        .await
+        .expect("link");
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        location.starts_with("http://127.0.0.1:8080#access_token="),
+        "only the site is a target: {location}"
+    );
+    let res = no_redirects
+        .get(format!(
+            "{}/auth/v1/verify?type=recovery&token={link_code}",
+            h.base
+        ))
+        .send()
+        .await
+        .expect("link");
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(location.contains("#error=otp_expired"), "{location}");
+}
+
+async fn confirmation_required(url: &str) {
+    let h = Harness::start_with(
+        url,
+        IdentityConfig {
+            confirm_email: true,
+            dev_mailbox: true,
+            ..IdentityConfig::default()
+        },
+    )
+    .await;
+    let (status, user) = h
+        .call(
+            "POST",
+            "/auth/v1/signup",
+            None,
+            Some(json!({"email": "una@example.com", "password": "una's password"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{user}");
+    assert!(
+        user.get("access_token").is_none(),
+        "no session before confirmation: {user}"
+    );
+    assert!(user["email_confirmed_at"].is_null());
+    let (status, err) = h.login("una@example.com", "una's password").await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("email_not_confirmed"))
+    );
+    // A wrong password still says only that.
+    assert_eq!(
+        h.login("una@example.com", "not una's password").await.1["code"],
+        "invalid_credentials"
+    );
+
+    let mail = email_to(&h, "una@example.com").await;
+    assert_eq!(mail["subject"], "Confirm your email address");
+    let code = code_in(&mail);
+    h.advance(3601);
+    let (status, err) = h
+        .call(
+            "POST",
+            "/auth/v1/verify",
+            None,
+            Some(json!({"type": "signup", "token": code})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("otp_expired")),
+        "expired after an hour"
+    );
+
+    let (_, vic) = h
+        .call(
+            "POST",
+            "/auth/v1/signup",
+            None,
+            Some(json!({"email": "vic@example.com", "password": "vic's password"})),
+        )
+        .await;
+    assert!(vic["email_confirmed_at"].is_null());
+    let code = code_in(&email_to(&h, "vic@example.com").await);
+    let (status, session) = h
+        .call(
+            "POST",
+            "/auth/v1/verify",
+            None,
+            Some(json!({"type": "email", "token_hash": code})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    assert!(session["user"]["email_confirmed_at"].is_string());
+    assert_eq!(h.login("vic@example.com", "vic's password").await.0, 200);
+
+    // Without dev mode there is no mailbox to read.
+    let plain = Harness::start_with(url, IdentityConfig::default()).await;
+    let (status, err) = plain.admin("GET", "/auth/v1/dev/mailbox", None).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
+}
+
 fn decode_part(part: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
 }
@@ -1143,6 +1390,8 @@ async fn suite(url: &str) {
     sign_in_throttle(&h).await;
     admin_api(&h).await;
     organizations(&h).await;
+    recovery(&h).await;
+    confirmation_required(url).await;
 }
 
 #[tokio::test]
@@ -1198,4 +1447,108 @@ async fn signing_key_rotation_reaches_other_replicas() {
         "replica b reloads on an unknown kid"
     );
     assert_eq!(a.jwks()["keys"].as_array().map(Vec::len), Some(2));
+}
+
+/// A minimal SMTP server on loopback speaking the real protocol: it accepts every message
+/// and hands each one's DATA to the test.
+async fn smtp_sink() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250-sink\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            let _ = write.write_all(b"354 go on\r\n").await;
+                            let mut data = String::new();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if l == "." {
+                                    break;
+                                }
+                                data.push_str(&l);
+                                data.push('\n');
+                            }
+                            let _ = tx.send(data);
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = write.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn invitations_are_delivered_over_smtp() {
+    use reactor_identity::mail::{MailerConfig, SmtpConfig, SmtpTls};
+    let (port, mut inbox) = smtp_sink().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("smtp.db").display());
+    let h = Harness::start_with(
+        &url,
+        IdentityConfig {
+            mailer: MailerConfig::Smtp(SmtpConfig {
+                host: "127.0.0.1".into(),
+                port,
+                username: None,
+                password: None,
+                from: "Acme <no-reply@acme.test>".into(),
+                tls: SmtpTls::None,
+            }),
+            ..IdentityConfig::default()
+        },
+    )
+    .await;
+    let owner = h.signup("owner@example.com", "owner's password").await;
+    let (status, _) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs",
+            Some(token_of(&owner)),
+            Some(json!({"name": "Acme"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, invite) = h
+        .call(
+            "POST",
+            "/auth/v1/orgs/acme/invites",
+            Some(token_of(&owner)),
+            Some(json!({"email": "new@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let data = tokio::time::timeout(std::time::Duration::from_secs(10), inbox.recv())
+        .await
+        .expect("delivered in time")
+        .expect("a message");
+    assert!(data.contains("Subject: You are invited"), "{data}");
+    assert!(data.contains("To: new@example.com"), "{data}");
+    assert!(data.contains("From: Acme <no-reply@acme.test>"), "{data}");
+    assert!(
+        data.contains(invite["token"].as_str().expect("token")),
+        "{data}"
+    );
 }
