@@ -752,6 +752,36 @@ async fn login_whoami_and_organizations() {
         "{config}"
     );
 
+    // An access token about to expire is refreshed on the next command, and the rotated
+    // session is stored in its place.
+    let creds_path = sb.home().join("credentials.toml");
+    let stored_session = |text: &str| -> Value {
+        let table: toml::Table = toml::from_str(text).expect("toml");
+        serde_json::from_str(table["tokens"]["local"].as_str().expect("local token"))
+            .expect("session json")
+    };
+    let text = std::fs::read_to_string(&creds_path).expect("creds");
+    let mut session = stored_session(&text);
+    let old_refresh = session["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    session["expires_at"] = serde_json::json!(0);
+    let mut table: toml::Table = toml::from_str(&text).expect("toml");
+    if let Some(tokens) = table.get_mut("tokens").and_then(|t| t.as_table_mut()) {
+        tokens.insert("local".into(), toml::Value::String(session.to_string()));
+    }
+    std::fs::write(&creds_path, toml::to_string(&table).expect("toml")).expect("write");
+    let who: Value = serde_json::from_str(&sb.ok(&project, &["whoami", "--json"])).expect("json");
+    assert_eq!(who["email"], "ada@example.com");
+    let renewed = stored_session(&std::fs::read_to_string(&creds_path).expect("creds"));
+    assert_ne!(
+        renewed["refresh_token"],
+        serde_json::json!(old_refresh),
+        "rotated"
+    );
+    assert!(renewed["expires_at"].as_i64().is_some_and(|e| e > 0));
+
     // Organizations through the CLI.
     let org: Value =
         serde_json::from_str(&sb.ok(&project, &["org", "create", "Acme Inc", "--json"]))

@@ -34,6 +34,7 @@ pub fn router(identity: Identity) -> Router {
         .route("/orgs/{org}/leave", post(leave))
         .route("/invites/accept", post(accept_invite))
         .route("/admin/users", get(admin_list).post(admin_create))
+        .route("/admin/signing-keys/rotate", post(rotate_signing_key))
         .route(
             "/admin/users/{id}",
             get(admin_get).put(admin_update).delete(admin_delete),
@@ -191,7 +192,7 @@ async fn settings(State(id): State<Identity>) -> Json<Value> {
     Json(json!({
         "external": { "email": true, "phone": false },
         "disable_signup": id.config().disable_signup,
-        "mailer_autoconfirm": true,
+        "mailer_autoconfirm": !id.config().confirm_email,
         "phone_autoconfirm": false,
         "password_min_length": id.config().password_min_length,
         "jwt_expiry": id.config().access_token_ttl,
@@ -466,4 +467,15 @@ async fn mailbox(
     }
     let to = q.to.map(|t| t.trim().to_lowercase());
     Ok(Json(json!(id.mailbox(to.as_deref()).await?)))
+}
+
+/// Makes a new signing key the signer; tokens signed by the old one keep working until they
+/// expire, and every replica picks the new key up at its first unknown `kid`.
+async fn rotate_signing_key(
+    State(id): State<Identity>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    let kid = id.rotate_signing_key().await?;
+    Ok(Json(json!({ "kid": kid })))
 }

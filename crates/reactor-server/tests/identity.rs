@@ -31,6 +31,7 @@ impl Harness {
                 login_attempts_per_address: 8,
                 login_window_secs: 300,
                 dev_mailbox: true,
+                custom_roles: vec!["billing".into()],
                 ..IdentityConfig::default()
             },
         )
@@ -563,6 +564,34 @@ async fn sign_in_throttle(h: &Harness) {
     );
 }
 
+async fn rotation_over_http(h: &Harness) {
+    let s = h.signup("rot@example.com", "rot's password").await;
+    let (status, err) = h
+        .call("POST", "/auth/v1/admin/signing-keys/rotate", None, None)
+        .await;
+    assert_eq!((status, err["code"].as_str()), (403, Some("not_admin")));
+    let (status, rotated) = h
+        .admin("POST", "/auth/v1/admin/signing-keys/rotate", None)
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let jwks: Value = reqwest::get(format!("{}/auth/v1/.well-known/jwks.json", h.base))
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2), "{jwks}");
+    assert_eq!(
+        h.call("GET", "/auth/v1/user", Some(token_of(&s)), None)
+            .await
+            .0,
+        200,
+        "old tokens still verify"
+    );
+    let (_, fresh) = h.login("rot@example.com", "rot's password").await;
+    assert_eq!(decode_header(token_of(&fresh))["kid"], rotated["kid"]);
+}
+
 async fn admin_api(h: &Harness) {
     // The public key is refused on every admin route.
     for (method, path) in [
@@ -1015,6 +1044,10 @@ async fn organizations(h: &Harness) {
         403,
         "admins do not remove owners"
     );
+    let bob_path = path(&bob_id);
+    let set = |role: &str| h.call("PUT", &bob_path, Some(&c), Some(json!({"role": role})));
+    assert_eq!(set("billing").await.0, 204, "a custom role from config");
+    assert_eq!(set("janitor").await.0, 400, "an undeclared role");
     assert_eq!(
         h.call(
             "PUT",
@@ -1389,6 +1422,7 @@ async fn suite(url: &str) {
     hostile_tokens(&h).await;
     sign_in_throttle(&h).await;
     admin_api(&h).await;
+    rotation_over_http(&h).await;
     organizations(&h).await;
     recovery(&h).await;
     confirmation_required(url).await;
