@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use reactor_core::keys;
+use reactor_core::seal::MasterKey;
 use reactor_core::{Capability, KeyTier};
 use reactor_db::Db;
 use reactor_server::config::{IdentitySettings, ServerConfig};
@@ -53,6 +54,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         capabilities: capabilities.clone(),
         identity: IdentitySettings::default(),
         smtp: None,
+        master_key: Some(local_master_key(&state_dir)?),
         dev: true,
     };
     let state = AppState::start(db, &config, &endpoint).await?;
@@ -86,6 +88,25 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     server.run(state, shutdown).await?;
     println!("Reactor dev server stopped.");
     Ok(())
+}
+
+/// `.reactor/master.key`: seals this project's local secrets; made once.
+fn local_master_key(state_dir: &Path) -> anyhow::Result<MasterKey> {
+    let path = state_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_base64(&text).map_err(|e| {
+            hinted(
+                format!("{} is damaged: {e}", path.display()),
+                "restore it from a backup; without it the local signing keys cannot be opened (`reactor data reset` starts over)",
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate();
+            reactor_manifest::write_private(&path, key.to_base64().as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The project's local keys: made once, re-registered if the database was reset, replaced

@@ -265,6 +265,11 @@ async fn init_then_dev_serves_with_the_printed_keys() {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{file} is private");
         }
+        let mode = std::fs::metadata(project.join(".reactor/master.key"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the local master key is private");
         let mode = std::fs::metadata(project.join(".reactor/keys.json"))
             .expect("stat")
             .permissions()

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 pub mod keys;
 mod principal;
+pub mod seal;
 
 pub use capability::{Capability, UnknownCapability};
 pub use error::ApiError;

@@ -13,13 +13,15 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
+use reactor_core::seal::{self, MasterKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The audience of user access tokens, as Supabase sets it.
 pub const AUDIENCE: &str = "authenticated";
 
-/// A signing key as stored: the private half in PKCS#8, the public half as the JWK `x`.
+/// A signing key as stored: the private half in PKCS#8 — sealed with the master key when the
+/// server has one (`v1:…`), plain base64 otherwise — and the public half as the JWK `x`.
 #[derive(Debug, Clone)]
 pub struct StoredKey {
     pub kid: String,
@@ -30,7 +32,7 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
-    pub fn generate(now: i64) -> Result<StoredKey, JwtError> {
+    pub fn generate(now: i64, master: Option<&MasterKey>) -> Result<StoredKey, JwtError> {
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -41,7 +43,10 @@ impl StoredKey {
         rand::rng().fill_bytes(&mut kid);
         Ok(StoredKey {
             kid: URL_SAFE_NO_PAD.encode(kid),
-            private_pkcs8: STANDARD.encode(der.as_bytes()),
+            private_pkcs8: match master {
+                Some(master) => master.seal(der.as_bytes()),
+                None => STANDARD.encode(der.as_bytes()),
+            },
             public_x: URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
             created_at: now,
             retired_at: None,
@@ -104,7 +109,11 @@ impl std::fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    pub fn new(keys: &[StoredKey], token_ttl: i64) -> Result<Keyring, JwtError> {
+    pub fn new(
+        keys: &[StoredKey],
+        token_ttl: i64,
+        master: Option<&MasterKey>,
+    ) -> Result<Keyring, JwtError> {
         let mut verifiers = HashMap::new();
         let mut signer: Option<(&StoredKey, EncodingKey)> = None;
         for k in keys {
@@ -123,9 +132,7 @@ impl Keyring {
                     .as_ref()
                     .is_none_or(|(s, _)| k.created_at >= s.created_at)
             {
-                let der = STANDARD
-                    .decode(&k.private_pkcs8)
-                    .map_err(|e| JwtError::Key(e.to_string()))?;
+                let der = private_der(&k.private_pkcs8, master)?;
                 signer = Some((k, EncodingKey::from_ed_der(&der)));
             }
         }
@@ -184,6 +191,20 @@ impl Keyring {
     }
 }
 
+fn private_der(stored: &str, master: Option<&MasterKey>) -> Result<Vec<u8>, JwtError> {
+    if seal::is_sealed(stored) {
+        let master = master.ok_or_else(|| {
+            JwtError::Key("the signing keys are sealed with a master key, and none is configured (REACTOR_MASTER_KEY)".into())
+        })?;
+        return master
+            .open(stored)
+            .map_err(|e| JwtError::Key(format!("cannot open the signing key: {e}")));
+    }
+    STANDARD
+        .decode(stored)
+        .map_err(|e| JwtError::Key(e.to_string()))
+}
+
 /// The `kid` of a token's header, refusing any algorithm but EdDSA before anything else.
 pub fn kid_of(token: &str) -> Result<String, JwtError> {
     let header =
@@ -238,8 +259,8 @@ mod tests {
     #[test]
     fn signs_and_verifies_and_refuses_forgeries() {
         let now = 1_800_000_000;
-        let k = StoredKey::generate(now).expect("key");
-        let ring = Keyring::new(std::slice::from_ref(&k), 3600).expect("ring");
+        let k = StoredKey::generate(now, None).expect("key");
+        let ring = Keyring::new(std::slice::from_ref(&k), 3600, None).expect("ring");
         let token = ring.sign(&claims(now, 3600)).expect("sign");
         assert!(looks_like_jwt(&token));
         assert_eq!(ring.verify(&token, now + 10).expect("valid").sub, "u1");
@@ -272,13 +293,14 @@ mod tests {
         assert!(ring.verify(&none, now).is_err());
 
         // Signed by another key, even one claiming our kid.
-        let other = StoredKey::generate(now).expect("key");
+        let other = StoredKey::generate(now, None).expect("key");
         let other_ring = Keyring::new(
             std::slice::from_ref(&StoredKey {
                 kid: k.kid.clone(),
                 ..other
             }),
             3600,
+            None,
         )
         .expect("ring");
         let foreign = other_ring.sign(&claims(now, 3600)).expect("sign");
@@ -289,18 +311,37 @@ mod tests {
     }
 
     #[test]
+    fn sealed_signing_keys_need_their_master_key() {
+        let master = MasterKey::generate();
+        let k = StoredKey::generate(1_800_000_000, Some(&master)).expect("key");
+        assert!(seal::is_sealed(&k.private_pkcs8), "sealed at rest");
+        let ring = Keyring::new(std::slice::from_ref(&k), 3600, Some(&master)).expect("opens");
+        let token = ring.sign(&claims(1_800_000_000, 60)).expect("signs");
+        assert!(ring.verify(&token, 1_800_000_001).is_ok());
+        assert!(matches!(
+            Keyring::new(std::slice::from_ref(&k), 3600, None),
+            Err(JwtError::Key(_))
+        ));
+        let other = MasterKey::generate();
+        assert!(matches!(
+            Keyring::new(std::slice::from_ref(&k), 3600, Some(&other)),
+            Err(JwtError::Key(_))
+        ));
+    }
+
+    #[test]
     fn rotation_keeps_retired_keys_until_their_tokens_expire() {
         let now = 1_800_000_000;
-        let old = StoredKey::generate(now - 100).expect("key");
-        let old_ring = Keyring::new(std::slice::from_ref(&old), 3600).expect("ring");
+        let old = StoredKey::generate(now - 100, None).expect("key");
+        let old_ring = Keyring::new(std::slice::from_ref(&old), 3600, None).expect("ring");
         let old_token = old_ring.sign(&claims(now, 3600)).expect("sign");
 
         let retired = StoredKey {
             retired_at: Some(now),
             ..old.clone()
         };
-        let new = StoredKey::generate(now).expect("key");
-        let ring = Keyring::new(&[retired, new.clone()], 3600).expect("ring");
+        let new = StoredKey::generate(now, None).expect("key");
+        let ring = Keyring::new(&[retired, new.clone()], 3600, None).expect("ring");
         let new_token = ring.sign(&claims(now, 3600)).expect("sign");
         assert_eq!(kid_of(&new_token).expect("kid"), new.kid);
         assert!(ring.verify(&old_token, now + 60).is_ok());

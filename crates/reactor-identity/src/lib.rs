@@ -68,6 +68,8 @@ pub struct IdentityConfig {
     pub mailer: mail::MailerConfig,
     /// Serves `GET /auth/v1/dev/mailbox` (only `reactor dev` turns this on).
     pub dev_mailbox: bool,
+    /// Seals the signing keys at rest. Without one they are stored in plain base64.
+    pub master_key: Option<reactor_core::seal::MasterKey>,
 }
 
 impl Default for IdentityConfig {
@@ -88,6 +90,7 @@ impl Default for IdentityConfig {
             one_time_token_ttl_secs: 3600,
             mailer: mail::MailerConfig::Disabled,
             dev_mailbox: false,
+            master_key: None,
         }
     }
 }
@@ -418,11 +421,11 @@ impl Identity {
             .map_err(|e| IdentityError::Internal(e.to_string()))?;
         let mut keys = store.signing_keys().await?;
         if !keys.iter().any(|k| k.retired_at.is_none()) {
-            let key = StoredKey::generate(clock())?;
+            let key = StoredKey::generate(clock(), config.master_key.as_ref())?;
             store.insert_signing_key(&key).await?;
             keys = store.signing_keys().await?;
         }
-        let keyring = Keyring::new(&keys, config.access_token_ttl)?;
+        let keyring = Keyring::new(&keys, config.access_token_ttl, config.master_key.as_ref())?;
         let mail_wake = mail::start_dispatcher(store.clone(), &config.mailer)
             .map_err(IdentityError::Internal)?;
         Ok(Identity {
@@ -466,7 +469,11 @@ impl Identity {
             *last = Some(Instant::now());
         }
         let keys = self.inner.store.signing_keys().await?;
-        let ring = Keyring::new(&keys, self.inner.config.access_token_ttl)?;
+        let ring = Keyring::new(
+            &keys,
+            self.inner.config.access_token_ttl,
+            self.inner.config.master_key.as_ref(),
+        )?;
         if let Ok(mut slot) = self.inner.keyring.write() {
             *slot = Arc::new(ring);
         }
@@ -490,7 +497,7 @@ impl Identity {
     /// Makes a new signing key the signer; older keys keep verifying until their tokens expire.
     pub async fn rotate_signing_key(&self) -> Result<String, IdentityError> {
         let now = self.now();
-        let key = StoredKey::generate(now)?;
+        let key = StoredKey::generate(now, self.inner.config.master_key.as_ref())?;
         self.inner.store.insert_signing_key(&key).await?;
         self.inner
             .store

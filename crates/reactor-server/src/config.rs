@@ -44,6 +44,7 @@ struct FileConfig {
     #[serde(default)]
     identity: IdentitySettings,
     smtp: Option<SmtpSettings>,
+    master_key: Option<String>,
 }
 
 /// `[identity]` in the config file. Unset values keep the capability's defaults.
@@ -80,13 +81,15 @@ pub struct SmtpSettings {
     pub tls: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub capabilities: Vec<Capability>,
     pub identity: IdentitySettings,
     pub smtp: Option<SmtpSettings>,
+    /// Seals secrets at rest (signing keys): `REACTOR_MASTER_KEY`, else `master_key` in the file.
+    pub master_key: Option<reactor_core::seal::MasterKey>,
     /// `reactor dev`: emails go to the console and the dev mailbox.
     pub dev: bool,
 }
@@ -109,6 +112,8 @@ pub enum ConfigError {
     NotCompiled(Capability),
     #[error("invalid [smtp] setting: {0}")]
     Smtp(String),
+    #[error("invalid master key (from {1}): {0}")]
+    MasterKey(reactor_core::seal::SealError, &'static str),
 }
 
 impl ConfigError {
@@ -120,6 +125,9 @@ impl ConfigError {
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
+            ConfigError::MasterKey(..) => {
+                "make one with `openssl rand -base64 32`, and keep it: sealed data needs it".into()
+            }
             ConfigError::Listen { .. } => {
                 "use HOST:PORT, for example 127.0.0.1:8080 or 0.0.0.0:8080".into()
             }
@@ -199,12 +207,27 @@ impl ServerConfig {
                 )));
             }
         }
+        let master_key = match std::env::var("REACTOR_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            Some(text) => Some(
+                reactor_core::seal::MasterKey::from_base64(&text)
+                    .map_err(|e| ConfigError::MasterKey(e, "REACTOR_MASTER_KEY"))?,
+            ),
+            None => file
+                .master_key
+                .map(|text| reactor_core::seal::MasterKey::from_base64(&text))
+                .transpose()
+                .map_err(|e| ConfigError::MasterKey(e, "the config file"))?,
+        };
         Ok(ServerConfig {
             listen,
             database_url,
             capabilities,
             identity: file.identity,
             smtp,
+            master_key,
             dev: false,
         })
     }

@@ -113,6 +113,7 @@ fn identity_config(config: &ServerConfig, endpoint: &str) -> reactor_identity::I
         custom_roles: s.custom_roles.clone(),
         mailer,
         dev_mailbox: config.dev,
+        master_key: config.master_key.clone(),
         ..defaults
     }
 }

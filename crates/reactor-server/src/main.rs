@@ -115,6 +115,11 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     telemetry::init();
     let db = Db::connect(&config.database_url).await?;
     let server = Server::bind(config.listen).await?;
+    if config.master_key.is_none() {
+        tracing::warn!(
+            "REACTOR_MASTER_KEY is not set: signing keys are stored unsealed in the database"
+        );
+    }
     let state = AppState::start(db, &config, &server.endpoint()?).await?;
     let addr = server.local_addr()?;
     let shutdown = shutdown_signal();
@@ -201,7 +206,10 @@ async fn admin_command(config: ServerConfig, cmd: AdminCommand) -> anyhow::Resul
     let db = Db::connect(&config.database_url).await?;
     let identity = reactor_identity::Identity::start(
         &db,
-        reactor_identity::IdentityConfig::default(),
+        reactor_identity::IdentityConfig {
+            master_key: config.master_key.clone(),
+            ..Default::default()
+        },
         reactor_identity::system_clock(),
     )
     .await

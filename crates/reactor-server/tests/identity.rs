@@ -445,9 +445,9 @@ async fn hostile_tokens(h: &Harness) {
     let claims: AccessClaims = serde_json::from_value(decode(&token)).expect("claims");
     let foreign_key = StoredKey {
         kid: kid.as_str().expect("kid").to_string(),
-        ..StoredKey::generate(0).expect("key")
+        ..StoredKey::generate(0, None).expect("key")
     };
-    let foreign = Keyring::new(&[foreign_key], 3600)
+    let foreign = Keyring::new(&[foreign_key], 3600, None)
         .expect("ring")
         .sign(&claims)
         .expect("sign");

@@ -323,3 +323,51 @@ async fn admin_create_user_makes_a_server_admin() {
     assert_eq!(session["user"]["server_role"], "admin", "{session}");
     assert!(session["user"]["email_confirmed_at"].is_string());
 }
+
+#[test]
+fn signing_keys_are_sealed_with_the_master_key() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("sealed.db").display());
+    let create = |email: &str, master: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["admin", "create-user", "--email", email, "--password-stdin"])
+            .env("REACTOR_DATABASE_URL", &url)
+            .env_remove("REACTOR_MASTER_KEY")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(master) = master {
+            cmd.env("REACTOR_MASTER_KEY", master);
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"a good password\n")
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let k1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let k2 = "HxAeHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+    let (ok, err) = create("first@example.com", Some(k1));
+    assert!(ok, "{err}");
+    let (ok, err) = create("second@example.com", Some(k2));
+    assert!(
+        !ok && err.contains("cannot open the signing key"),
+        "another key cannot open it: {err}"
+    );
+    let (ok, err) = create("third@example.com", None);
+    assert!(!ok && err.contains("none is configured"), "{err}");
+    let (ok, err) = create("fourth@example.com", Some("too-short"));
+    assert!(
+        !ok && err.contains("invalid master key") && err.contains("hint:"),
+        "{err}"
+    );
+    let (ok, err) = create("fifth@example.com", Some(k1));
+    assert!(ok, "the right key opens it again: {err}");
+}
