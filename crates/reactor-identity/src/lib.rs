@@ -523,15 +523,12 @@ impl Identity {
             return Err(IdentityError::SignupDisabled);
         }
         let email = normalize_email(email)?;
-        if let Some(why) = password::weakness(password, self.inner.config.password_min_length) {
-            return Err(IdentityError::WeakPassword(why));
-        }
+        let hash = self.new_password_hash(password).await?;
         // Checked before the user exists, so a bad invitation creates nothing.
         let invite = match invite {
             Some(token) => Some(self.check_invite(token, &email).await?),
             None => None,
         };
-        let hash = hash_password(password).await?;
         let row = self
             .inner
             .store
@@ -822,22 +819,10 @@ impl Identity {
             changes.email = Some(normalize_email(email)?);
         }
         if let Some(password) = &update.password {
-            if let Some(why) = password::weakness(password, self.inner.config.password_min_length) {
-                return Err(IdentityError::WeakPassword(why));
-            }
-            changes.password_hash = Some(hash_password(password).await?);
+            changes.password_hash = Some(self.new_password_hash(password).await?);
         }
         if let Some(data) = update.data {
-            let mut meta: Map<String, Value> =
-                serde_json::from_str(&current.user_metadata).unwrap_or_default();
-            for (k, v) in data {
-                if v.is_null() {
-                    meta.remove(&k);
-                } else {
-                    meta.insert(k, v);
-                }
-            }
-            changes.user_metadata = Some(Value::Object(meta).to_string());
+            changes.user_metadata = Some(merge_metadata(&current.user_metadata, data));
         }
         let row = self
             .inner
@@ -852,6 +837,14 @@ impl Identity {
                 .await?;
         }
         Ok(row.into())
+    }
+
+    /// The hash of a new password, once it passes the policy.
+    async fn new_password_hash(&self, password: &str) -> Result<String, IdentityError> {
+        if let Some(why) = password::weakness(password, self.inner.config.password_min_length) {
+            return Err(IdentityError::WeakPassword(why));
+        }
+        hash_password(password).await
     }
 
     /// Admin: a page of users (1-based `page`).
@@ -880,12 +873,7 @@ impl Identity {
     pub async fn admin_create_user(&self, new: AdminUserCreate) -> Result<User, IdentityError> {
         let email = normalize_email(&new.email)?;
         let password_hash = match &new.password {
-            Some(p) => {
-                if let Some(why) = password::weakness(p, self.inner.config.password_min_length) {
-                    return Err(IdentityError::WeakPassword(why));
-                }
-                Some(hash_password(p).await?)
-            }
+            Some(p) => Some(self.new_password_hash(p).await?),
             None => None,
         };
         let role = new.role.as_deref().map(check_server_role).transpose()?;
@@ -927,10 +915,7 @@ impl Identity {
             changes.email = Some(normalize_email(email)?);
         }
         if let Some(p) = &update.password {
-            if let Some(why) = password::weakness(p, self.inner.config.password_min_length) {
-                return Err(IdentityError::WeakPassword(why));
-            }
-            changes.password_hash = Some(hash_password(p).await?);
+            changes.password_hash = Some(self.new_password_hash(p).await?);
         }
         if let Some(data) = update.user_metadata {
             changes.user_metadata = Some(merge_metadata(&current.user_metadata, data));
