@@ -8,7 +8,12 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use reactor_core::{ApiError, Principal, keys};
+use reactor_db::{ApiKeyRecord, Db};
 
 use crate::AppState;
 
@@ -40,15 +45,12 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
                 .with_hint(KEY_HINT),
         );
     };
-    let record = state
-        .db
-        .find_api_key(&keys::hash(candidate))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "api key lookup failed");
-            ApiError::internal()
-        })?;
-    let Some(record) = record.filter(|r| r.tier == tier) else {
+    let Some(record) = state
+        .keys
+        .get(&state.db, candidate)
+        .await?
+        .filter(|r| r.tier == tier)
+    else {
         return Err(ApiError::unauthorized(
             "invalid_api_key",
             "the API key is not known to this server",
@@ -61,14 +63,6 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
                 .with_hint("create a new key with `reactor keys create` and use it instead"),
         );
     }
-    let db = state.db.clone();
-    let id = record.id.clone();
-    // Bookkeeping only: the request does not wait for it.
-    tokio::spawn(async move {
-        if let Err(e) = db.touch_api_key(&id).await {
-            tracing::warn!(error = %e, key = %id, "could not record api key use");
-        }
-    });
     let mut principal = Principal::from_key(record.id, tier);
     if let Some(token) = bearer(headers).filter(|t| *t != candidate) {
         add_user(state, &mut principal, token, requested_org(headers)?).await?;
@@ -80,6 +74,87 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
         .with_hint("send the user's access token as Authorization: Bearer <jwt>"));
     }
     Ok(principal)
+}
+
+/// Project keys looked up in the last second. A key is read from the database at most once a
+/// second per process, so a revocation reaches every replica within a second, while a busy key
+/// costs no query per request. Unknown keys are remembered too, so a flood of garbage keys does
+/// not become a flood of queries. Last use is recorded at most once a minute per key, off the
+/// request path.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    record: Option<ApiKeyRecord>,
+    fetched: Instant,
+    touched: Option<Instant>,
+}
+
+const KEY_TTL: Duration = Duration::from_secs(1);
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+const MAX_CACHED_KEYS: usize = 10_000;
+
+impl KeyCache {
+    async fn get(&self, db: &Db, secret: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+        let hash = keys::hash(secret);
+        let now = Instant::now();
+        let hit = self
+            .lock()
+            .get(&hash)
+            .filter(|c| now.duration_since(c.fetched) < KEY_TTL)
+            .cloned();
+        let mut entry = match hit {
+            Some(entry) => entry,
+            None => {
+                let record = db.find_api_key(&hash).await.map_err(|e| {
+                    tracing::error!(error = %e, "api key lookup failed");
+                    ApiError::internal()
+                })?;
+                let touched = self.lock().get(&hash).and_then(|c| c.touched);
+                Cached {
+                    record,
+                    fetched: now,
+                    touched,
+                }
+            }
+        };
+        if let Some(record) = entry.record.as_ref().filter(|r| !r.revoked)
+            && entry
+                .touched
+                .is_none_or(|t| now.duration_since(t) >= TOUCH_EVERY)
+        {
+            entry.touched = Some(now);
+            let (db, id) = (db.clone(), record.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = db.touch_api_key(&id).await {
+                    tracing::warn!(error = %e, key = %id, "could not record api key use");
+                }
+            });
+        }
+        let record = entry.record.clone();
+        let mut entries = self.lock();
+        if entries.len() >= MAX_CACHED_KEYS {
+            entries.clear();
+        }
+        entries.insert(hash, entry);
+        Ok(record)
+    }
+
+    /// Drops a key from this process's cache (it was revoked here; other replicas see the
+    /// revocation when their entry expires).
+    pub(crate) fn forget(&self, id: &str) {
+        self.lock()
+            .retain(|_, c| c.record.as_ref().is_none_or(|r| r.id != id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Verifies a user's access token and puts who they are into the principal. `org`, from

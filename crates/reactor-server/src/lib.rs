@@ -44,6 +44,8 @@ pub struct AppState {
     /// Present when the identity capability is enabled: it verifies user access tokens.
     #[cfg(feature = "identity")]
     pub identity: Option<reactor_identity::Identity>,
+    /// Project keys seen in the last second (see `auth::KeyCache`).
+    pub(crate) keys: Arc<auth::KeyCache>,
 }
 
 impl AppState {
@@ -71,12 +73,27 @@ impl AppState {
         };
         #[cfg(not(feature = "identity"))]
         let _ = endpoint;
-        Ok(AppState {
+        Ok(AppState::new(
+            db,
+            capabilities,
+            #[cfg(feature = "identity")]
+            identity,
+        ))
+    }
+
+    /// State from capabilities already started (tests start them with their own settings).
+    pub fn new(
+        db: Db,
+        capabilities: Vec<Capability>,
+        #[cfg(feature = "identity")] identity: Option<reactor_identity::Identity>,
+    ) -> AppState {
+        AppState {
             db,
             capabilities: Arc::new(capabilities),
             #[cfg(feature = "identity")]
             identity,
-        })
+            keys: Arc::new(auth::KeyCache::default()),
+        }
     }
 }
 

@@ -203,6 +203,8 @@ async fn revoke_key(
 ) -> Result<axum::http::StatusCode, ApiError> {
     service_only(&principal)?;
     if state.db.revoke_api_key(&id).await.map_err(db_failure)? {
+        state.keys.forget(&id);
+        state.keys.forget(&id);
         Ok(axum::http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no active key with id `{id}`"))

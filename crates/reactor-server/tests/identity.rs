@@ -49,11 +49,7 @@ impl Harness {
         db.insert_api_key(&public, "test").await.expect("key");
         let service = keys::generate(KeyTier::Service);
         db.insert_api_key(&service, "admin").await.expect("key");
-        let state = AppState {
-            db,
-            capabilities: Arc::new(vec![Capability::Identity]),
-            identity: Some(identity),
-        };
+        let state = AppState::new(db, vec![Capability::Identity], Some(identity));
         let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
