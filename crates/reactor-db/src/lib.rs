@@ -7,7 +7,7 @@
 //!
 //! Both adapters expose the same functions with the same names; [`Db`] only dispatches.
 
-mod postgres;
+pub mod postgres;
 mod sqlite;
 pub mod testing;
 

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use reactor_core::Principal;
 use reactor_core::keys::NewKey;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 // Statements built with format! only splice in constants of this module.
@@ -39,10 +40,11 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "project and api keys",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "project and api keys",
+        sql: "
         create table reactor.project (
             singleton boolean primary key default true check (singleton),
             project_id text not null,
@@ -60,7 +62,56 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             revoked_at timestamptz
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "request roles and helpers for row-level security",
+        // Roles belong to the cluster, so several databases (and several replicas) may race to
+        // create them: a role that appeared meanwhile is fine.
+        sql: r#"
+        do $$
+        declare
+            r record;
+        begin
+            for r in select * from (values
+                ('reactor_anon', 'nologin noinherit'),
+                ('reactor_authenticated', 'nologin noinherit'),
+                ('reactor_service', 'nologin noinherit bypassrls')
+            ) as t(name, options) loop
+                if not exists (select from pg_roles where rolname = r.name) then
+                    begin
+                        execute format('create role %I %s', r.name, r.options);
+                    exception when duplicate_object or unique_violation then
+                        null;
+                    end;
+                end if;
+                execute format('grant %I to current_user', r.name);
+            end loop;
+        end
+        $$;
+
+        create or replace function reactor.user_id() returns uuid language sql stable
+            as $f$ select nullif(current_setting('reactor.user_id', true), '')::uuid $f$;
+        create or replace function reactor.org_id() returns uuid language sql stable
+            as $f$ select nullif(current_setting('reactor.org_id', true), '')::uuid $f$;
+        create or replace function reactor.role() returns text language sql stable
+            as $f$ select nullif(current_setting('reactor.role', true), '') $f$;
+
+        grant usage on schema reactor to reactor_anon, reactor_authenticated, reactor_service;
+        grant execute on function reactor.user_id(), reactor.org_id(), reactor.role()
+            to reactor_anon, reactor_authenticated, reactor_service;
+        grant usage on schema public to reactor_anon, reactor_authenticated, reactor_service;
+        -- Tables the project's migrations create are reachable by every request role; row-level
+        -- security policies decide which rows (reactor_service bypasses them).
+        alter default privileges in schema public
+            grant select, insert, update, delete on tables to reactor_anon, reactor_authenticated, reactor_service;
+        alter default privileges in schema public
+            grant usage, select on sequences to reactor_anon, reactor_authenticated, reactor_service;
+        alter default privileges in schema public
+            grant execute on functions to reactor_anon, reactor_authenticated, reactor_service;
+    "#,
+    },
+];
 
 pub(crate) async fn migrate(
     pool: &PgPool,
@@ -217,6 +268,43 @@ pub(crate) async fn touch_api_key(pool: &PgPool, id: &str) -> Result<(), DbError
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Begins a transaction that runs as the request's caller: `SET LOCAL ROLE` to the principal's
+/// database role, and the `reactor.*` variables (plus `request.jwt.claims`, so policies written
+/// for Supabase keep working) set for this transaction only. Real row-level security does the
+/// rest. Dropping the transaction without committing rolls it back.
+pub async fn begin_as(
+    pool: &PgPool,
+    principal: &Principal,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
+    let mut tx = pool.begin().await?;
+    let role = principal.db_role().name();
+    let claims = serde_json::json!({
+        "sub": principal.user_id,
+        "role": match principal.db_role() {
+            reactor_core::DbRole::Anon => "anon",
+            reactor_core::DbRole::Authenticated => "authenticated",
+            reactor_core::DbRole::Service => "service_role",
+        },
+        "org_id": principal.org_id,
+        "org_role": principal.role,
+    });
+    // The role name is one of three constants; the values go through bind parameters.
+    sqlx::query(AssertSqlSafe(format!("set local role {role}")))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "select set_config('reactor.user_id', $1, true), set_config('reactor.org_id', $2, true),
+                set_config('reactor.role', $3, true), set_config('request.jwt.claims', $4, true)",
+    )
+    .bind(principal.user_id.clone().unwrap_or_default())
+    .bind(principal.org_id.clone().unwrap_or_default())
+    .bind(principal.role.clone().unwrap_or_default())
+    .bind(claims.to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use reactor_core::Principal;
 use reactor_core::keys::NewKey;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
@@ -23,8 +25,24 @@ pub struct SqlitePool {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Semaphore,
+}
+
+/// A connection and the request variables its `reactor_*()` SQL functions read.
+#[derive(Debug)]
+struct Pooled {
+    conn: Connection,
+    vars: Arc<Mutex<RequestVars>>,
+}
+
+/// What `reactor_user_id()`, `reactor_org_id()` and `reactor_role()` answer on a connection:
+/// the caller of the request running on it, or NULL outside one.
+#[derive(Debug, Default, Clone)]
+struct RequestVars {
+    user_id: Option<String>,
+    org_id: Option<String>,
+    role: Option<String>,
 }
 
 impl SqlitePool {
@@ -62,6 +80,30 @@ impl SqlitePool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
+        self.run(None, f).await
+    }
+
+    /// Runs `f` as the request's caller: on this connection, and for the duration of `f` only,
+    /// `reactor_user_id()`, `reactor_org_id()` and `reactor_role()` answer with the principal's
+    /// user, org and role — the O1 stand-in for Postgres's `reactor.*()` helpers.
+    pub async fn with_principal<T, F>(&self, principal: &Principal, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let vars = RequestVars {
+            user_id: principal.user_id.clone(),
+            org_id: principal.org_id.clone(),
+            role: principal.role.clone(),
+        };
+        self.run(Some(vars), f).await
+    }
+
+    async fn run<T, F>(&self, vars: Option<RequestVars>, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
         let _permit = self
             .inner
             .permits
@@ -74,16 +116,18 @@ impl SqlitePool {
             .lock()
             .map_err(|e| DbError::Task(e.to_string()))?
             .pop();
-        let mut conn = match taken {
-            Some(conn) => conn,
+        let mut pooled = match taken {
+            Some(pooled) => pooled,
             // A connection is lost only when a closure panicked; replace it.
             None => open_connection(&self.inner.path)?,
         };
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let result = f(&mut conn);
+            set_vars(&pooled.vars, vars.unwrap_or_default());
+            let result = f(&mut pooled.conn);
+            set_vars(&pooled.vars, RequestVars::default());
             if let Ok(mut idle) = inner.idle.lock() {
-                idle.push(conn);
+                idle.push(pooled);
             }
             result
         })
@@ -92,19 +136,43 @@ impl SqlitePool {
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, DbError> {
+type VarGetter = fn(&RequestVars) -> Option<String>;
+
+fn set_vars(vars: &Mutex<RequestVars>, value: RequestVars) {
+    *vars
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+fn open_connection(path: &Path) -> Result<Pooled, DbError> {
+    let vars = Arc::new(Mutex::new(RequestVars::default()));
     let open = || -> rusqlite::Result<Connection> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let getters: [(&str, VarGetter); 3] = [
+            ("reactor_user_id", |v| v.user_id.clone()),
+            ("reactor_org_id", |v| v.org_id.clone()),
+            ("reactor_role", |v| v.role.clone()),
+        ];
+        for (name, get) in getters {
+            let vars = Arc::clone(&vars);
+            // Not deterministic: the answer changes between requests on one connection.
+            conn.create_scalar_function(name, 0, FunctionFlags::SQLITE_UTF8, move |_| {
+                Ok(get(&vars
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)))
+            })?;
+        }
         Ok(conn)
     };
-    open().map_err(|source| DbError::OpenSqlite {
+    let conn = open().map_err(|source| DbError::OpenSqlite {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(Pooled { conn, vars })
 }
 
 pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
