@@ -68,14 +68,13 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         manifest.name, manifest.project_id
     );
     println!("  endpoint      {endpoint}");
-    println!(
-        "  capabilities  {}",
-        capabilities
-            .iter()
-            .map(|c| c.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let (serving, planned): (Vec<Capability>, Vec<Capability>) =
+        capabilities.iter().partition(|c| state.serves(**c));
+    let names = |list: &[Capability]| list.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+    println!("  capabilities  {}", names(&serving));
+    if !planned.is_empty() {
+        println!("  coming soon   {}", names(&planned));
+    }
     println!("  public key    {}", keys.public);
     println!(
         "  service key   {}   (server-side only: bypasses row-level security)",

@@ -22,7 +22,7 @@ pub async fn run(session: &Session, args: InfoArgs) -> anyhow::Result<()> {
                 "project": info.project.as_ref().map(|p| serde_json::json!({"id": p.id, "name": p.name})),
                 "topology": info.topology,
                 "database": info.database,
-                "capabilities": info.capabilities.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                "capabilities": info.capabilities.iter().map(|c| serde_json::json!({"name": c.name, "status": c.status})).collect::<Vec<_>>(),
                 "caller": {"tier": info.caller.tier, "role": info.caller.role},
             }))?
         );
@@ -39,14 +39,19 @@ pub async fn run(session: &Session, args: InfoArgs) -> anyhow::Result<()> {
         info.version, info.topology, info.database
     );
     println!("project       {project}");
-    println!(
-        "capabilities  {}",
+    let names = |status: &str| {
         info.capabilities
             .iter()
+            .filter(|c| c.status == status)
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    };
+    println!("capabilities  {}", names("serving"));
+    let planned = names("planned");
+    if !planned.is_empty() {
+        println!("coming soon   {planned}");
+    }
     println!(
         "you           {} key ({})",
         info.caller.tier, info.caller.role

@@ -62,6 +62,8 @@ pub struct ProjectInfo {
 pub struct CapabilityInfo {
     pub name: String,
     pub prefix: String,
+    /// `serving`, or `planned` for a capability switched on but not built yet.
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -164,6 +164,18 @@ impl StartError {
     }
 }
 
+impl AppState {
+    /// Whether an enabled capability already serves its API on this server; the others are
+    /// switched on but not built yet, and `/v1/info` and `reactor dev` say so.
+    pub fn serves(&self, capability: Capability) -> bool {
+        match capability {
+            #[cfg(feature = "identity")]
+            Capability::Identity => self.identity.is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// A listening socket, bound before anything else so a taken port is reported at once.
 #[derive(Debug)]
 pub struct Server {

@@ -108,7 +108,11 @@ async fn info(
         "project": project,
         "topology": topology,
         "database": state.db.engine().name(),
-        "capabilities": state.capabilities.iter().map(|c| json!({"name": c.name(), "prefix": c.prefix()})).collect::<Vec<_>>(),
+        "capabilities": state.capabilities.iter().map(|c| json!({
+            "name": c.name(),
+            "prefix": c.prefix(),
+            "status": if state.serves(*c) { "serving" } else { "planned" },
+        })).collect::<Vec<_>>(),
         "caller": {
             "tier": principal.tier,
             "role": principal.db_role().name(),

@@ -126,10 +126,18 @@ async fn exercise(database_url: &str, topology: &str) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["topology"], topology);
     assert_eq!(body["caller"]["tier"], "public");
-    assert!(
-        body["capabilities"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty())
+    let capabilities = body["capabilities"].as_array().expect("capabilities");
+    let status = |name: &str| {
+        capabilities
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].clone())
+    };
+    assert_eq!(status("identity"), Some(serde_json::json!("serving")));
+    assert_eq!(
+        status("data"),
+        Some(serde_json::json!("planned")),
+        "switched on, not built yet"
     );
     assert!(body["version"].is_string());
 
