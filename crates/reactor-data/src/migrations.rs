@@ -1,0 +1,320 @@
+//! Migrations: `*.sql` files in `[data].migrations_dir`.
+//!
+//! Rules: files are applied in name order and each only once; every applied file is recorded
+//! with its SHA-256, and a recorded file whose contents changed is an error naming it (never a
+//! silent skip); all pending files are applied in one transaction, so a failure leaves the
+//! database exactly as it was, and the error names the file, line and column and carries the
+//! database's message and SQLSTATE.
+
+use std::path::{Path, PathBuf};
+
+use reactor_db::{Db, DbError, Migration};
+use sha2::{Digest, Sha256};
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+/// One migration file as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationFile {
+    pub name: String,
+    pub sql: String,
+    /// Hex SHA-256 of the file's bytes.
+    pub checksum: String,
+}
+
+impl MigrationFile {
+    pub fn new(name: impl Into<String>, sql: impl Into<String>) -> MigrationFile {
+        let sql = sql.into();
+        MigrationFile {
+            name: name.into(),
+            checksum: hex::encode(Sha256::digest(sql.as_bytes())),
+            sql,
+        }
+    }
+}
+
+/// Where a migration stands against a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Applied,
+    Pending,
+    /// Applied, but the file changed since.
+    Modified,
+    /// Applied, but the file is gone.
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub name: String,
+    pub status: Status,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot read migrations from {}: {source}", dir.display())]
+    Read {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {name} is not valid UTF-8")]
+    NotUtf8 { name: String },
+    #[error("migration {name} was changed after it was applied (its checksum differs)")]
+    Modified { name: String },
+    #[error("{file}:{line}:{column}: {message} (SQLSTATE {code}); nothing was applied")]
+    Failed {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+        code: String,
+    },
+    #[error(
+        "SQLite (O1) migrations need the PostgreSQL-to-SQLite translation, which is not built yet"
+    )]
+    Unsupported,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for MigrationError {
+    fn from(e: sqlx::Error) -> Self {
+        MigrationError::Db(DbError::Postgres(e))
+    }
+}
+
+impl MigrationError {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            MigrationError::Modified { .. } => Some(
+                "never edit an applied migration: restore it and add a new file with the change (`reactor data new <name>`)",
+            ),
+            MigrationError::Failed { .. } => {
+                Some("fix the statement at that line, then run the migrations again")
+            }
+            MigrationError::NotUtf8 { .. } => Some("save the file as UTF-8"),
+            _ => None,
+        }
+    }
+}
+
+/// The `*.sql` files of `dir`, in name order. A missing directory has no migrations.
+pub fn read_dir(dir: &Path) -> Result<Vec<MigrationFile>, MigrationError> {
+    let read = |source| MigrationError::Read {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(read)?.path();
+        if !path.is_file() || path.extension().and_then(|e| e.to_str()) != Some("sql") {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = std::fs::read(&path).map_err(read)?;
+        let sql =
+            String::from_utf8(bytes).map_err(|_| MigrationError::NotUtf8 { name: name.clone() })?;
+        files.push(MigrationFile::new(name, sql));
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+const POSTGRES_TABLES: &[Migration] = &[Migration {
+    version: 1,
+    name: "user migrations",
+    sql: "create table reactor.user_migrations (
+              name text primary key,
+              checksum text not null,
+              applied_at timestamptz not null default now()
+          );",
+}];
+
+const SQLITE_TABLES: &[Migration] = &[Migration {
+    version: 1,
+    name: "user migrations",
+    sql: "create table _reactor_user_migrations (
+              name text primary key,
+              checksum text not null,
+              applied_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+          );",
+}];
+
+/// Creates this crate's bookkeeping table.
+pub async fn prepare(db: &Db) -> Result<(), MigrationError> {
+    Ok(db
+        .apply_migrations("data", SQLITE_TABLES, POSTGRES_TABLES)
+        .await?)
+}
+
+fn compare(files: &[MigrationFile], applied: &[(String, String)]) -> Vec<MigrationState> {
+    let mut states: Vec<MigrationState> = files
+        .iter()
+        .map(|f| MigrationState {
+            name: f.name.clone(),
+            status: match applied.iter().find(|(name, _)| name == &f.name) {
+                None => Status::Pending,
+                Some((_, sum)) if sum == &f.checksum => Status::Applied,
+                Some(_) => Status::Modified,
+            },
+        })
+        .collect();
+    for (name, _) in applied {
+        if !files.iter().any(|f| &f.name == name) {
+            states.push(MigrationState {
+                name: name.clone(),
+                status: Status::Missing,
+            });
+        }
+    }
+    states.sort_by(|a, b| a.name.cmp(&b.name));
+    states
+}
+
+/// Applied, pending, modified and missing migrations.
+pub async fn status(
+    db: &Db,
+    files: &[MigrationFile],
+) -> Result<Vec<MigrationState>, MigrationError> {
+    prepare(db).await?;
+    let Db::Postgres(pool) = db else {
+        return Err(MigrationError::Unsupported);
+    };
+    let applied: Vec<(String, String)> =
+        sqlx::query_as("select name, checksum from reactor.user_migrations")
+            .fetch_all(pool)
+            .await?;
+    Ok(compare(files, &applied))
+}
+
+/// Applies the pending migrations, all in one transaction; returns their names.
+pub async fn migrate(db: &Db, files: &[MigrationFile]) -> Result<Vec<String>, MigrationError> {
+    prepare(db).await?;
+    let Db::Postgres(pool) = db else {
+        return Err(MigrationError::Unsupported);
+    };
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    // One migrator at a time across replicas.
+    sqlx::query("select pg_advisory_xact_lock(hashtext('reactor.user_migrations'))")
+        .execute(&mut *tx)
+        .await?;
+    let applied: Vec<(String, String)> =
+        sqlx::query("select name, checksum from reactor.user_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("checksum")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+    let states = compare(files, &applied);
+    if let Some(changed) = states.iter().find(|s| s.status == Status::Modified) {
+        return Err(MigrationError::Modified {
+            name: changed.name.clone(),
+        });
+    }
+    let mut done = Vec::new();
+    for file in files {
+        if !states
+            .iter()
+            .any(|s| s.name == file.name && s.status == Status::Pending)
+        {
+            continue;
+        }
+        // The project's own SQL, run as written: that is what a migration is.
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(file.sql.clone()))
+            .execute(&mut *tx)
+            .await
+        {
+            return Err(located(file, e));
+        }
+        sqlx::query("insert into reactor.user_migrations (name, checksum) values ($1, $2)")
+            .bind(&file.name)
+            .bind(&file.checksum)
+            .execute(&mut *tx)
+            .await?;
+        done.push(file.name.clone());
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// A database error placed in the file: Postgres reports a 1-based character position in the
+/// text it was sent, which is the whole file.
+fn located(file: &MigrationFile, e: sqlx::Error) -> MigrationError {
+    let Some(db) = e.as_database_error() else {
+        return e.into();
+    };
+    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+    let position = pg.and_then(|pg| match pg.position() {
+        Some(sqlx::postgres::PgErrorPosition::Original(p)) => Some(p),
+        _ => None,
+    });
+    let (line, column) = match position {
+        Some(p) => line_and_column(&file.sql, p),
+        None => (0, 0),
+    };
+    MigrationError::Failed {
+        file: file.name.clone(),
+        line,
+        column,
+        message: db.message().to_string(),
+        code: db.code().map(|c| c.to_string()).unwrap_or_default(),
+    }
+}
+
+/// 1-based line and column of the 1-based character `position` of `text`.
+fn line_and_column(text: &str, position: usize) -> (usize, usize) {
+    let before: String = text.chars().take(position.saturating_sub(1)).collect();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_become_lines_and_columns() {
+        let sql = "create table a (x int);\ncreate tabel b (y int);";
+        assert_eq!(line_and_column(sql, 1), (1, 1));
+        assert_eq!(line_and_column(sql, 25), (2, 1));
+        assert_eq!(line_and_column(sql, 32), (2, 8));
+    }
+
+    #[test]
+    fn comparison_finds_every_state() {
+        let files = vec![
+            MigrationFile::new("1.sql", "a"),
+            MigrationFile::new("2.sql", "b"),
+            MigrationFile::new("3.sql", "c"),
+        ];
+        let applied = vec![
+            ("1.sql".to_string(), files[0].checksum.clone()),
+            ("2.sql".to_string(), "stale".to_string()),
+            ("0.sql".to_string(), "gone".to_string()),
+        ];
+        let states: Vec<(String, Status)> = compare(&files, &applied)
+            .into_iter()
+            .map(|s| (s.name, s.status))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("0.sql".into(), Status::Missing),
+                ("1.sql".into(), Status::Applied),
+                ("2.sql".into(), Status::Modified),
+                ("3.sql".into(), Status::Pending)
+            ]
+        );
+    }
+}
