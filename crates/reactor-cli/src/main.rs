@@ -5,6 +5,7 @@
 //! `reactor dev`, which runs the server in-process.
 
 mod context;
+mod data;
 mod dev;
 mod info;
 mod init;
@@ -48,6 +49,9 @@ enum Command {
     /// Manage contexts: named connections to Reactor servers.
     #[command(subcommand)]
     Context(context::ContextCommand),
+    /// The project's SQL migrations: new, status, migrate.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Show the server behind the current context: version, project, capabilities.
     Info(info::InfoArgs),
     /// Sign in to the current context's server as a user.
@@ -73,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Dev(args) => dev::run(&session, args).await,
         Command::Context(cmd) => context::run(&session, cmd),
         Command::Info(args) => info::run(&session, args).await,
+        Command::Data(cmd) => data::run(&session, cmd).await,
         Command::Keys(cmd) => keys::run(&session, cmd).await,
         Command::Login(args) => login::login(&session, args).await,
         Command::Logout => login::logout(&session).await,

@@ -873,3 +873,123 @@ async fn login_whoami_and_organizations() {
     let creds = std::fs::read_to_string(sb.home().join("credentials.toml")).expect("creds");
     assert!(!creds.contains("access_token"), "{creds}");
 }
+
+// The server runs in this process while the CLI subprocess blocks a thread: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_migrations_against_a_postgres_server() {
+    let Some(url) = reactor_db::testing::fresh_postgres_database("cli_data").await else {
+        return;
+    };
+    let db = reactor_db::Db::connect(&url).await.expect("db");
+    let service = reactor_core::keys::generate(reactor_core::KeyTier::Service);
+    db.insert_api_key(&service, "ci").await.expect("key");
+    let server = reactor_server::Server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let endpoint = server.endpoint().expect("endpoint");
+    let config = reactor_server::config::ServerConfig {
+        listen: server.local_addr().expect("addr"),
+        database_url: url.clone(),
+        capabilities: reactor_server::compiled_capabilities(),
+        identity: Default::default(),
+        smtp: None,
+        master_key: None,
+        dev: false,
+    };
+    let state = reactor_server::AppState::start(db, &config, &endpoint)
+        .await
+        .expect("state");
+    tokio::spawn(server.run(state, std::future::pending()));
+
+    let sb = Sandbox::new();
+    let project = sb.init("pgapp");
+    let out = with_stdin(
+        &sb,
+        &project,
+        &[
+            "context",
+            "add",
+            "pg",
+            "--endpoint",
+            &endpoint,
+            "--token-stdin",
+        ],
+        &service.secret,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fn run<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--context", "pg"][..]].concat()
+    }
+
+    let status: Value =
+        serde_json::from_str(&sb.ok(&project, &run(&["data", "status", "--json"]))).expect("json");
+    assert_eq!(status[0]["name"], "0001_init.sql");
+    assert_eq!(status[0]["status"], "pending");
+    sb.ok(&project, &run(&["data", "migrate"]));
+    assert!(
+        sb.ok(&project, &run(&["data", "status"]))
+            .contains("0001_init.sql  applied")
+    );
+
+    // A new migration with a mistake: a located error, nothing applied.
+    let path = sb.ok(&project, &["data", "new", "Add tags!"]);
+    let path = PathBuf::from(path.trim());
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+    assert!(
+        name.ends_with("_add_tags.sql") && name.len() == "20261126011500_add_tags.sql".len(),
+        "{name}"
+    );
+    std::fs::write(
+        &path,
+        "create table tags (id int primary key);\ncreate tabel oops (x int);\n",
+    )
+    .expect("write");
+    let err = sb.fails(&project, &run(&["data", "migrate"]));
+    assert!(
+        err.contains(&format!("{name}:2:8: syntax error")) && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(
+        sb.ok(&project, &run(&["data", "status"]))
+            .contains(&format!("{name}  pending"))
+    );
+    std::fs::write(&path, "create table tags (id int primary key);\n").expect("write");
+    sb.ok(&project, &run(&["data", "migrate"]));
+
+    // Editing an applied migration is refused by name.
+    let first = project.join("data/migrations/0001_init.sql");
+    let text = std::fs::read_to_string(&first).expect("read");
+    std::fs::write(&first, format!("{text}\n-- edited\n")).expect("write");
+    let err = sb.fails(&project, &run(&["data", "migrate"]));
+    assert!(
+        err.contains("0001_init.sql was changed after it was applied"),
+        "{err}"
+    );
+    let table = sb.ok(&project, &run(&["data", "status"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("0001_init.sql ") && l.ends_with(" modified")),
+        "{table}"
+    );
+}
+
+#[test]
+fn data_migrate_on_o1_says_it_is_not_built_yet() {
+    let sb = Sandbox::new();
+    let project = sb.init("o1");
+    let _dev = start_dev(&sb, &project);
+    let err = sb.fails(&project, &["data", "migrate"]);
+    assert!(
+        err.contains("not built yet") && err.contains("hint:"),
+        "{err}"
+    );
+}

@@ -260,6 +260,40 @@ impl Client {
         Ok(())
     }
 
+    /// Where each migration stands on the server; `files` are (name, sql) pairs.
+    pub async fn migration_status(
+        &self,
+        files: &[(String, String)],
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let body: serde_json::Value = self
+            .send(
+                reqwest::Method::POST,
+                "/data/v1/migrations/status",
+                Some(migration_body(files)),
+            )
+            .await?;
+        Ok(body["migrations"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Applies the pending migrations; the names applied.
+    pub async fn migrate(&self, files: &[(String, String)]) -> Result<Vec<String>, ClientError> {
+        let body: serde_json::Value = self
+            .send(
+                reqwest::Method::POST,
+                "/data/v1/migrations",
+                Some(migration_body(files)),
+            )
+            .await?;
+        Ok(body["applied"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
         let list: KeyList = self.send(reqwest::Method::GET, "/v1/keys", None).await?;
         Ok(list.keys)
@@ -331,6 +365,14 @@ impl Client {
             Err(_) => Err(unexpected(status, &bytes)),
         }
     }
+}
+
+fn migration_body(files: &[(String, String)]) -> serde_json::Value {
+    let files: Vec<_> = files
+        .iter()
+        .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
+        .collect();
+    serde_json::json!({ "files": files })
 }
 
 /// A path segment with everything but unreserved characters percent-encoded.

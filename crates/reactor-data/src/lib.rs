@@ -5,4 +5,5 @@
 //! transaction. Postgres (O2) runs them as written; the SQLite (O1) translation, the schema
 //! cache and the `/data/v1` API follow.
 
+pub mod http;
 pub mod migrations;

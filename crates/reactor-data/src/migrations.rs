@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 /// One migration file as read from disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MigrationFile {
     pub name: String,
     pub sql: String,
-    /// Hex SHA-256 of the file's bytes.
+    /// Hex SHA-256 of the file's bytes; recomputed on arrival, never trusted from a client.
+    #[serde(skip_deserializing, default)]
     pub checksum: String,
 }
 
@@ -33,7 +34,8 @@ impl MigrationFile {
 }
 
 /// Where a migration stands against a database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Applied,
     Pending,
@@ -43,7 +45,7 @@ pub enum Status {
     Missing,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MigrationState {
     pub name: String,
     pub status: Status,

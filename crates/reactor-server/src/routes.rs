@@ -56,7 +56,10 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The routers of the enabled capabilities: those behind the key middleware, and those
 /// anyone may call.
-#[cfg_attr(not(feature = "identity"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "identity", feature = "data")),
+    allow(unused_variables)
+)]
 fn capability_routers(state: &AppState) -> (Router, Router) {
     let routers = (Router::new(), Router::new());
     #[cfg(feature = "identity")]
@@ -71,6 +74,17 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
             ),
         ),
         None => routers,
+    };
+    #[cfg(feature = "data")]
+    let routers = if state.capabilities.contains(&reactor_core::Capability::Data) {
+        (
+            routers
+                .0
+                .nest("/data/v1", reactor_data::http::router(state.db.clone())),
+            routers.1,
+        )
+    } else {
+        routers
     };
     routers
 }

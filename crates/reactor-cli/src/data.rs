@@ -1,0 +1,136 @@
+//! `reactor data new|status|migrate`: the project's SQL migrations.
+
+use crate::output::{hinted, table};
+use crate::session::Session;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DataCommand {
+    /// Create a new, empty migration file named after the time and NAME.
+    New { name: String },
+    /// Which migrations the current context's server has applied, and which are pending,
+    /// modified or missing.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the pending migrations, all in one transaction.
+    Migrate,
+}
+
+pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
+    let manifest = session.load_manifest()?;
+    let dir = manifest.migrations_dir();
+    if let DataCommand::New { name } = &cmd {
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_matches('_')
+            .to_string();
+        if slug.is_empty() {
+            return Err(hinted(
+                "the name has no letters or digits",
+                "for example: reactor data new add_tags",
+            ));
+        }
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}_{slug}.sql", timestamp()));
+        if path.exists() {
+            return Err(hinted(
+                format!("{} already exists", path.display()),
+                "wait a second, or pick another name",
+            ));
+        }
+        std::fs::write(
+            &path,
+            format!(
+                "-- {name}\n-- Written in PostgreSQL's dialect; applied once, in name order.\n\n"
+            ),
+        )?;
+        println!("{}", path.display());
+        return Ok(());
+    }
+    let files: Vec<(String, String)> = reactor_data::migrations::read_dir(&dir)
+        .map_err(|e| hinted(e.to_string(), "check [data].migrations_dir in reactor.toml"))?
+        .into_iter()
+        .map(|f| (f.name, f.sql))
+        .collect();
+    let (_, client) = session.client().await?;
+    match cmd {
+        DataCommand::Status { json } => {
+            let states = client.migration_status(&files).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&states)?);
+            } else if states.is_empty() {
+                eprintln!("no migrations in {}", dir.display());
+            } else {
+                let rows: Vec<Vec<String>> = states
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s["name"].as_str().unwrap_or_default().into(),
+                            s["status"].as_str().unwrap_or_default().into(),
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["MIGRATION", "STATUS"], &rows));
+            }
+        }
+        DataCommand::Migrate => {
+            let applied = client.migrate(&files).await?;
+            if applied.is_empty() {
+                eprintln!("nothing to apply: the database is up to date");
+            }
+            for name in applied {
+                eprintln!("applied {name}");
+            }
+        }
+        DataCommand::New { .. } => {}
+    }
+    Ok(())
+}
+
+/// `YYYYMMDDHHMMSS` in UTC, so files sort in the order they were made.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_818), (2026, 12, 31));
+        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    }
+}
