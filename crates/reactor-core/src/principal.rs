@@ -1,5 +1,7 @@
 use serde::Serialize;
 
+use crate::ApiError;
+
 /// Which kind of project key authenticated the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +78,16 @@ impl Principal {
 
     pub fn is_service(&self) -> bool {
         self.tier == KeyTier::Service
+    }
+
+    /// Admits the service key only: `what` (e.g. "managing project keys") is refused with 403
+    /// `not_admin` and a hint for anything else.
+    pub fn require_service(&self, what: &str) -> Result<(), ApiError> {
+        if self.is_service() {
+            return Ok(());
+        }
+        Err(ApiError::new(http::StatusCode::FORBIDDEN, "not_admin", format!("{what} requires the service key"))
+            .with_hint("use an rk_svc_… key (REACTOR_TOKEN, or the `local` context of `reactor dev`), from servers only: never ship it to a browser"))
     }
 
     pub fn db_role(&self) -> DbRole {

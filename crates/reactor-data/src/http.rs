@@ -35,19 +35,6 @@ impl Files {
     }
 }
 
-fn service_only(principal: &Principal) -> Result<(), ApiError> {
-    if principal.is_service() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_admin",
-            "migrations need the service key",
-        )
-        .with_hint("run `reactor data migrate` with a context that holds an rk_svc_… key"))
-    }
-}
-
 impl From<MigrationError> for ApiError {
     fn from(e: MigrationError) -> Self {
         let hint = e.hint();
@@ -94,7 +81,7 @@ async fn status(
     Extension(principal): Extension<Principal>,
     JsonBody(files): JsonBody<Files>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("running migrations")?;
     let states = migrations::status(&db, &files.checked()).await?;
     Ok(Json(json!({ "migrations": states })))
 }
@@ -104,7 +91,7 @@ async fn apply(
     Extension(principal): Extension<Principal>,
     JsonBody(files): JsonBody<Files>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("running migrations")?;
     let applied = migrations::migrate(&db, &files.checked()).await?;
     Ok(Json(json!({ "applied": applied })))
 }

@@ -203,20 +203,6 @@ async fn jwks(State(id): State<Identity>) -> Json<Value> {
     Json(id.jwks())
 }
 
-/// The admin API answers the service key only.
-fn service_only(principal: &Principal) -> Result<(), ApiError> {
-    if principal.is_service() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_admin",
-            "this endpoint requires the service key",
-        )
-        .with_hint("call it from a server with the rk_svc_… key; never ship that key to a browser"))
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Page {
     page: Option<i64>,
@@ -228,7 +214,7 @@ async fn admin_list(
     Extension(principal): Extension<Principal>,
     Query(p): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("the admin API")?;
     let (users, total) = id
         .admin_list_users(p.page.unwrap_or(1), p.per_page.unwrap_or(50))
         .await?;
@@ -242,7 +228,7 @@ async fn admin_create(
     Extension(principal): Extension<Principal>,
     JsonBody(new): JsonBody<AdminUserCreate>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("the admin API")?;
     Ok(Json(json!(id.admin_create_user(new).await?)))
 }
 
@@ -251,7 +237,7 @@ async fn admin_get(
     Extension(principal): Extension<Principal>,
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("the admin API")?;
     Ok(Json(json!(id.admin_get_user(&user).await?)))
 }
 
@@ -261,7 +247,7 @@ async fn admin_update(
     Path(user): Path<String>,
     JsonBody(update): JsonBody<AdminUserUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("the admin API")?;
     Ok(Json(json!(id.admin_update_user(&user, update).await?)))
 }
 
@@ -270,7 +256,7 @@ async fn admin_delete(
     Extension(principal): Extension<Principal>,
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("the admin API")?;
     id.admin_delete_user(&user).await?;
     Ok(Json(json!({})))
 }
@@ -475,7 +461,7 @@ async fn rotate_signing_key(
     State(id): State<Identity>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("the admin API")?;
     let kid = id.rotate_signing_key().await?;
     Ok(Json(json!({ "kid": kid })))
 }

@@ -137,20 +137,6 @@ async fn info(
     })))
 }
 
-/// Project keys are managed with the service key only.
-fn service_only(principal: &Principal) -> Result<(), ApiError> {
-    if principal.is_service() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "not_admin",
-            "managing project keys requires the service key",
-        )
-        .with_hint("use an rk_svc_… key (REACTOR_TOKEN, or the `local` context of `reactor dev`)"))
-    }
-}
-
 fn db_failure(e: reactor_db::DbError) -> ApiError {
     tracing::error!(error = %e, "database failure");
     ApiError::internal()
@@ -160,7 +146,7 @@ async fn list_keys(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("managing project keys")?;
     let keys = state.db.list_api_keys().await.map_err(db_failure)?;
     Ok(Json(json!({ "keys": keys })))
 }
@@ -178,7 +164,7 @@ async fn create_key(
     Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<NewKeyBody>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    service_only(&principal)?;
+    principal.require_service("managing project keys")?;
     let tier = match body.tier.as_str() {
         "pub" | "public" => KeyTier::Public,
         "svc" | "service" => KeyTier::Service,
@@ -219,7 +205,7 @@ async fn revoke_key(
     Extension(principal): Extension<Principal>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    service_only(&principal)?;
+    principal.require_service("managing project keys")?;
     if state.db.revoke_api_key(&id).await.map_err(db_failure)? {
         state.keys.forget(&id);
         state.keys.forget(&id);
