@@ -15,9 +15,51 @@ pub enum DataCommand {
     },
     /// Apply the pending migrations, all in one transaction.
     Migrate,
+    /// Run one SQL statement with the owner's rights (service key only) and show its rows.
+    Query {
+        sql: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
+    // The SQL console needs no project, only a server.
+    if let DataCommand::Query { sql, json } = &cmd {
+        let (_, client) = session.client().await?;
+        let result = client.query(sql).await?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else if let Some(affected) = result["rows_affected"].as_u64() {
+            eprintln!("{affected} row(s) affected");
+        } else {
+            let columns: Vec<&str> = result["columns"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|n| n.as_str()).collect())
+                .unwrap_or_default();
+            let rows: Vec<Vec<String>> = result["rows"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            r.as_array()
+                                .map(|cells| cells.iter().map(cell).collect())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !columns.is_empty() {
+                println!("{}", table(&columns, &rows));
+            }
+            eprintln!(
+                "({} row{})",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "s" }
+            );
+        }
+        return Ok(());
+    }
     let manifest = session.load_manifest()?;
     let dir = manifest.migrations_dir();
     if let DataCommand::New { name } = &cmd {
@@ -91,9 +133,18 @@ pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
                 eprintln!("applied {name}");
             }
         }
-        DataCommand::New { .. } => {}
+        DataCommand::New { .. } | DataCommand::Query { .. } => {}
     }
     Ok(())
+}
+
+/// A cell as text: strings bare, NULL empty, anything else as JSON.
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// `YYYYMMDDHHMMSS` in UTC, so files sort in the order they were made.

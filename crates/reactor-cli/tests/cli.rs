@@ -964,6 +964,45 @@ async fn data_migrations_against_a_postgres_server() {
     std::fs::write(&path, "create table tags (id int primary key);\n").expect("write");
     sb.ok(&project, &run(&["data", "migrate"]));
 
+    // The SQL console, as the owner.
+    let changed: Value = serde_json::from_str(&sb.ok(
+        &project,
+        &run(&[
+            "data",
+            "query",
+            "insert into tags (id) values (1), (2)",
+            "--json",
+        ]),
+    ))
+    .expect("json");
+    assert_eq!(changed["rows_affected"], 2);
+    let read: Value = serde_json::from_str(&sb.ok(
+        &project,
+        &run(&[
+            "data",
+            "query",
+            "select id, id * 10 as tenfold from tags order by id",
+            "--json",
+        ]),
+    ))
+    .expect("json");
+    assert_eq!(
+        read["columns"],
+        serde_json::json!(["id", "tenfold"]),
+        "columns keep their order"
+    );
+    assert_eq!(read["rows"], serde_json::json!([[1, 10], [2, 20]]));
+    let shown = sb.ok(
+        &project,
+        &run(&["data", "query", "select id from tags where id = 2"]),
+    );
+    assert_eq!(shown.trim(), "id\n2");
+    let err = sb.fails(&project, &run(&["data", "query", "select nope from tags"]));
+    assert!(
+        err.contains("column \"nope\" does not exist") && err.contains("42703"),
+        "{err}"
+    );
+
     // Editing an applied migration is refused by name.
     let first = project.join("data/migrations/0001_init.sql");
     let text = std::fs::read_to_string(&first).expect("read");
@@ -983,13 +1022,24 @@ async fn data_migrations_against_a_postgres_server() {
 }
 
 #[test]
-fn data_migrate_on_o1_says_it_is_not_built_yet() {
+fn data_on_o1_queries_but_does_not_migrate_yet() {
     let sb = Sandbox::new();
     let project = sb.init("o1");
-    let _dev = start_dev(&sb, &project);
+    let dev = start_dev(&sb, &project);
     let err = sb.fails(&project, &["data", "migrate"]);
     assert!(
         err.contains("not built yet") && err.contains("hint:"),
+        "{err}"
+    );
+    // The SQL console works on O1 already.
+    let shown = sb.ok(&project, &["data", "query", "select 1 as one, 'x' as two"]);
+    assert_eq!(shown.trim(), "one  two\n1    x");
+    let err = sb.fails(
+        &project,
+        &["data", "query", "select 1", "--token", &dev.public_key],
+    );
+    assert!(
+        err.contains("running SQL requires the service key"),
         "{err}"
     );
 }

@@ -294,6 +294,13 @@ impl Client {
             .unwrap_or_default())
     }
 
+    /// `POST /data/v1/query`: `{columns, rows}` for a read, `{rows_affected}` otherwise.
+    pub async fn query(&self, sql: &str) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({ "sql": sql });
+        self.send(reqwest::Method::POST, "/data/v1/query", Some(body))
+            .await
+    }
+
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
         let list: KeyList = self.send(reqwest::Method::GET, "/v1/keys", None).await?;
         Ok(list.keys)

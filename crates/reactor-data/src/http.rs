@@ -16,6 +16,7 @@ pub fn router(db: Db) -> Router {
     Router::new()
         .route("/migrations", post(apply))
         .route("/migrations/status", post(status))
+        .route("/query", post(query))
         .with_state(db)
 }
 
@@ -94,4 +95,30 @@ async fn apply(
     principal.require_service("running migrations")?;
     let applied = migrations::migrate(&db, &files.checked()).await?;
     Ok(Json(json!({ "applied": applied })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    sql: String,
+}
+
+/// The SQL console: one statement, the owner's rights, the service key only.
+async fn query(
+    State(db): State<Db>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require_service("running SQL")?;
+    match crate::query::run(&db, &body.sql).await {
+        Ok(result) => Ok(Json(json!(result))),
+        Err(crate::query::QueryError::Database { code, message }) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, code, message)
+                .with_hint("check the statement"))
+        }
+        Err(crate::query::QueryError::Db(e)) => {
+            tracing::error!(error = %e, "query failed");
+            Err(ApiError::internal())
+        }
+    }
 }

@@ -7,3 +7,4 @@
 
 pub mod http;
 pub mod migrations;
+pub mod query;
