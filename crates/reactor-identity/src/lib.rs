@@ -814,16 +814,9 @@ impl Identity {
         update: UserUpdate,
     ) -> Result<User, IdentityError> {
         let current = self.live_session(user_id, session_id).await?;
-        let mut changes = UserChanges::default();
-        if let Some(email) = &update.email {
-            changes.email = Some(normalize_email(email)?);
-        }
-        if let Some(password) = &update.password {
-            changes.password_hash = Some(self.new_password_hash(password).await?);
-        }
-        if let Some(data) = update.data {
-            changes.user_metadata = Some(merge_metadata(&current.user_metadata, data));
-        }
+        let changes = self
+            .profile_changes(&current, update.email, update.password, update.data)
+            .await?;
         let row = self
             .inner
             .store
@@ -837,6 +830,26 @@ impl Identity {
                 .await?;
         }
         Ok(row.into())
+    }
+
+    /// The changes a user may make to themselves (and an admin to anyone): email, password and
+    /// user metadata, checked and merged into `current`.
+    async fn profile_changes(
+        &self,
+        current: &UserRow,
+        email: Option<String>,
+        password: Option<String>,
+        user_metadata: Option<Map<String, Value>>,
+    ) -> Result<UserChanges, IdentityError> {
+        Ok(UserChanges {
+            email: email.as_deref().map(normalize_email).transpose()?,
+            password_hash: match &password {
+                Some(p) => Some(self.new_password_hash(p).await?),
+                None => None,
+            },
+            user_metadata: user_metadata.map(|data| merge_metadata(&current.user_metadata, data)),
+            ..UserChanges::default()
+        })
     }
 
     /// The hash of a new password, once it passes the policy.
@@ -910,16 +923,14 @@ impl Identity {
             .user_by_id(id)
             .await?
             .ok_or(IdentityError::UserNotFound)?;
-        let mut changes = UserChanges::default();
-        if let Some(email) = &update.email {
-            changes.email = Some(normalize_email(email)?);
-        }
-        if let Some(p) = &update.password {
-            changes.password_hash = Some(self.new_password_hash(p).await?);
-        }
-        if let Some(data) = update.user_metadata {
-            changes.user_metadata = Some(merge_metadata(&current.user_metadata, data));
-        }
+        let mut changes = self
+            .profile_changes(
+                &current,
+                update.email,
+                update.password,
+                update.user_metadata,
+            )
+            .await?;
         if let Some(data) = update.app_metadata {
             changes.app_metadata = Some(merge_metadata(&current.app_metadata, data));
         }

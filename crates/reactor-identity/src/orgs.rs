@@ -252,24 +252,7 @@ impl Identity {
         target: &str,
         role: &str,
     ) -> Result<(), IdentityError> {
-        let (org_id, my_role) = self.membership(actor, org_ref).await?;
-        self.check_role(role)?;
-        if !managers(&my_role) {
-            return Err(IdentityError::InsufficientRole(
-                "only owners and admins change roles".into(),
-            ));
-        }
-        let current = self
-            .inner
-            .store
-            .role_in(&org_id, target)
-            .await?
-            .ok_or(IdentityError::NotMember)?;
-        if (role == "owner" || current == "owner") && my_role != "owner" {
-            return Err(IdentityError::InsufficientRole(
-                "only owners grant or take away the owner role".into(),
-            ));
-        }
+        let org_id = self.may_manage(actor, org_ref, target, Some(role)).await?;
         self.apply(
             self.inner
                 .store
@@ -285,11 +268,33 @@ impl Identity {
         org_ref: &str,
         target: &str,
     ) -> Result<(), IdentityError> {
+        let org_id = self.may_manage(actor, org_ref, target, None).await?;
+        self.apply(self.inner.store.remove_member(&org_id, target).await?)
+    }
+
+    /// Checks that `actor` may move member `target` to `new_role` (a known role) or, with
+    /// `None`, out of the org: owners and admins manage members, only owners touch the owner
+    /// role. Returns the org's id.
+    async fn may_manage(
+        &self,
+        actor: &str,
+        org_ref: &str,
+        target: &str,
+        new_role: Option<&str>,
+    ) -> Result<String, IdentityError> {
         let (org_id, my_role) = self.membership(actor, org_ref).await?;
+        if let Some(role) = new_role {
+            self.check_role(role)?;
+        }
         if !managers(&my_role) {
-            return Err(IdentityError::InsufficientRole(
-                "only owners and admins remove members".into(),
-            ));
+            let what = if new_role.is_some() {
+                "change roles"
+            } else {
+                "remove members"
+            };
+            return Err(IdentityError::InsufficientRole(format!(
+                "only owners and admins {what}"
+            )));
         }
         let current = self
             .inner
@@ -297,12 +302,14 @@ impl Identity {
             .role_in(&org_id, target)
             .await?
             .ok_or(IdentityError::NotMember)?;
-        if current == "owner" && my_role != "owner" {
-            return Err(IdentityError::InsufficientRole(
-                "only owners remove owners".into(),
-            ));
+        let touches_owner = current == "owner" || new_role == Some("owner");
+        if touches_owner && my_role != "owner" {
+            return Err(IdentityError::InsufficientRole(match new_role {
+                Some(_) => "only owners grant or take away the owner role".into(),
+                None => "only owners remove owners".into(),
+            }));
         }
-        self.apply(self.inner.store.remove_member(&org_id, target).await?)
+        Ok(org_id)
     }
 
     /// Leaves an org; the last owner cannot.

@@ -64,14 +64,17 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
         );
     }
     let mut principal = Principal::from_key(record.id, tier);
-    if let Some(token) = bearer(headers).filter(|t| *t != candidate) {
-        add_user(state, &mut principal, token, requested_org(headers)?).await?;
-    } else if requested_org(headers)?.is_some() {
-        return Err(ApiError::unauthorized(
-            "no_authorization",
-            "X-Reactor-Org needs a signed-in user",
-        )
-        .with_hint("send the user's access token as Authorization: Bearer <jwt>"));
+    let org = requested_org(headers)?;
+    match bearer(headers).filter(|t| *t != candidate) {
+        Some(token) => add_user(state, &mut principal, token, org).await?,
+        None if org.is_some() => {
+            return Err(ApiError::unauthorized(
+                "no_authorization",
+                "X-Reactor-Org needs a signed-in user",
+            )
+            .with_hint("send the user's access token as Authorization: Bearer <jwt>"));
+        }
+        None => {}
     }
     Ok(principal)
 }
