@@ -53,6 +53,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         database_url: String::new(),
         capabilities: capabilities.clone(),
         identity: IdentitySettings::default(),
+        data: Default::default(),
         smtp: None,
         master_key: Some(local_master_key(&state_dir)?),
         dev: true,

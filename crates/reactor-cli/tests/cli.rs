@@ -892,6 +892,7 @@ async fn data_migrations_against_a_postgres_server() {
         database_url: url.clone(),
         capabilities: reactor_server::compiled_capabilities(),
         identity: Default::default(),
+        data: Default::default(),
         smtp: None,
         master_key: None,
         dev: false,

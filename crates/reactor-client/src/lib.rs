@@ -268,7 +268,7 @@ impl Client {
         let body: serde_json::Value = self
             .send(
                 reqwest::Method::POST,
-                "/data/v1/migrations/status",
+                "/data/v1/admin/migrations/status",
                 Some(migration_body(files)),
             )
             .await?;
@@ -280,7 +280,7 @@ impl Client {
         let body: serde_json::Value = self
             .send(
                 reqwest::Method::POST,
-                "/data/v1/migrations",
+                "/data/v1/admin/migrations",
                 Some(migration_body(files)),
             )
             .await?;
@@ -294,10 +294,10 @@ impl Client {
             .unwrap_or_default())
     }
 
-    /// `POST /data/v1/query`: `{columns, rows}` for a read, `{rows_affected}` otherwise.
+    /// `POST /data/v1/admin/query`: `{columns, rows}` for a read, `{rows_affected}` otherwise.
     pub async fn query(&self, sql: &str) -> Result<serde_json::Value, ClientError> {
         let body = serde_json::json!({ "sql": sql });
-        self.send(reqwest::Method::POST, "/data/v1/query", Some(body))
+        self.send(reqwest::Method::POST, "/data/v1/admin/query", Some(body))
             .await
     }
 

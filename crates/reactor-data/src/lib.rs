@@ -1,10 +1,23 @@
-//! Data: the project's own tables.
+//! Data: the project's own tables behind PostgREST's URL grammar on `/data/v1`.
 //!
-//! Today: the migration engine ([`migrations`]) — the project's SQL files, in PostgreSQL's
-//! dialect, applied in name order, each once, recorded with a checksum, all pending ones in one
-//! transaction. Postgres (O2) runs them as written; the SQLite (O1) translation, the schema
-//! cache and the `/data/v1` API follow.
+//! Request flow: [`http`] reads the URL and headers into a [`grammar`] AST; [`api`] renders it
+//! against the [`schema`] cache ([`render`] for reads, [`mutate`] for writes and rpc) into one
+//! statement with bound values, and runs it in a transaction carrying the caller, so row-level
+//! security applies. [`migrations`] applies the project's SQL files; [`query`] is the service
+//! key's SQL console.
 
+pub mod api;
+pub mod error;
+pub mod grammar;
 pub mod http;
 pub mod migrations;
+pub mod mutate;
+pub mod openapi;
 pub mod query;
+pub mod render;
+pub mod schema;
+mod sqlite_catalog;
+mod sqlite_errors;
+
+pub use api::{Data, DataConfig};
+pub use error::DataError;

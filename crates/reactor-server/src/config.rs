@@ -43,6 +43,8 @@ struct FileConfig {
     capabilities: Option<Vec<String>>,
     #[serde(default)]
     identity: IdentitySettings,
+    #[serde(default)]
+    data: DataSettings,
     smtp: Option<SmtpSettings>,
     master_key: Option<String>,
 }
@@ -66,6 +68,14 @@ pub struct IdentitySettings {
     pub custom_roles: Vec<String>,
 }
 
+/// `[data]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    /// Let `PATCH` and `DELETE` on `/data/v1` run without any filter [default: false].
+    pub allow_unfiltered_writes: Option<bool>,
+}
+
 /// `[smtp]` in the config file; `REACTOR_SMTP_PASSWORD` overrides `password`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +97,7 @@ pub struct ServerConfig {
     pub database_url: String,
     pub capabilities: Vec<Capability>,
     pub identity: IdentitySettings,
+    pub data: DataSettings,
     pub smtp: Option<SmtpSettings>,
     /// Seals secrets at rest (signing keys): `REACTOR_MASTER_KEY`, else `master_key` in the file.
     pub master_key: Option<reactor_core::seal::MasterKey>,
@@ -121,7 +132,7 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url, capabilities, [identity] and [smtp]"
+                "the keys allowed are listen, database_url, capabilities, master_key, [identity], [data] and [smtp]"
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
@@ -226,6 +237,7 @@ impl ServerConfig {
             database_url,
             capabilities,
             identity: file.identity,
+            data: file.data,
             smtp,
             master_key,
             dev: false,

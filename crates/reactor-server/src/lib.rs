@@ -44,6 +44,9 @@ pub struct AppState {
     /// Present when the identity capability is enabled: it verifies user access tokens.
     #[cfg(feature = "identity")]
     pub identity: Option<reactor_identity::Identity>,
+    /// Present when the data capability is enabled.
+    #[cfg(feature = "data")]
+    pub data: Option<reactor_data::Data>,
     /// Project keys seen in the last second (see `auth::KeyCache`).
     pub(crate) keys: Arc<auth::KeyCache>,
 }
@@ -73,12 +76,28 @@ impl AppState {
         };
         #[cfg(not(feature = "identity"))]
         let _ = endpoint;
-        Ok(AppState::new(
+        #[cfg(feature = "data")]
+        let data = if capabilities.contains(&Capability::Data) {
+            let settings = reactor_data::DataConfig {
+                allow_unfiltered_writes: config.data.allow_unfiltered_writes.unwrap_or(false),
+            };
+            Some(
+                reactor_data::Data::new(db.clone(), settings)
+                    .await
+                    .map_err(|e| StartError::Capability(Capability::Data, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let state = AppState::new(
             db,
             capabilities,
             #[cfg(feature = "identity")]
             identity,
-        ))
+        );
+        #[cfg(feature = "data")]
+        let state = state.with_data(data);
+        Ok(state)
     }
 
     /// State from capabilities already started (tests start them with their own settings).
@@ -92,8 +111,17 @@ impl AppState {
             capabilities: Arc::new(capabilities),
             #[cfg(feature = "identity")]
             identity,
+            #[cfg(feature = "data")]
+            data: None,
             keys: Arc::new(auth::KeyCache::default()),
         }
+    }
+
+    /// Adds the data capability (started by [`AppState::start`], or by a test).
+    #[cfg(feature = "data")]
+    pub fn with_data(mut self, data: Option<reactor_data::Data>) -> AppState {
+        self.data = data;
+        self
     }
 }
 

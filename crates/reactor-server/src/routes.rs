@@ -76,15 +76,21 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
         None => routers,
     };
     #[cfg(feature = "data")]
-    let routers = if state.capabilities.contains(&reactor_core::Capability::Data) {
-        (
+    let routers = match &state.data {
+        Some(data) => (
             routers
                 .0
-                .nest("/data/v1", reactor_data::http::router(state.db.clone())),
+                .nest("/data/v1", reactor_data::http::router(data.clone()))
+                // The OpenAPI document answers at the API root with or without the slash.
+                .route(
+                    "/data/v1/",
+                    axum::routing::get(|| async {
+                        axum::response::Redirect::permanent("/data/v1")
+                    }),
+                ),
             routers.1,
-        )
-    } else {
-        routers
+        ),
+        None => routers,
     };
     routers
 }

@@ -1,0 +1,520 @@
+//! The Data capability: reads, writes and rpc calls on the project's tables, as the caller.
+//!
+//! Each call renders one statement (two on SQLite for a write) against the schema cache and
+//! runs it in one transaction carrying the principal: on Postgres `begin_as` sets the role and
+//! the `reactor.*` variables and real row-level security applies.
+
+use reactor_core::Principal;
+use reactor_db::Db;
+use serde_json::{Map, Value};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::error::DataError;
+use crate::grammar::SelectItem;
+use crate::mutate::Insert;
+use crate::render::{Body, Builder, Dialect, Levels, Param, Source, Statement};
+use crate::schema::{SchemaCache, SchemaHandle, Table};
+
+/// Server-side settings of the Data API.
+#[derive(Debug, Clone, Default)]
+pub struct DataConfig {
+    /// Let `PATCH` and `DELETE` run without a filter (off: they are refused).
+    pub allow_unfiltered_writes: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Data {
+    db: Db,
+    schema: SchemaHandle,
+    config: DataConfig,
+}
+
+/// What one read or write asks besides its rows.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub select: Vec<SelectItem>,
+    pub levels: Levels,
+    pub body: Body,
+    pub count: bool,
+    /// `Accept: application/vnd.pgrst.object+json`: anything but exactly one row fails, and a
+    /// write is rolled back.
+    pub single: bool,
+}
+
+/// The statement's answer: the JSON body, the rows in it, and the total when counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub body: Option<String>,
+    pub rows: i64,
+    pub total: Option<i64>,
+}
+
+/// An rpc answer: the output, and whether the body is one value rather than an array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcOutput {
+    pub output: Output,
+    pub single: bool,
+}
+
+impl Data {
+    pub async fn new(db: Db, config: DataConfig) -> Result<Data, DataError> {
+        let cache = crate::schema::load(&db)
+            .await
+            .map_err(|e| DataError::Internal(e.to_string()))?;
+        Ok(Data {
+            db,
+            schema: SchemaHandle::new(cache),
+            config,
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn schema(&self) -> std::sync::Arc<SchemaCache> {
+        self.schema.get()
+    }
+
+    pub async fn reload_schema(&self) -> Result<(), DataError> {
+        self.schema
+            .reload(&self.db)
+            .await
+            .map(|_| ())
+            .map_err(|e| DataError::Internal(e.to_string()))
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self.db {
+            Db::Postgres(_) => Dialect::Postgres,
+            Db::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Renders with the cached schema; when the request names something the cache does not
+    /// know, re-reads the catalog once (another replica may have migrated) and tries again.
+    async fn render<T>(
+        &self,
+        f: impl Fn(&SchemaCache, Dialect) -> Result<T, DataError>,
+    ) -> Result<T, DataError> {
+        let first = f(&self.schema.get(), self.dialect());
+        match first {
+            Err(
+                DataError::UnknownTable { .. }
+                | DataError::UnknownColumn { .. }
+                | DataError::NoRelationship { .. }
+                | DataError::UnknownFunction { .. },
+            ) if self.schema.reload_after_miss(&self.db).await => {
+                f(&self.schema.get(), self.dialect())
+            }
+            other => other,
+        }
+    }
+
+    pub async fn read(
+        &self,
+        principal: &Principal,
+        table: &str,
+        shape: &Shape,
+    ) -> Result<Output, DataError> {
+        let statement = self
+            .render(|schema, dialect| {
+                let t = find_table(schema, table)?;
+                let mut b = Builder::new(dialect, schema);
+                let sql = b.read(
+                    t,
+                    &Source::table(&t.name),
+                    &shape.select,
+                    &shape.levels,
+                    shape.body,
+                    shape.count,
+                )?;
+                Ok(b.finish(sql))
+            })
+            .await?;
+        match &self.db {
+            Db::Postgres(pool) => run_pg(pool, principal, statement, true, shape.single).await,
+            Db::Sqlite(pool) => {
+                let single = shape.single;
+                pool.with_principal(principal, move |conn| {
+                    Ok(sqlite_output(conn, &statement).and_then(|output| {
+                        if single && output.rows != 1 {
+                            Err(DataError::NotOne { rows: output.rows })
+                        } else {
+                            Ok(output)
+                        }
+                    }))
+                })
+                .await?
+            }
+        }
+    }
+
+    pub async fn insert(
+        &self,
+        principal: &Principal,
+        table: &str,
+        insert: &Insert,
+        shape: &Shape,
+    ) -> Result<Output, DataError> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                let statement = self
+                    .render(|schema, dialect| {
+                        let t = find_table(schema, table)?;
+                        let mut b = Builder::new(dialect, schema);
+                        let sql =
+                            b.insert_pg(t, insert, &shape.select, &shape.levels, shape.body)?;
+                        Ok(b.finish(sql))
+                    })
+                    .await?;
+                run_pg(pool, principal, statement, false, shape.single).await
+            }
+            Db::Sqlite(pool) => {
+                let (dml, read) = self
+                    .render(|schema, dialect| {
+                        let t = find_table(schema, table)?;
+                        let mut b = Builder::new(dialect, schema);
+                        let dml = b.insert_sqlite(t, insert)?;
+                        let read =
+                            b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
+                        Ok((dml, read))
+                    })
+                    .await?;
+                let single = shape.single;
+                pool.with_principal(principal, move |conn| {
+                    Ok(sqlite_write(conn, &dml, read, single))
+                })
+                .await?
+            }
+        }
+    }
+
+    pub async fn update(
+        &self,
+        principal: &Principal,
+        table: &str,
+        patch: &Map<String, Value>,
+        shape: &Shape,
+    ) -> Result<Output, DataError> {
+        self.guard_unfiltered(shape, "PATCH")?;
+        match &self.db {
+            Db::Postgres(pool) => {
+                let statement = self
+                    .render(|schema, dialect| {
+                        let t = find_table(schema, table)?;
+                        let mut b = Builder::new(dialect, schema);
+                        let sql =
+                            b.update_pg(t, patch, &shape.select, &shape.levels, shape.body)?;
+                        Ok(b.finish(sql))
+                    })
+                    .await?;
+                run_pg(pool, principal, statement, false, shape.single).await
+            }
+            Db::Sqlite(pool) => {
+                let (dml, read) = self
+                    .render(|schema, dialect| {
+                        let t = find_table(schema, table)?;
+                        let mut b = Builder::new(dialect, schema);
+                        let dml = b.update_sqlite(t, patch, &shape.levels)?;
+                        let read =
+                            b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
+                        Ok((dml, read))
+                    })
+                    .await?;
+                let single = shape.single;
+                pool.with_principal(principal, move |conn| {
+                    Ok(sqlite_write(conn, &dml, read, single))
+                })
+                .await?
+            }
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        principal: &Principal,
+        table: &str,
+        shape: &Shape,
+    ) -> Result<Output, DataError> {
+        self.guard_unfiltered(shape, "DELETE")?;
+        match &self.db {
+            Db::Postgres(pool) => {
+                let statement = self
+                    .render(|schema, dialect| {
+                        let t = find_table(schema, table)?;
+                        let mut b = Builder::new(dialect, schema);
+                        let sql = b.delete_pg(t, &shape.select, &shape.levels, shape.body)?;
+                        Ok(b.finish(sql))
+                    })
+                    .await?;
+                run_pg(pool, principal, statement, false, shape.single).await
+            }
+            Db::Sqlite(pool) => {
+                let (targets, read, name) = self
+                    .render(|schema, dialect| {
+                        let t = find_table(schema, table)?;
+                        let mut b = Builder::new(dialect, schema);
+                        let targets = b.delete_targets_sqlite(t, &shape.levels)?;
+                        let read =
+                            b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
+                        Ok((targets, read, t.name.clone()))
+                    })
+                    .await?;
+                let single = shape.single;
+                pool.with_principal(principal, move |conn| {
+                    let delete = Statement {
+                        sql: format!(
+                            "delete from {} where rowid in (select value from json_each(?1)) returning rowid",
+                            crate::render::quote_ident(&name)
+                        ),
+                        params: vec![Param::Text(String::new())],
+                    };
+                    Ok(sqlite_delete(conn, &targets, &delete, read, single))
+                })
+                .await?
+            }
+        }
+    }
+
+    fn guard_unfiltered(&self, shape: &Shape, method: &'static str) -> Result<(), DataError> {
+        let filtered = shape
+            .levels
+            .get(&Vec::new())
+            .is_some_and(|l| !l.conditions.is_empty());
+        if filtered || self.config.allow_unfiltered_writes {
+            Ok(())
+        } else {
+            Err(DataError::UnfilteredWrite { method })
+        }
+    }
+
+    /// `POST|GET /rpc/<name>`; `read_only` (GET) runs in a read-only transaction, so a volatile
+    /// function fails as it does on PostgREST (25006 → 405).
+    pub async fn rpc(
+        &self,
+        principal: &Principal,
+        name: &str,
+        args: &Map<String, Value>,
+        shape: &Shape,
+        read_only: bool,
+    ) -> Result<RpcOutput, DataError> {
+        let Db::Postgres(pool) = &self.db else {
+            return Err(DataError::Unsupported("rpc".into()));
+        };
+        let (statement, single) = self
+            .render(|schema, dialect| {
+                let function = find_function(schema, name, args)?;
+                let table = match &function.returns_table {
+                    Some(t) => Some(find_table(schema, t)?),
+                    None => None,
+                };
+                let single = !function.returns_set && (table.is_some() || function.is_scalar());
+                let mut b = Builder::new(dialect, schema);
+                let sql = b.rpc_pg(function, table, args, shape)?;
+                Ok((b.finish(sql), single && table.is_some()))
+            })
+            .await?;
+        let mut output = run_pg(pool, principal, statement, read_only, false).await?;
+        if single && let Some(body) = output.body.take() {
+            output.body = Some(unwrap_single(&body).to_string());
+        }
+        Ok(RpcOutput {
+            output,
+            single: single || self.is_scalar(name, args),
+        })
+    }
+
+    fn is_scalar(&self, name: &str, args: &Map<String, Value>) -> bool {
+        find_function(&self.schema.get(), name, args)
+            .map(|f| f.is_scalar() && !f.returns_set)
+            .unwrap_or(false)
+    }
+}
+
+/// `[x]` → `x`: the body of a one-row answer as an object.
+pub fn unwrap_single(body: &str) -> &str {
+    let trimmed = body.trim();
+    trimmed
+        .strip_prefix('[')
+        .and_then(|b| b.strip_suffix(']'))
+        .map(str::trim)
+        .unwrap_or(trimmed)
+}
+
+pub fn find_table<'s>(schema: &'s SchemaCache, name: &str) -> Result<&'s Table, DataError> {
+    schema.table(name).ok_or_else(|| DataError::UnknownTable {
+        name: name.to_string(),
+        suggestion: schema.suggest_table(name).map(str::to_string),
+    })
+}
+
+/// The overload whose parameters the call's argument names fit: every given name is a
+/// parameter, and every parameter without a default is given.
+fn find_function<'s>(
+    schema: &'s SchemaCache,
+    name: &str,
+    args: &Map<String, Value>,
+) -> Result<&'s crate::schema::Function, DataError> {
+    let fits = |f: &&crate::schema::Function| {
+        args.keys().all(|k| f.args.iter().any(|a| &a.name == k))
+            && f.args
+                .iter()
+                .all(|a| a.has_default || args.contains_key(&a.name))
+    };
+    schema
+        .functions
+        .get(name)
+        .and_then(|overloads| overloads.iter().find(fits))
+        .ok_or_else(|| DataError::UnknownFunction {
+            name: name.to_string(),
+            args: args.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+}
+
+fn bind_pg<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    params: Vec<Param>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for p in params {
+        q = match p {
+            Param::Text(s) => q.bind(s),
+            Param::Texts(v) => q.bind(v),
+            Param::Int(i) => q.bind(i),
+            Param::Float(f) => q.bind(f),
+        };
+    }
+    q
+}
+
+async fn run_pg(
+    pool: &sqlx::PgPool,
+    principal: &Principal,
+    statement: Statement,
+    read_only: bool,
+    single: bool,
+) -> Result<Output, DataError> {
+    let mut tx = reactor_db::postgres::begin_as(pool, principal).await?;
+    if read_only {
+        sqlx::query("set transaction read only")
+            .execute(&mut *tx)
+            .await?;
+    }
+    // The text is rendered from schema-cache identifiers and constants; values are bound.
+    let query = bind_pg(sqlx::query(AssertSqlSafe(statement.sql)), statement.params);
+    let row = query.fetch_one(&mut *tx).await?;
+    let output = Output {
+        body: row.try_get(0)?,
+        rows: row.try_get(1)?,
+        total: row.try_get(2)?,
+    };
+    if single && output.rows != 1 {
+        // Dropping the transaction rolls the write back.
+        return Err(DataError::NotOne { rows: output.rows });
+    }
+    tx.commit().await?;
+    Ok(output)
+}
+
+fn sqlite_params(params: &[Param]) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value as V;
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Text(s) => V::Text(s.clone()),
+            Param::Texts(v) => V::Text(serde_json::to_string(v).unwrap_or_default()),
+            Param::Int(i) => V::Integer(*i),
+            Param::Float(f) => V::Real(*f),
+        })
+        .collect()
+}
+
+fn sqlite_error(e: rusqlite::Error) -> DataError {
+    crate::sqlite_errors::translate(e)
+}
+
+fn sqlite_query_output(
+    conn: &rusqlite::Connection,
+    statement: &Statement,
+) -> Result<Output, DataError> {
+    let mut stmt = conn.prepare_cached(&statement.sql).map_err(sqlite_error)?;
+    let params = sqlite_params(&statement.params);
+    stmt.query_row(rusqlite::params_from_iter(params.iter()), |r| {
+        Ok(Output {
+            body: r.get(0)?,
+            rows: r.get(1)?,
+            total: r.get(2)?,
+        })
+    })
+    .map_err(sqlite_error)
+}
+
+fn sqlite_output(
+    conn: &mut rusqlite::Connection,
+    statement: &Statement,
+) -> Result<Output, DataError> {
+    sqlite_query_output(conn, statement)
+}
+
+fn sqlite_rowids(
+    conn: &rusqlite::Connection,
+    statement: &Statement,
+) -> Result<Vec<i64>, DataError> {
+    let mut stmt = conn.prepare_cached(&statement.sql).map_err(sqlite_error)?;
+    let params = sqlite_params(&statement.params);
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(sqlite_error)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
+}
+
+fn with_rowids(mut statement: Statement, rowids: &[i64]) -> Statement {
+    if let Some(p) = statement.params.first_mut() {
+        *p = Param::Text(serde_json::to_string(rowids).unwrap_or_else(|_| "[]".into()));
+    }
+    statement
+}
+
+fn sqlite_write(
+    conn: &mut rusqlite::Connection,
+    dml: &Statement,
+    read: Statement,
+    single: bool,
+) -> Result<Output, DataError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let rowids = sqlite_rowids(&tx, dml)?;
+    if single && rowids.len() != 1 {
+        return Err(DataError::NotOne {
+            rows: rowids.len() as i64,
+        });
+    }
+    let output = sqlite_query_output(&tx, &with_rowids(read, &rowids))?;
+    tx.commit().map_err(sqlite_error)?;
+    Ok(output)
+}
+
+fn sqlite_delete(
+    conn: &mut rusqlite::Connection,
+    targets: &Statement,
+    delete: &Statement,
+    read: Statement,
+    single: bool,
+) -> Result<Output, DataError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let rowids = sqlite_rowids(&tx, targets)?;
+    if single && rowids.len() != 1 {
+        return Err(DataError::NotOne {
+            rows: rowids.len() as i64,
+        });
+    }
+    let output = sqlite_query_output(&tx, &with_rowids(read, &rowids))?;
+    sqlite_rowids(&tx, &with_rowids(delete.clone(), &rowids))?;
+    tx.commit().map_err(sqlite_error)?;
+    Ok(output)
+}

@@ -1,0 +1,462 @@
+//! Writes (`POST`, `PATCH`, `DELETE`) and rpc calls, rendered for each dialect.
+//!
+//! On Postgres a write and the read of what it wrote are one statement: the DML sits in a CTE
+//! (`with _w as (insert … returning *)`) and the usual read renders over `_w`, embeds included.
+//! SQLite cannot put DML in a CTE, so there a write is two statements in one transaction: the
+//! DML returning the rowids it touched, then the read over those rowids.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+use crate::error::DataError;
+use crate::grammar::SelectItem;
+use crate::render::{Body, Builder, Dialect, Levels, Param, Source, quote_ident, quote_literal};
+use crate::schema::{Function, Table};
+
+/// How a conflicting insert is resolved (`Prefer: resolution=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Merge,
+    Ignore,
+}
+
+#[derive(Debug, Clone)]
+pub struct Insert {
+    /// The rows, each a JSON object.
+    pub rows: Vec<Map<String, Value>>,
+    /// `columns=`: the columns to write; otherwise every key seen in the body.
+    pub columns: Option<Vec<String>>,
+    /// `Prefer: missing=default`: a key absent from a row takes the column default, not NULL.
+    pub missing_default: bool,
+    pub on_conflict: Option<Vec<String>>,
+    pub resolution: Option<Resolution>,
+}
+
+/// A SQLite write as its two halves; `rowids_param` is the index of the read's parameter that
+/// receives the written rowids (a JSON array).
+#[derive(Debug, Clone)]
+pub struct SqliteWrite {
+    pub dml: crate::render::Statement,
+    pub read: crate::render::Statement,
+    pub rowids_param: usize,
+    /// Delete reads before it writes.
+    pub read_first: bool,
+}
+
+impl Insert {
+    /// The columns written, in the table's order, each known.
+    fn columns<'t>(&self, table: &'t Table) -> Result<Vec<&'t crate::schema::Column>, DataError> {
+        let wanted: Vec<String> = match &self.columns {
+            Some(cols) => cols.clone(),
+            None => {
+                let mut seen: Vec<String> = Vec::new();
+                for row in &self.rows {
+                    for key in row.keys() {
+                        if !seen.contains(key) {
+                            seen.push(key.clone());
+                        }
+                    }
+                }
+                seen
+            }
+        };
+        for name in &wanted {
+            if table.column(name).is_none() {
+                return Err(DataError::unknown_column(table, name));
+            }
+        }
+        Ok(table
+            .columns
+            .iter()
+            .filter(|c| wanted.contains(&c.name))
+            .collect())
+    }
+}
+
+impl<'s> Builder<'s> {
+    fn rows_json(rows: &[Map<String, Value>]) -> Result<String, DataError> {
+        serde_json::to_string(rows).map_err(|e| DataError::Internal(e.to_string()))
+    }
+
+    fn conflict_clause(
+        &self,
+        table: &Table,
+        insert: &Insert,
+        columns: &[&crate::schema::Column],
+    ) -> Result<String, DataError> {
+        let Some(resolution) = insert.resolution else {
+            return Ok(String::new());
+        };
+        let target = match &insert.on_conflict {
+            Some(cols) => cols.clone(),
+            None => table.primary_key.clone(),
+        };
+        if target.is_empty() {
+            return Err(DataError::BadRequest(format!(
+                "an upsert into {} needs on_conflict=<columns>: the table has no primary key",
+                table.name
+            )));
+        }
+        for c in &target {
+            if table.column(c).is_none() {
+                return Err(DataError::unknown_column(table, c));
+            }
+        }
+        let target_sql = target
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let updates: Vec<String> = columns
+            .iter()
+            .filter(|c| !target.contains(&c.name))
+            .map(|c| format!("{0} = excluded.{0}", quote_ident(&c.name)))
+            .collect();
+        Ok(match resolution {
+            Resolution::Ignore => format!(" on conflict ({target_sql}) do nothing"),
+            Resolution::Merge if updates.is_empty() => {
+                format!(" on conflict ({target_sql}) do nothing")
+            }
+            Resolution::Merge => format!(
+                " on conflict ({target_sql}) do update set {}",
+                updates.join(", ")
+            ),
+        })
+    }
+
+    /// Postgres: one statement that inserts and returns `(body, rows, total)`.
+    pub fn insert_pg(
+        &mut self,
+        table: &'s Table,
+        insert: &Insert,
+        items: &[SelectItem],
+        levels: &Levels,
+        body: Body,
+    ) -> Result<String, DataError> {
+        let columns = insert.columns(table)?;
+        let name = format!("\"public\".{}", quote_ident(&table.name));
+        let dml = if columns.is_empty() {
+            if insert.rows.len() != 1 {
+                return Err(DataError::BadBody(
+                    "rows without any column can only be inserted one at a time".into(),
+                ));
+            }
+            format!("insert into {name} default values")
+        } else {
+            let json = Self::rows_json(&insert.rows)?;
+            let p = self.bind(Param::Text(json));
+            let cols = columns
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values = columns
+                .iter()
+                .map(|c| {
+                    let v = format!("_p.{}", quote_ident(&c.name));
+                    if insert.missing_default {
+                        let default = c.default.clone().unwrap_or_else(|| "null".to_string());
+                        format!(
+                            "case when _j.v::jsonb ? {} then {v} else {default} end",
+                            quote_literal(&c.name)
+                        )
+                    } else {
+                        v
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let conflict = self.conflict_clause(table, insert, &columns)?;
+            format!(
+                "insert into {name} ({cols}) select {values} from json_array_elements({p}::json) _j(v) \
+                 cross join lateral json_populate_record(null::{name}, _j.v) _p{conflict}"
+            )
+        };
+        self.over_cte(table, &dml, items, levels, body)
+    }
+
+    /// Postgres: `PATCH` as one statement.
+    pub fn update_pg(
+        &mut self,
+        table: &'s Table,
+        patch: &Map<String, Value>,
+        items: &[SelectItem],
+        levels: &Levels,
+        body: Body,
+    ) -> Result<String, DataError> {
+        let name = format!("\"public\".{}", quote_ident(&table.name));
+        let sets = self.patch_columns(table, patch)?;
+        let json = serde_json::to_string(patch).map_err(|e| DataError::Internal(e.to_string()))?;
+        let p = self.bind(Param::Text(json));
+        let assignments = sets
+            .iter()
+            .map(|c| format!("{0} = _p.{0}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let dml = format!(
+            "update {name} t0 set {assignments} from json_populate_record(null::{name}, {p}::json) _p{}",
+            if wheres.is_empty() {
+                String::new()
+            } else {
+                format!(" where {wheres}")
+            }
+        );
+        self.over_cte(table, &format!("{dml} returning t0.*"), items, levels, body)
+    }
+
+    /// Postgres: `DELETE` as one statement.
+    pub fn delete_pg(
+        &mut self,
+        table: &'s Table,
+        items: &[SelectItem],
+        levels: &Levels,
+        body: Body,
+    ) -> Result<String, DataError> {
+        let name = format!("\"public\".{}", quote_ident(&table.name));
+        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let dml = format!(
+            "delete from {name} t0{} returning t0.*",
+            if wheres.is_empty() {
+                String::new()
+            } else {
+                format!(" where {wheres}")
+            }
+        );
+        self.over_cte(table, &dml, items, levels, body)
+    }
+
+    /// `with _w as (<dml> returning *) <read over _w>`.
+    fn over_cte(
+        &mut self,
+        table: &'s Table,
+        dml: &str,
+        items: &[SelectItem],
+        levels: &Levels,
+        body: Body,
+    ) -> Result<String, DataError> {
+        let dml = if dml.contains(" returning ") {
+            dml.to_string()
+        } else {
+            format!("{dml} returning *")
+        };
+        let read = self.read(
+            table,
+            &Source { sql: "_w".into() },
+            items,
+            &top_free(levels),
+            body,
+            false,
+        )?;
+        Ok(format!("with _w as ({dml}) {read}"))
+    }
+
+    fn patch_columns(
+        &self,
+        table: &Table,
+        patch: &Map<String, Value>,
+    ) -> Result<Vec<String>, DataError> {
+        if patch.is_empty() {
+            return Err(DataError::BadBody(
+                "the body names no column to update".into(),
+            ));
+        }
+        patch
+            .keys()
+            .map(|k| {
+                table
+                    .column(k)
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| DataError::unknown_column(table, k))
+            })
+            .collect()
+    }
+
+    /// SQLite: the insert returning rowids, and the read over them.
+    pub fn insert_sqlite(
+        &mut self,
+        table: &'s Table,
+        insert: &Insert,
+    ) -> Result<crate::render::Statement, DataError> {
+        let columns = insert.columns(table)?;
+        let name = quote_ident(&table.name);
+        let sql = if columns.is_empty() {
+            if insert.rows.len() != 1 {
+                return Err(DataError::BadBody(
+                    "rows without any column can only be inserted one at a time".into(),
+                ));
+            }
+            format!("insert into {name} default values returning rowid")
+        } else {
+            let json = Self::rows_json(&insert.rows)?;
+            let p = self.bind(Param::Text(json));
+            let cols = columns
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values = columns
+                .iter()
+                .map(|c| {
+                    let key = quote_literal(&c.name);
+                    let v = format!("(_j.value ->> {key})");
+                    if insert.missing_default {
+                        let default = c.default.clone().unwrap_or_else(|| "null".to_string());
+                        format!("case when (_j.value -> {key}) is null then {default} else {v} end")
+                    } else {
+                        v
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let conflict = self.conflict_clause(table, insert, &columns)?;
+            format!(
+                "insert into {name} ({cols}) select {values} from json_each({p}) _j where true{conflict} returning rowid"
+            )
+        };
+        Ok(self.take_statement(sql))
+    }
+
+    pub fn update_sqlite(
+        &mut self,
+        table: &'s Table,
+        patch: &Map<String, Value>,
+        levels: &Levels,
+    ) -> Result<crate::render::Statement, DataError> {
+        let sets = self.patch_columns(table, patch)?;
+        let json = serde_json::to_string(patch).map_err(|e| DataError::Internal(e.to_string()))?;
+        let p = self.bind(Param::Text(json));
+        let assignments = sets
+            .iter()
+            .map(|c| format!("{} = ({p} ->> {})", quote_ident(c), quote_literal(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let mut sql = format!(
+            "update {} as t0 set {assignments}",
+            quote_ident(&table.name)
+        );
+        if !wheres.is_empty() {
+            write!(sql, " where {wheres}").ok();
+        }
+        sql.push_str(" returning rowid");
+        Ok(self.take_statement(sql))
+    }
+
+    /// SQLite: the rowids a `DELETE` will remove (read first, then deleted by rowid).
+    pub fn delete_targets_sqlite(
+        &mut self,
+        table: &'s Table,
+        levels: &Levels,
+    ) -> Result<crate::render::Statement, DataError> {
+        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let mut sql = format!("select t0.rowid from {} t0", quote_ident(&table.name));
+        if !wheres.is_empty() {
+            write!(sql, " where {wheres}").ok();
+        }
+        Ok(self.take_statement(sql))
+    }
+
+    /// SQLite: the representation of the rows whose rowids are bound as a JSON array at
+    /// parameter 1.
+    pub fn read_rowids_sqlite(
+        &mut self,
+        table: &'s Table,
+        items: &[SelectItem],
+        levels: &Levels,
+        body: Body,
+    ) -> Result<crate::render::Statement, DataError> {
+        let p = self.bind(Param::Text(String::new()));
+        let source = Source {
+            sql: format!(
+                "(select * from {} where rowid in (select value from json_each({p})))",
+                quote_ident(&table.name)
+            ),
+        };
+        let sql = self.read(table, &source, items, &top_free(levels), body, false)?;
+        Ok(self.take_statement(sql))
+    }
+
+    /// Postgres: an rpc call. Returns the statement's SQL and whether the result is one JSON
+    /// value (scalar, or a single composite row) rather than an array.
+    pub fn rpc_pg(
+        &mut self,
+        function: &'s Function,
+        table: Option<&'s Table>,
+        args: &Map<String, Value>,
+        shape: &crate::api::Shape,
+    ) -> Result<String, DataError> {
+        let mut rendered = Vec::new();
+        for arg in &function.args {
+            if let Some(v) = args.get(&arg.name) {
+                let value = match v {
+                    Value::Null => "null".to_string(),
+                    Value::String(s) => {
+                        let p = self.bind(Param::Text(s.clone()));
+                        format!("{p}::{}", arg.ty)
+                    }
+                    Value::Array(_) if arg.ty.ends_with("[]") => {
+                        let p = self.bind(Param::Text(v.to_string()));
+                        format!(
+                            "array(select json_array_elements_text({p}::json))::{}",
+                            arg.ty
+                        )
+                    }
+                    other => {
+                        let p = self.bind(Param::Text(other.to_string()));
+                        if crate::schema::kind_of(&arg.ty) == crate::schema::Kind::Json {
+                            format!("{p}::{}", arg.ty)
+                        } else {
+                            // Numbers and booleans: their JSON text is their SQL text.
+                            format!("{p}::text::{}", arg.ty)
+                        }
+                    }
+                };
+                rendered.push(format!("{} => {value}", quote_ident(&arg.name)));
+            }
+        }
+        let call = format!(
+            "\"public\".{}({})",
+            quote_ident(&function.name),
+            rendered.join(", ")
+        );
+        match table {
+            Some(table) => {
+                let source = Source { sql: call };
+                self.read(
+                    table,
+                    &source,
+                    &shape.select,
+                    &shape.levels,
+                    shape.body,
+                    shape.count,
+                )
+            }
+            None if function.returns_set => Ok(format!(
+                "select coalesce(json_agg(_r.v), '[]')::text as body, count(*) as page, null::bigint as total from {call} _r(v)"
+            )),
+            None => Ok(format!(
+                "select to_json({call})::text as body, 1::bigint as page, null::bigint as total"
+            )),
+        }
+    }
+
+    fn take_statement(&mut self, sql: String) -> crate::render::Statement {
+        let params = std::mem::take(self.params_mut());
+        crate::render::Statement { sql, params }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+}
+
+/// Writes accept filters on the top level only; embeds only shape the representation.
+fn top_free(levels: &Levels) -> Levels {
+    levels
+        .iter()
+        .filter(|(path, _)| !path.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
