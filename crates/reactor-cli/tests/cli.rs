@@ -1023,16 +1023,39 @@ async fn data_migrations_against_a_postgres_server() {
 }
 
 #[test]
-fn data_on_o1_queries_but_does_not_migrate_yet() {
+fn data_on_o1_migrates_and_serves_the_scaffold() {
     let sb = Sandbox::new();
     let project = sb.init("o1");
     let dev = start_dev(&sb, &project);
+    // The scaffold's PostgreSQL migration translates to SQLite, policies included.
+    let out = sb.run(&project, &["data", "migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("applied"),
+        "{out:?}"
+    );
+    let status = sb.ok(&project, &["data", "status"]);
+    assert!(status.contains("applied"), "{status}");
+    // /data/v1 serves the table; the public key meets its row-level security (no rows).
+    let (status, body) = http_get(
+        &dev.endpoint,
+        "/data/v1/todos?select=title",
+        &dev.public_key,
+    );
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    // A migration O1 cannot keep the meaning of is refused with its place and a hint.
+    let dir = project.join("data/migrations");
+    std::fs::write(dir.join("9999_ext.sql"), "\ncreate extension pgcrypto;\n").expect("write");
     let err = sb.fails(&project, &["data", "migrate"]);
     assert!(
-        err.contains("not built yet") && err.contains("hint:"),
+        err.contains("9999_ext.sql:2:1") && err.contains("hint:") && err.contains("O2"),
         "{err}"
     );
-    // The SQL console works on O1 already.
+    // The SQL console works on O1.
     let shown = sb.ok(&project, &["data", "query", "select 1 as one, 'x' as two"]);
     assert_eq!(shown.trim(), "one  two\n1    x");
     let err = sb.fails(
@@ -1043,4 +1066,25 @@ fn data_on_o1_queries_but_does_not_migrate_yet() {
         err.contains("running SQL requires the service key"),
         "{err}"
     );
+}
+
+/// A GET over plain HTTP/1.1 with the project key; the status and body.
+fn http_get(endpoint: &str, path: &str, key: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\napikey: {key}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
 }

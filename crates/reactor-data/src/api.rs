@@ -58,6 +58,9 @@ pub struct RpcOutput {
 
 impl Data {
     pub async fn new(db: Db, config: DataConfig) -> Result<Data, DataError> {
+        crate::migrations::prepare(&db)
+            .await
+            .map_err(|e| DataError::Internal(e.to_string()))?;
         let cache = crate::schema::load(&db)
             .await
             .map_err(|e| DataError::Internal(e.to_string()))?;
@@ -120,10 +123,10 @@ impl Data {
         let statement = self
             .render(|schema, dialect| {
                 let t = find_table(schema, table)?;
-                let mut b = Builder::new(dialect, schema);
+                let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
                 let sql = b.read(
                     t,
-                    &Source::table(&t.name),
+                    &Source::table(dialect, &t.name),
                     &shape.select,
                     &shape.levels,
                     shape.body,
@@ -162,7 +165,7 @@ impl Data {
                 let statement = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema);
+                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
                         let sql =
                             b.insert_pg(t, insert, &shape.select, &shape.levels, shape.body)?;
                         Ok(b.finish(sql))
@@ -171,19 +174,25 @@ impl Data {
                 run_pg(pool, principal, statement, false, shape.single).await
             }
             Db::Sqlite(pool) => {
-                let (dml, read) = self
+                let (dml, check, read) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema);
+                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        // Postgres checks policies before constraints: with no policy
+                        // letting this role insert, that is the error, whatever the row.
+                        if b.policy(t, "insert", true).as_deref() == Some("0") {
+                            return Err(rls_violation(&t.name));
+                        }
                         let dml = b.insert_sqlite(t, insert)?;
+                        let check = b.rls_check_sqlite(t, "insert").map(|c| (c, t.name.clone()));
                         let read =
                             b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
-                        Ok((dml, read))
+                        Ok((dml, check, read))
                     })
                     .await?;
                 let single = shape.single;
                 pool.with_principal(principal, move |conn| {
-                    Ok(sqlite_write(conn, &dml, read, single))
+                    Ok(sqlite_write(conn, &dml, check.as_ref(), read, single))
                 })
                 .await?
             }
@@ -203,7 +212,7 @@ impl Data {
                 let statement = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema);
+                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
                         let sql =
                             b.update_pg(t, patch, &shape.select, &shape.levels, shape.body)?;
                         Ok(b.finish(sql))
@@ -212,19 +221,20 @@ impl Data {
                 run_pg(pool, principal, statement, false, shape.single).await
             }
             Db::Sqlite(pool) => {
-                let (dml, read) = self
+                let (dml, check, read) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema);
+                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
                         let dml = b.update_sqlite(t, patch, &shape.levels)?;
+                        let check = b.rls_check_sqlite(t, "update").map(|c| (c, t.name.clone()));
                         let read =
                             b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
-                        Ok((dml, read))
+                        Ok((dml, check, read))
                     })
                     .await?;
                 let single = shape.single;
                 pool.with_principal(principal, move |conn| {
-                    Ok(sqlite_write(conn, &dml, read, single))
+                    Ok(sqlite_write(conn, &dml, check.as_ref(), read, single))
                 })
                 .await?
             }
@@ -243,7 +253,7 @@ impl Data {
                 let statement = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema);
+                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
                         let sql = b.delete_pg(t, &shape.select, &shape.levels, shape.body)?;
                         Ok(b.finish(sql))
                     })
@@ -254,7 +264,7 @@ impl Data {
                 let (targets, read, name) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema);
+                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
                         let targets = b.delete_targets_sqlite(t, &shape.levels)?;
                         let read =
                             b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
@@ -299,37 +309,118 @@ impl Data {
         shape: &Shape,
         read_only: bool,
     ) -> Result<RpcOutput, DataError> {
-        let Db::Postgres(pool) = &self.db else {
-            return Err(DataError::Unsupported("rpc".into()));
-        };
-        let (statement, single) = self
+        let (plan, single, scalar) = self
             .render(|schema, dialect| {
                 let function = find_function(schema, name, args)?;
+                if dialect == Dialect::Sqlite && read_only && function.volatile {
+                    return Err(DataError::Database {
+                        code: "25006".into(),
+                        message: format!(
+                            "cannot execute the volatile function {name} in a read-only transaction"
+                        ),
+                        details: None,
+                        hint: Some("call it with POST".into()),
+                    });
+                }
                 let table = match &function.returns_table {
                     Some(t) => Some(find_table(schema, t)?),
                     None => None,
                 };
-                let single = !function.returns_set && (table.is_some() || function.is_scalar());
-                let mut b = Builder::new(dialect, schema);
-                let sql = b.rpc_pg(function, table, args, shape)?;
-                Ok((b.finish(sql), single && table.is_some()))
+                let single = !function.returns_set && table.is_some();
+                let scalar = function.is_scalar() && !function.returns_set;
+                let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                let plan = match dialect {
+                    Dialect::Postgres => {
+                        let sql = b.rpc_pg(function, table, args, shape)?;
+                        RpcPlan::Query(b.finish(sql))
+                    }
+                    Dialect::Sqlite => {
+                        let (sql, dml) = b.rpc_sqlite(function, table, args, shape)?;
+                        let kind = crate::schema::kind_of(&function.returns);
+                        if dml {
+                            RpcPlan::Dml(b.finish(sql), kind)
+                        } else {
+                            RpcPlan::Query(b.finish(sql))
+                        }
+                    }
+                };
+                Ok((plan, single, scalar))
             })
             .await?;
-        let mut output = run_pg(pool, principal, statement, read_only, false).await?;
+        let mut output = match (&self.db, plan) {
+            (Db::Postgres(pool), RpcPlan::Query(statement)) => {
+                run_pg(pool, principal, statement, read_only, false).await?
+            }
+            (Db::Sqlite(pool), RpcPlan::Query(statement)) => {
+                pool.with_principal(principal, move |conn| Ok(sqlite_output(conn, &statement)))
+                    .await??
+            }
+            (Db::Sqlite(pool), RpcPlan::Dml(statement, kind)) => {
+                pool.with_principal(principal, move |conn| {
+                    Ok(sqlite_dml_value(conn, &statement, kind))
+                })
+                .await??
+            }
+            (Db::Postgres(_), RpcPlan::Dml(..)) => {
+                return Err(DataError::Internal("a DML rpc plan on Postgres".into()));
+            }
+        };
         if single && let Some(body) = output.body.take() {
             output.body = Some(unwrap_single(&body).to_string());
         }
         Ok(RpcOutput {
             output,
-            single: single || self.is_scalar(name, args),
+            single: single || scalar,
         })
     }
+}
 
-    fn is_scalar(&self, name: &str, args: &Map<String, Value>) -> bool {
-        find_function(&self.schema.get(), name, args)
-            .map(|f| f.is_scalar() && !f.returns_set)
-            .unwrap_or(false)
-    }
+/// How an rpc call runs: a query answering `(body, rows, total)`, or (SQLite) a function body
+/// that writes, whose first value is the answer.
+#[derive(Debug)]
+enum RpcPlan {
+    Query(Statement),
+    Dml(Statement, crate::schema::Kind),
+}
+
+/// Runs a writing function body on SQLite and renders its first value as JSON.
+fn sqlite_dml_value(
+    conn: &mut rusqlite::Connection,
+    statement: &Statement,
+    kind: crate::schema::Kind,
+) -> Result<Output, DataError> {
+    use rusqlite::types::Value as V;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let value = {
+        let mut stmt = tx.prepare(&statement.sql).map_err(sqlite_error)?;
+        let params = sqlite_params(&statement.params);
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(sqlite_error)?;
+        match rows.next().map_err(sqlite_error)? {
+            Some(row) => row.get::<_, V>(0).map_err(sqlite_error)?,
+            None => V::Null,
+        }
+    };
+    tx.commit().map_err(sqlite_error)?;
+    let json = match (value, kind) {
+        (V::Null, _) => Value::Null,
+        (V::Integer(n), crate::schema::Kind::Bool) => Value::Bool(n != 0),
+        (V::Integer(n), _) => Value::from(n),
+        (V::Real(f), _) => Value::from(f),
+        (V::Text(t), crate::schema::Kind::Json) => {
+            serde_json::from_str(&t).unwrap_or(Value::String(t))
+        }
+        (V::Text(t), _) => Value::String(t),
+        (V::Blob(_), _) => Value::Null,
+    };
+    Ok(Output {
+        body: Some(json.to_string()),
+        rows: 1,
+        total: None,
+    })
 }
 
 /// `[x]` → `x`: the body of a one-row answer as an object.
@@ -477,9 +568,21 @@ fn with_rowids(mut statement: Statement, rowids: &[i64]) -> Statement {
     statement
 }
 
+fn rls_violation(table: &str) -> DataError {
+    DataError::Database {
+        code: "42501".into(),
+        message: format!("new row violates row-level security policy for table \"{table}\""),
+        details: None,
+        hint: None,
+    }
+}
+
+/// The DML, the row-level security check of what it wrote (a violation rolls everything back
+/// with Postgres's 42501), then the representation.
 fn sqlite_write(
     conn: &mut rusqlite::Connection,
     dml: &Statement,
+    check: Option<&(Statement, String)>,
     read: Statement,
     single: bool,
 ) -> Result<Output, DataError> {
@@ -487,6 +590,12 @@ fn sqlite_write(
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sqlite_error)?;
     let rowids = sqlite_rowids(&tx, dml)?;
+    if let Some((check, table)) = check {
+        let violations = sqlite_rowids(&tx, &with_rowids(check.clone(), &rowids))?;
+        if violations.first().is_some_and(|n| *n > 0) {
+            return Err(rls_violation(table));
+        }
+    }
     if single && rowids.len() != 1 {
         return Err(DataError::NotOne {
             rows: rowids.len() as i64,

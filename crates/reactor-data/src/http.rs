@@ -743,7 +743,7 @@ impl Files {
 
 impl From<MigrationError> for ApiError {
     fn from(e: MigrationError) -> Self {
-        let hint = e.hint();
+        let hint = e.hint_text();
         let api = match &e {
             MigrationError::Modified { name } => {
                 ApiError::new(StatusCode::CONFLICT, "migration_modified", e.to_string())
@@ -761,12 +761,14 @@ impl From<MigrationError> for ApiError {
                 format!("{file}:{line}:{column}: {message}"),
             )
             .with_details(format!("{file}:{line}:{column}")),
-            MigrationError::Unsupported => ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
+            MigrationError::Untranslatable {
+                file, line, column, ..
+            } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_on_sqlite",
                 e.to_string(),
             )
-            .with_hint("run the migrations against a Postgres server (O2) for now"),
+            .with_details(format!("{file}:{line}:{column}")),
             MigrationError::NotUtf8 { .. } | MigrationError::Read { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_migration", e.to_string())
             }

@@ -18,6 +18,7 @@ pub mod render;
 pub mod schema;
 mod sqlite_catalog;
 mod sqlite_errors;
+pub mod translate;
 
 pub use api::{Data, DataConfig};
 pub use error::DataError;

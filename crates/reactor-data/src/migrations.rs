@@ -71,10 +71,14 @@ pub enum MigrationError {
         message: String,
         code: String,
     },
-    #[error(
-        "SQLite (O1) migrations need the PostgreSQL-to-SQLite translation, which is not built yet"
-    )]
-    Unsupported,
+    #[error("{file}:{line}:{column}: {message}; nothing was applied")]
+    Untranslatable {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+        hint: String,
+    },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -96,6 +100,14 @@ impl MigrationError {
             }
             MigrationError::NotUtf8 { .. } => Some("save the file as UTF-8"),
             _ => None,
+        }
+    }
+
+    /// The hint for this error, owned (an untranslatable statement carries its own).
+    pub fn hint_text(&self) -> Option<String> {
+        match self {
+            MigrationError::Untranslatable { hint, .. } => Some(hint.clone()),
+            other => other.hint().map(str::to_string),
         }
     }
 }
@@ -141,15 +153,32 @@ const POSTGRES_TABLES: &[Migration] = &[Migration {
           );",
 }];
 
-const SQLITE_TABLES: &[Migration] = &[Migration {
-    version: 1,
-    name: "user migrations",
-    sql: "create table _reactor_user_migrations (
+const SQLITE_TABLES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "user migrations",
+        sql: "create table _reactor_user_migrations (
               name text primary key,
               checksum text not null,
               applied_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "row-level security and functions recorded from translated migrations",
+        sql: "create table _reactor_rls (table_name text primary key);
+          create table _reactor_policies (
+              table_name text not null,
+              name text not null,
+              record text not null,
+              primary key (table_name, name)
+          );
+          create table _reactor_functions (
+              name text primary key,
+              record text not null
+          );",
+    },
+];
 
 /// Creates this crate's bookkeeping table.
 pub async fn prepare(db: &Db) -> Result<(), MigrationError> {
@@ -188,21 +217,28 @@ pub async fn status(
     files: &[MigrationFile],
 ) -> Result<Vec<MigrationState>, MigrationError> {
     prepare(db).await?;
-    let Db::Postgres(pool) = db else {
-        return Err(MigrationError::Unsupported);
+    let applied: Vec<(String, String)> = match db {
+        Db::Postgres(pool) => {
+            sqlx::query_as("select name, checksum from reactor.user_migrations")
+                .fetch_all(pool)
+                .await?
+        }
+        Db::Sqlite(pool) => pool.with(|conn| sqlite_applied(conn)).await?,
     };
-    let applied: Vec<(String, String)> =
-        sqlx::query_as("select name, checksum from reactor.user_migrations")
-            .fetch_all(pool)
-            .await?;
     Ok(compare(files, &applied))
 }
 
 /// Applies the pending migrations, all in one transaction; returns their names.
 pub async fn migrate(db: &Db, files: &[MigrationFile]) -> Result<Vec<String>, MigrationError> {
     prepare(db).await?;
-    let Db::Postgres(pool) = db else {
-        return Err(MigrationError::Unsupported);
+    let pool = match db {
+        Db::Postgres(pool) => pool,
+        Db::Sqlite(pool) => {
+            let files = files.to_vec();
+            return pool
+                .with(move |conn| Ok(migrate_sqlite(conn, &files)))
+                .await?;
+        }
     };
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
@@ -246,6 +282,110 @@ pub async fn migrate(db: &Db, files: &[MigrationFile]) -> Result<Vec<String>, Mi
         done.push(file.name.clone());
     }
     tx.commit().await?;
+    Ok(done)
+}
+
+fn sqlite_applied(conn: &rusqlite::Connection) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = conn.prepare("select name, checksum from _reactor_user_migrations")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn record<T: serde::Serialize>(value: &T) -> Result<String, MigrationError> {
+    serde_json::to_string(value).map_err(|e| MigrationError::Db(DbError::Task(e.to_string())))
+}
+
+/// O1: every pending file translated to SQLite (or refused), then applied with its recorded
+/// policies and functions in one immediate transaction.
+fn migrate_sqlite(
+    conn: &mut rusqlite::Connection,
+    files: &[MigrationFile],
+) -> Result<Vec<String>, MigrationError> {
+    use crate::translate::{Step, translate};
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(DbError::from)?;
+    let states = compare(files, &sqlite_applied(&tx)?);
+    if let Some(changed) = states.iter().find(|s| s.status == Status::Modified) {
+        return Err(MigrationError::Modified {
+            name: changed.name.clone(),
+        });
+    }
+    let mut done = Vec::new();
+    for file in files {
+        if !states
+            .iter()
+            .any(|s| s.name == file.name && s.status == Status::Pending)
+        {
+            continue;
+        }
+        let steps = translate(&file.sql).map_err(|e| MigrationError::Untranslatable {
+            file: file.name.clone(),
+            line: e.line,
+            column: e.column,
+            message: e.message,
+            hint: e.hint,
+        })?;
+        for located in steps {
+            let failed = |e: rusqlite::Error| {
+                let translated = crate::sqlite_errors::translate(e);
+                MigrationError::Failed {
+                    file: file.name.clone(),
+                    line: located.line,
+                    column: located.column,
+                    message: translated.to_string(),
+                    code: match &translated {
+                        crate::error::DataError::Database { code, .. } => code.clone(),
+                        _ => "XX000".to_string(),
+                    },
+                }
+            };
+            match located.step {
+                Step::Sql(sql) => tx.execute_batch(&sql).map_err(failed)?,
+                Step::EnableRls { table } => {
+                    tx.execute(
+                        "insert or ignore into _reactor_rls (table_name) values (?1)",
+                        [&table],
+                    )
+                    .map_err(failed)?;
+                }
+                Step::Policy(p) => {
+                    tx.execute(
+                        "insert into _reactor_policies (table_name, name, record) values (?1, ?2, ?3)",
+                        rusqlite::params![p.table, p.name, record(&p)?],
+                    )
+                    .map_err(failed)?;
+                }
+                Step::DropPolicy { table, name } => {
+                    tx.execute(
+                        "delete from _reactor_policies where table_name = ?1 and name = ?2",
+                        [&table, &name],
+                    )
+                    .map_err(failed)?;
+                }
+                Step::Function(f) => {
+                    tx.execute(
+                        "insert or replace into _reactor_functions (name, record) values (?1, ?2)",
+                        rusqlite::params![f.name, record(&f)?],
+                    )
+                    .map_err(failed)?;
+                }
+                Step::DropFunction { name } => {
+                    tx.execute("delete from _reactor_functions where name = ?1", [&name])
+                        .map_err(failed)?;
+                }
+            }
+        }
+        tx.execute(
+            "insert into _reactor_user_migrations (name, checksum) values (?1, ?2)",
+            [&file.name, &file.checksum],
+        )
+        .map_err(DbError::from)?;
+        done.push(file.name.clone());
+    }
+    tx.commit().map_err(DbError::from)?;
     Ok(done)
 }
 

@@ -33,17 +33,6 @@ pub struct Insert {
     pub resolution: Option<Resolution>,
 }
 
-/// A SQLite write as its two halves; `rowids_param` is the index of the read's parameter that
-/// receives the written rowids (a JSON array).
-#[derive(Debug, Clone)]
-pub struct SqliteWrite {
-    pub dml: crate::render::Statement,
-    pub read: crate::render::Statement,
-    pub rowids_param: usize,
-    /// Delete reads before it writes.
-    pub read_first: bool,
-}
-
 impl Insert {
     /// The columns written, in the table's order, each known.
     fn columns<'t>(&self, table: &'t Table) -> Result<Vec<&'t crate::schema::Column>, DataError> {
@@ -300,7 +289,7 @@ impl<'s> Builder<'s> {
                 .iter()
                 .map(|c| {
                     let key = quote_literal(&c.name);
-                    let v = format!("(_j.value ->> {key})");
+                    let v = sqlite_json_field("_j.value", c);
                     if insert.missing_default {
                         let default = c.default.clone().unwrap_or_else(|| "null".to_string());
                         format!("case when (_j.value -> {key}) is null then {default} else {v} end")
@@ -329,10 +318,18 @@ impl<'s> Builder<'s> {
         let p = self.bind(Param::Text(json));
         let assignments = sets
             .iter()
-            .map(|c| format!("{} = ({p} ->> {})", quote_ident(c), quote_literal(c)))
+            .filter_map(|c| table.column(c))
+            .map(|c| format!("{} = {}", quote_ident(&c.name), sqlite_json_field(&p, c)))
             .collect::<Vec<_>>()
             .join(", ");
-        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let mut wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        if let Some(p) = self.policy(table, "update", false) {
+            wheres = if wheres.is_empty() {
+                p
+            } else {
+                format!("{wheres} and {p}")
+            };
+        }
         let mut sql = format!(
             "update {} as t0 set {assignments}",
             quote_ident(&table.name)
@@ -350,12 +347,35 @@ impl<'s> Builder<'s> {
         table: &'s Table,
         levels: &Levels,
     ) -> Result<crate::render::Statement, DataError> {
-        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let mut wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        if let Some(p) = self.policy(table, "delete", false) {
+            wheres = if wheres.is_empty() {
+                p
+            } else {
+                format!("{wheres} and {p}")
+            };
+        }
         let mut sql = format!("select t0.rowid from {} t0", quote_ident(&table.name));
         if !wheres.is_empty() {
             write!(sql, " where {wheres}").ok();
         }
         Ok(self.take_statement(sql))
+    }
+
+    /// SQLite: counts the written rows (rowids bound as a JSON array at parameter 1) that
+    /// fail the `with check` policies for `command`; `None` when none apply.
+    pub fn rls_check_sqlite(
+        &mut self,
+        table: &'s Table,
+        command: &str,
+    ) -> Option<crate::render::Statement> {
+        let predicate = self.policy(table, command, true)?;
+        let p = self.bind(Param::Text(String::new()));
+        let sql = format!(
+            "select count(*) from {} where rowid in (select value from json_each({p})) and not coalesce({predicate}, 0)",
+            quote_ident(&table.name)
+        );
+        Some(self.take_statement(sql))
     }
 
     /// SQLite: the representation of the rows whose rowids are bound as a JSON array at
@@ -442,7 +462,88 @@ impl<'s> Builder<'s> {
         }
     }
 
-    fn take_statement(&mut self, sql: String) -> crate::render::Statement {
+    /// SQLite: an rpc call over the body the translation recorded. Returns the SQL and
+    /// whether it is DML (run as is, its first value the answer) rather than a query
+    /// answering `(body, rows, total)`.
+    pub fn rpc_sqlite(
+        &mut self,
+        function: &'s Function,
+        table: Option<&'s Table>,
+        args: &Map<String, Value>,
+        shape: &crate::api::Shape,
+    ) -> Result<(String, bool), DataError> {
+        let Some(body) = &function.body else {
+            return Err(DataError::Unsupported(format!(
+                "the function {}",
+                function.name
+            )));
+        };
+        let mut refs = Vec::new();
+        for arg in &function.args {
+            refs.push(match args.get(&arg.name) {
+                None => arg
+                    .default
+                    .as_ref()
+                    .map_or_else(|| "null".to_string(), |d| format!("({d})")),
+                Some(Value::Null) => "null".to_string(),
+                Some(Value::String(v)) => self.bind_value(v, &arg.ty)?,
+                Some(Value::Bool(b)) => self.bind(Param::Int(i64::from(*b))),
+                Some(Value::Number(n)) => match n.as_i64() {
+                    Some(i) => self.bind(Param::Int(i)),
+                    None => self.bind(Param::Float(n.as_f64().unwrap_or_default())),
+                },
+                Some(other) => self.bind(Param::Text(other.to_string())),
+            });
+        }
+        let body = substitute_args(body, &refs);
+        let first = body
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let dml = !matches!(first.as_str(), "select" | "with" | "values");
+        match table {
+            Some(table) => {
+                if dml {
+                    return Err(DataError::Unsupported(
+                        "an rpc function that writes and returns rows".into(),
+                    ));
+                }
+                let source = Source {
+                    sql: format!("({body})"),
+                };
+                let sql = self.read(
+                    table,
+                    &source,
+                    &shape.select,
+                    &shape.levels,
+                    shape.body,
+                    shape.count,
+                )?;
+                Ok((sql, false))
+            }
+            None if function.returns_set => Err(DataError::Unsupported(
+                "a function returning a set of scalars".into(),
+            )),
+            None if dml => Ok((body, true)),
+            None => {
+                let value = format!("({body})");
+                let json = match crate::schema::kind_of(&function.returns) {
+                    crate::schema::Kind::Bool => {
+                        format!("iif({value} is null, 'null', iif({value}, 'true', 'false'))")
+                    }
+                    crate::schema::Kind::Json => format!("coalesce(json({value}), 'null')"),
+                    _ => format!("json_quote({value})"),
+                };
+                Ok((
+                    format!("select {json} as body, 1 as page, null as total"),
+                    false,
+                ))
+            }
+        }
+    }
+
+    pub fn take_statement(&mut self, sql: String) -> crate::render::Statement {
         let params = std::mem::take(self.params_mut());
         crate::render::Statement { sql, params }
     }
@@ -459,4 +560,68 @@ fn top_free(levels: &Levels) -> Levels {
         .filter(|(path, _)| !path.is_empty())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// A JSON field of a written row as the column stores it on SQLite: JSON and arrays as JSON
+/// text (a JSON `null` is SQL NULL), everything else as its SQL value.
+fn sqlite_json_field(json: &str, column: &crate::schema::Column) -> String {
+    let key = quote_literal(&column.name);
+    match column.kind() {
+        crate::schema::Kind::Json | crate::schema::Kind::Array => {
+            format!("nullif({json} -> {key}, 'null')")
+        }
+        _ => format!("({json} ->> {key})"),
+    }
+}
+
+/// Replaces `$1`, `$2`… outside quotes with the arguments' SQL.
+fn substitute_args(body: &str, refs: &[String]) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.char_indices().peekable();
+    let mut quote: Option<char> = None;
+    while let Some((_, c)) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                out.push(c);
+            }
+            (Some(_), c) => out.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                out.push(c);
+            }
+            (None, '$') => {
+                let mut digits = String::new();
+                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                match digits
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| refs.get(n.wrapping_sub(1)))
+                {
+                    Some(r) => out.push_str(r),
+                    None => {
+                        out.push('$');
+                        out.push_str(&digits);
+                    }
+                }
+            }
+            (None, c) => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn arguments_are_substituted_outside_quotes_only() {
+        let refs = vec!["?1".to_string(), "(2)".to_string()];
+        assert_eq!(
+            super::substitute_args("SELECT $1 + $2, '$1', \"$2\", $3", &refs),
+            "SELECT ?1 + (2), '$1', \"$2\", $3"
+        );
+    }
 }

@@ -84,10 +84,18 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn table(name: &str) -> Source {
+    pub fn table(dialect: Dialect, name: &str) -> Source {
         Source {
-            sql: format!("\"public\".{}", quote_ident(name)),
+            sql: table_ref(dialect, name),
         }
+    }
+}
+
+/// A table of the project as each dialect names it.
+pub fn table_ref(dialect: Dialect, name: &str) -> String {
+    match dialect {
+        Dialect::Postgres => format!("\"public\".{}", quote_ident(name)),
+        Dialect::Sqlite => quote_ident(name),
     }
 }
 
@@ -97,6 +105,9 @@ pub struct Builder<'s> {
     schema: &'s SchemaCache,
     params: Vec<Param>,
     aliases: usize,
+    /// O1: the request's role, whose recorded policies the builder applies. `None` on
+    /// Postgres, where the database enforces its own.
+    role: Option<reactor_core::DbRole>,
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -155,7 +166,59 @@ impl<'s> Builder<'s> {
             params: Vec::new(),
             // `t0` is the top level.
             aliases: 1,
+            role: None,
         }
+    }
+
+    /// Applies row-level security as `role` would meet it (SQLite only).
+    pub fn with_role(mut self, role: reactor_core::DbRole) -> Self {
+        if self.dialect == Dialect::Sqlite {
+            self.role = Some(role);
+        }
+        self
+    }
+
+    fn table_ref(&self, name: &str) -> String {
+        table_ref(self.dialect, name)
+    }
+
+    /// The row-level security predicate of `table` for `command` (`select`, `insert`,
+    /// `update`, `delete`), as Postgres combines policies: the permissive ones OR-ed (none
+    /// applicable: no row), the restrictive ones AND-ed on top. `check` takes `with check`
+    /// (falling back to `using`). `None` when nothing is to be enforced here.
+    pub fn policy(&self, table: &Table, command: &str, check: bool) -> Option<String> {
+        let role = self.role?;
+        let policies = table.policies.as_ref()?;
+        if role == reactor_core::DbRole::Service {
+            return None;
+        }
+        let applies = |p: &&crate::translate::PolicyRecord| {
+            (p.command == "all" || p.command == command)
+                && (p.roles.is_empty() || p.roles.iter().any(|r| r == role.name()))
+        };
+        let expr = |p: &crate::translate::PolicyRecord| {
+            let e = if check {
+                p.check.as_ref().or(p.using.as_ref())
+            } else {
+                p.using.as_ref()
+            };
+            e.map_or_else(|| "1".to_string(), |e| format!("({e})"))
+        };
+        let permissive: Vec<String> = policies
+            .iter()
+            .filter(applies)
+            .filter(|p| p.permissive)
+            .map(expr)
+            .collect();
+        let mut predicate = if permissive.is_empty() {
+            "0".to_string()
+        } else {
+            format!("({})", permissive.join(" or "))
+        };
+        for p in policies.iter().filter(applies).filter(|p| !p.permissive) {
+            predicate = format!("{predicate} and {}", expr(p));
+        }
+        Some(predicate)
     }
 
     pub fn finish(self, sql: String) -> Statement {
@@ -183,32 +246,50 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// Binds a text value as a value of type `ty` (see [`Builder::bind_typed`]).
+    pub fn bind_value(&mut self, value: &str, ty: &str) -> Result<String, DataError> {
+        self.bind_typed(value, ty)
+    }
+
     /// Binds a filter value as a value of type `ty`: Postgres casts the text; SQLite gets a
-    /// number or 0/1 where the column holds those, so comparisons behave as on Postgres.
-    fn bind_typed(&mut self, value: &str, ty: &str) -> String {
+    /// number or 0/1 where the column holds those, so comparisons behave as on Postgres — and
+    /// a value Postgres would reject (`abc` for an integer) is rejected with its error, 22P02.
+    fn bind_typed(&mut self, value: &str, ty: &str) -> Result<String, DataError> {
         match self.dialect {
             Dialect::Postgres => {
                 let p = self.bind(Param::Text(value.to_string()));
-                format!("{p}::{ty}")
+                Ok(format!("{p}::{ty}"))
             }
             Dialect::Sqlite => {
+                let invalid = || DataError::Database {
+                    code: "22P02".into(),
+                    message: format!("invalid input syntax for type {ty}: \"{value}\""),
+                    details: None,
+                    hint: None,
+                };
                 let param = match kind_of(ty) {
-                    Kind::Bool => match value.to_ascii_lowercase().as_str() {
-                        "true" | "t" | "1" | "yes" | "on" => Param::Int(1),
-                        "false" | "f" | "0" | "no" | "off" => Param::Int(0),
-                        _ => Param::Text(value.to_string()),
+                    Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+                        "true" | "t" | "1" | "yes" | "y" | "on" => Param::Int(1),
+                        "false" | "f" | "0" | "no" | "n" | "off" => Param::Int(0),
+                        _ => return Err(invalid()),
                     },
-                    Kind::Int => value
-                        .parse::<i64>()
-                        .map(Param::Int)
-                        .unwrap_or_else(|_| Param::Text(value.to_string())),
-                    Kind::Float => value
-                        .parse::<f64>()
-                        .map(Param::Float)
-                        .unwrap_or_else(|_| Param::Text(value.to_string())),
+                    Kind::Int => Param::Int(value.trim().parse::<i64>().map_err(|_| invalid())?),
+                    Kind::Float => {
+                        Param::Float(value.trim().parse::<f64>().map_err(|_| invalid())?)
+                    }
+                    _ if ty == "uuid" => {
+                        let hex: String = value
+                            .chars()
+                            .filter(|c| !matches!(c, '-' | '{' | '}'))
+                            .collect();
+                        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                            return Err(invalid());
+                        }
+                        Param::Text(value.to_ascii_lowercase())
+                    }
                     _ => Param::Text(value.to_string()),
                 };
-                self.bind(param)
+                Ok(self.bind(param))
             }
         }
     }
@@ -388,6 +469,9 @@ impl<'s> Builder<'s> {
         join: Option<String>,
     ) -> Result<String, DataError> {
         let mut parts: Vec<String> = join.into_iter().collect();
+        if let Some(p) = self.policy(table, "select", false) {
+            parts.push(p);
+        }
         if let Some(level) = levels.get(path) {
             for c in &level.conditions {
                 parts.push(self.condition(table, alias, items, path, levels, c)?);
@@ -473,7 +557,7 @@ impl<'s> Builder<'s> {
                     let ps = items
                         .iter()
                         .map(|v| self.bind_typed(v, &lhs.ty))
-                        .collect::<Vec<_>>()
+                        .collect::<Result<Vec<_>, _>>()?
                         .join(", ");
                     format!("{} in ({ps})", lhs.sql)
                 }
@@ -518,10 +602,14 @@ impl<'s> Builder<'s> {
                     let tests = items
                         .iter()
                         .map(|v| {
-                            let p = self.bind_typed(v, &lhs.ty);
-                            sqlite_comparison(op, &lhs_sql, &p)
+                            let p = if text {
+                                self.bind(Param::Text(v.clone()))
+                            } else {
+                                self.bind_typed(v, &lhs.ty)?
+                            };
+                            Ok(sqlite_comparison(op, &lhs_sql, &p))
                         })
-                        .collect::<Vec<_>>();
+                        .collect::<Result<Vec<_>, DataError>>()?;
                     if tests.is_empty() {
                         if quantifier == Quantifier::Any {
                             "0"
@@ -538,7 +626,7 @@ impl<'s> Builder<'s> {
                 self.fts(&lhs, op, f.language.as_deref(), v)?
             }
             (Operand::Value(v), Op::IsDistinct) => {
-                let p = self.bind_typed(v, &lhs.ty);
+                let p = self.bind_typed(v, &lhs.ty)?;
                 if pg {
                     format!("{} is distinct from {p}", lhs.sql)
                 } else {
@@ -572,7 +660,7 @@ impl<'s> Builder<'s> {
                 } else {
                     v.clone()
                 };
-                let p = self.bind_typed(&v, &lhs.ty);
+                let p = self.bind_typed(&v, &lhs.ty)?;
                 format!("{} {sym} {p}", lhs.sql)
             }
             (Operand::Value(v), op) => {
@@ -587,11 +675,15 @@ impl<'s> Builder<'s> {
                         let p = self.bind(Param::Text(value));
                         format!("{}::text {sym} {p}", lhs.sql)
                     } else {
-                        let p = self.bind_typed(&value, &lhs.ty);
+                        let p = self.bind_typed(&value, &lhs.ty)?;
                         format!("{} {sym} {p}", lhs.sql)
                     }
                 } else {
-                    let p = self.bind_typed(&value, &lhs.ty);
+                    let p = if text {
+                        self.bind(Param::Text(value))
+                    } else {
+                        self.bind_typed(&value, &lhs.ty)?
+                    };
                     sqlite_comparison(op, &lhs.sql, &p)
                 }
             }
@@ -648,6 +740,20 @@ impl<'s> Builder<'s> {
 
     /// Array containment and overlap on SQLite, where arrays are stored as JSON arrays.
     fn sqlite_containment(&mut self, lhs: &Expr, op: Op, value: &str) -> Result<String, DataError> {
+        if lhs.kind == Kind::Json && matches!(op, Op::Cs | Op::Cd) {
+            serde_json::from_str::<serde_json::Value>(value).map_err(|_| DataError::Database {
+                code: "22P02".into(),
+                message: format!("invalid input syntax for type json: \"{value}\""),
+                details: None,
+                hint: None,
+            })?;
+            let p = self.bind(Param::Text(value.to_string()));
+            let l = &lhs.sql;
+            return Ok(match op {
+                Op::Cs => format!("reactor_json_contains({l}, {p})"),
+                _ => format!("reactor_json_contains({p}, {l})"),
+            });
+        }
         if lhs.kind != Kind::Array || !matches!(op, Op::Cs | Op::Cd | Op::Ov) {
             return Err(DataError::Unsupported(format!(
                 "this operator on a column of type {}",
@@ -662,7 +768,7 @@ impl<'s> Builder<'s> {
         let json = serde_json::to_string(&items).map_err(|e| DataError::Internal(e.to_string()))?;
         let p = self.bind(Param::Text(json));
         let l = &lhs.sql;
-        Ok(match op {
+        let test = match op {
             Op::Cs => format!(
                 "not exists (select 1 from json_each({p}) v where v.value not in (select value from json_each({l})))"
             ),
@@ -672,7 +778,9 @@ impl<'s> Builder<'s> {
             _ => format!(
                 "exists (select 1 from json_each({l}) v where v.value in (select value from json_each({p})))"
             ),
-        })
+        };
+        // NULL contains nothing and is contained by nothing, as on Postgres.
+        Ok(format!("({l} is not null and {test})"))
     }
 
     fn order_by(
@@ -704,10 +812,13 @@ impl<'s> Builder<'s> {
                     let n = self.alias();
                     let child_alias = format!("t{n}");
                     let col = self.field(child, &child_alias, &t.field)?.sql;
-                    let join = self.join(rel, alias, &child_alias);
+                    let mut join = self.join(rel, alias, &child_alias);
+                    if let Some(p) = self.policy(child, "select", false) {
+                        join = format!("{join} and {p}");
+                    }
                     format!(
-                        "(select {col} from \"public\".{} {child_alias} where {join})",
-                        quote_ident(&child.name)
+                        "(select {col} from {} {child_alias} where {join})",
+                        self.table_ref(&child.name)
                     )
                 }
             };
@@ -833,9 +944,13 @@ impl<'s> Builder<'s> {
                 to_child,
             } => {
                 let j = format!("j{}", self.alias());
+                let visible = self
+                    .policy(junction, "select", false)
+                    .map(|p| format!(" and {p}"))
+                    .unwrap_or_default();
                 format!(
-                    "exists (select 1 from \"public\".{} {j} where {} and {})",
-                    quote_ident(&junction.name),
+                    "exists (select 1 from {} {j} where {} and {}{visible})",
+                    self.table_ref(&junction.name),
                     pairs(&j, &to_child.columns, c, &to_child.target_columns),
                     pairs(&j, &to_parent.columns, p, &to_parent.target_columns),
                 )
@@ -856,7 +971,7 @@ impl<'s> Builder<'s> {
         let child_alias = format!("t{n}");
         let join = self.join(rel, parent_alias, &child_alias);
         let child_path = child_path(path, embed);
-        let source = format!("\"public\".{}", quote_ident(&child.name));
+        let source = self.table_ref(&child.name);
         let rows = self.level_rows(
             child,
             &source,
@@ -903,8 +1018,8 @@ impl<'s> Builder<'s> {
             Some(join),
         )?;
         Ok(format!(
-            "exists (select 1 from \"public\".{} {child_alias} where {wheres})",
-            quote_ident(&child.name)
+            "exists (select 1 from {} {child_alias} where {wheres})",
+            self.table_ref(&child.name)
         ))
     }
 

@@ -32,6 +32,10 @@ pub struct Table {
     pub unique: Vec<Vec<String>>,
     #[serde(default)]
     pub foreign_keys: Vec<ForeignKey>,
+    /// O1 only: the table's row-level security policies when it is enabled (`None`: off).
+    /// Postgres enforces its own and leaves this empty.
+    #[serde(skip)]
+    pub policies: Option<Vec<crate::translate::PolicyRecord>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +75,9 @@ pub struct Function {
     #[serde(default)]
     pub out_columns: Vec<Column>,
     pub volatile: bool,
+    /// O1 only: the translated body, arguments as `$1`, `$2`….
+    #[serde(skip)]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +86,9 @@ pub struct Arg {
     #[serde(rename = "type")]
     pub ty: String,
     pub has_default: bool,
+    /// O1 only: the default's SQLite expression.
+    #[serde(skip)]
+    pub default: Option<String>,
 }
 
 /// What a column's values are, for rendering JSON and converting filter values.

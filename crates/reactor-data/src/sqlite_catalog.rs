@@ -8,7 +8,8 @@
 use reactor_db::DbError;
 use rusqlite::Connection;
 
-use crate::schema::{Column, ForeignKey, SchemaCache, Table};
+use crate::schema::{Arg, Column, ForeignKey, Function, SchemaCache, Table};
+use crate::translate::{FunctionRecord, PolicyRecord};
 
 pub fn read(conn: &Connection) -> Result<SchemaCache, DbError> {
     let mut names = conn.prepare(
@@ -25,7 +26,91 @@ pub fn read(conn: &Connection) -> Result<SchemaCache, DbError> {
         let table = read_table(conn, &name, view)?;
         cache.tables.insert(name, table);
     }
+    read_security(conn, &mut cache)?;
+    read_functions(conn, &mut cache)?;
     Ok(cache)
+}
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool, DbError> {
+    Ok(conn.query_row(
+        "select count(*) from sqlite_schema where type = 'table' and name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )? > 0)
+}
+
+fn record<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DbError> {
+    serde_json::from_str(text).map_err(|e| DbError::Task(format!("a recorded migration item: {e}")))
+}
+
+/// Tables with row-level security enabled get their policies (possibly none: deny all).
+fn read_security(conn: &Connection, cache: &mut SchemaCache) -> Result<(), DbError> {
+    if !has_table(conn, "_reactor_rls")? {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare("select table_name from _reactor_rls")?;
+    let enabled = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for name in enabled {
+        if let Some(table) = cache.tables.get_mut(&name) {
+            table.policies = Some(Vec::new());
+        }
+    }
+    let mut stmt =
+        conn.prepare("select record from _reactor_policies order by table_name, name")?;
+    let records = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for text in records {
+        let policy: PolicyRecord = record(&text)?;
+        if let Some(Some(policies)) = cache
+            .tables
+            .get_mut(&policy.table)
+            .map(|t| t.policies.as_mut())
+        {
+            policies.push(policy);
+        }
+    }
+    Ok(())
+}
+
+fn read_functions(conn: &Connection, cache: &mut SchemaCache) -> Result<(), DbError> {
+    if !has_table(conn, "_reactor_functions")? {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare("select record from _reactor_functions order by name")?;
+    let records = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for text in records {
+        let f: FunctionRecord = record(&text)?;
+        let returns_table = cache
+            .tables
+            .contains_key(&f.returns)
+            .then(|| f.returns.clone());
+        let function = Function {
+            name: f.name.clone(),
+            args: f
+                .args
+                .into_iter()
+                .map(|a| Arg {
+                    name: a.name,
+                    ty: a.ty,
+                    has_default: a.default.is_some(),
+                    default: a.default,
+                })
+                .collect(),
+            returns: f.returns,
+            returns_set: f.returns_set,
+            returns_table,
+            out_columns: Vec::new(),
+            volatile: f.volatile,
+            body: Some(f.body),
+        };
+        cache.functions.entry(f.name).or_default().push(function);
+    }
+    Ok(())
 }
 
 fn read_table(conn: &Connection, name: &str, view: bool) -> Result<Table, DbError> {
@@ -130,5 +215,6 @@ fn read_table(conn: &Connection, name: &str, view: bool) -> Result<Table, DbErro
         primary_key,
         unique,
         foreign_keys: fks,
+        policies: None,
     })
 }

@@ -155,13 +155,91 @@ async fn files_are_read_in_name_order() {
         migrations::read_dir(dir.path()),
         Err(MigrationError::NotUtf8 { .. })
     ));
+}
 
-    // O1 says plainly that it cannot run them yet.
+#[tokio::test]
+async fn sqlite_migrations_translate_or_refuse_and_apply_atomically() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::connect(&format!("sqlite://{}", dir.path().join("o1.db").display()))
         .await
         .expect("db");
-    assert!(matches!(
-        migrations::migrate(&db, &files[..2]).await,
-        Err(MigrationError::Unsupported)
-    ));
+    let scaffold = MigrationFile::new("0001_init.sql", SCAFFOLD);
+    assert_eq!(
+        migrations::migrate(&db, std::slice::from_ref(&scaffold))
+            .await
+            .expect("the scaffold translates"),
+        ["0001_init.sql"]
+    );
+    let states = migrations::status(&db, std::slice::from_ref(&scaffold))
+        .await
+        .expect("status");
+    assert_eq!(states[0].status, Status::Applied);
+    let Db::Sqlite(pool) = &db else {
+        panic!("sqlite")
+    };
+    let (policies, rls): (i64, i64) = pool
+        .with(|conn| {
+            Ok(conn.query_row(
+                "select (select count(*) from _reactor_policies), (select count(*) from _reactor_rls)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+        .expect("records");
+    assert_eq!((policies, rls), (4, 1));
+
+    // A file with something O1 cannot keep the meaning of is refused where it stands, and the
+    // file before it in the same run is not applied either.
+    let good = MigrationFile::new(
+        "0002_tags.sql",
+        "create table tags (id integer primary key, name text not null);",
+    );
+    let bad = MigrationFile::new(
+        "0003_crypto.sql",
+        "-- needs an extension\ncreate table t (x int);\n  create extension pgcrypto;",
+    );
+    let files = [scaffold.clone(), good.clone(), bad];
+    match migrations::migrate(&db, &files).await {
+        Err(MigrationError::Untranslatable {
+            file,
+            line,
+            column,
+            hint,
+            ..
+        }) => {
+            assert_eq!((file.as_str(), line, column), ("0003_crypto.sql", 3, 3));
+            assert!(hint.contains("O2"), "{hint}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let tags: i64 = pool
+        .with(|conn| {
+            Ok(conn.query_row(
+                "select count(*) from sqlite_schema where name in ('tags', 't')",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .expect("count");
+    assert_eq!(tags, 0, "nothing of the failed run was applied");
+
+    // A statement SQLite itself rejects is placed at its line.
+    let failing = MigrationFile::new(
+        "0003_dup.sql",
+        "create table once (id int);\n\ncreate table once (id int);",
+    );
+    match migrations::migrate(&db, &[scaffold.clone(), good.clone(), failing]).await {
+        Err(MigrationError::Failed { file, line, .. }) => {
+            assert_eq!((file.as_str(), line), ("0003_dup.sql", 3));
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(
+        migrations::migrate(&db, &[scaffold, good])
+            .await
+            .expect("migrate"),
+        ["0002_tags.sql"]
+    );
 }

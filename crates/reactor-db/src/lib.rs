@@ -9,6 +9,7 @@
 
 pub mod postgres;
 mod sqlite;
+pub mod sqlite_functions;
 pub mod testing;
 
 use std::path::PathBuf;

@@ -157,6 +157,7 @@ fn open_connection(path: &Path) -> Result<Pooled, DbError> {
             ("reactor_org_id", |v| v.org_id.clone()),
             ("reactor_role", |v| v.role.clone()),
         ];
+        crate::sqlite_functions::register(&conn)?;
         for (name, get) in getters {
             let vars = Arc::clone(&vars);
             // Not deterministic: the answer changes between requests on one connection.

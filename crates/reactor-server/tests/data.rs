@@ -750,7 +750,18 @@ async fn postgres_conformance() {
     let Some(url) = fresh_postgres_database("data_conformance").await else {
         return;
     };
-    let mut h = Harness::start(&url).await;
+    conformance(&url).await;
+}
+
+#[tokio::test]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance(&format!("sqlite://{}", dir.path().join("o1.db").display())).await;
+}
+
+/// The whole suite on one adapter.
+async fn conformance(url: &str) {
+    let mut h = Harness::start(url).await;
     h.migrate(&[("0001_library.sql", LIBRARY), ("0002_todos.sql", TODO)])
         .await;
     h.seed_library().await;
@@ -762,7 +773,7 @@ async fn postgres_conformance() {
     let failures = h.run(&cases).await;
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} of {} cases failed on {url}:\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n")
