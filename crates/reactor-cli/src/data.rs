@@ -1,4 +1,5 @@
-//! `reactor data new|status|migrate`: the project's SQL migrations.
+//! `reactor data new|status|migrate|reset|types|query`: the project's SQL migrations, its
+//! schema's TypeScript types, and the SQL console.
 
 use crate::output::{hinted, table};
 use crate::session::Session;
@@ -15,6 +16,18 @@ pub enum DataCommand {
     },
     /// Apply the pending migrations, all in one transaction.
     Migrate,
+    /// Empty the development database (SQLite, `reactor dev`) and apply every migration again.
+    Reset {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print TypeScript types of the exposed schema (rows, inserts, updates, rpc arguments).
+    Types {
+        /// Write them to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
     /// Run one SQL statement with the owner's rights (service key only) and show its rows.
     Query {
         sql: String,
@@ -57,6 +70,18 @@ pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
                 rows.len(),
                 if rows.len() == 1 { "" } else { "s" }
             );
+        }
+        return Ok(());
+    }
+    if let DataCommand::Types { output } = &cmd {
+        let (_, client) = session.client().await?;
+        let ts = client.types().await?;
+        match output {
+            Some(path) => {
+                std::fs::write(path, ts)?;
+                eprintln!("wrote {}", path.display());
+            }
+            None => print!("{ts}"),
         }
         return Ok(());
     }
@@ -133,12 +158,47 @@ pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
                 eprintln!("applied {name}");
             }
         }
-        DataCommand::New { .. } | DataCommand::Query { .. } => {}
+        DataCommand::Reset { yes } => {
+            let (context, _) = session.client().await?;
+            if !yes
+                && !confirm(&format!(
+                    "This deletes every table and row of the development database behind `{}`. Continue? [y/N] ",
+                    context.name
+                ))?
+            {
+                return Err(hinted(
+                    "reset cancelled",
+                    "pass --yes to reset without a question (scripts and CI)",
+                ));
+            }
+            client.reset().await?;
+            eprintln!("reset: the database is empty");
+            for name in client.migrate(&files).await? {
+                eprintln!("applied {name}");
+            }
+        }
+        DataCommand::New { .. } | DataCommand::Query { .. } | DataCommand::Types { .. } => {}
     }
     Ok(())
 }
 
 /// A cell as text: strings bare, NULL empty, anything else as JSON.
+/// Asks on the terminal; without one, the answer is no.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),

@@ -62,6 +62,16 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
 
     let context_note = register_local_context(session, &endpoint, &keys)?;
 
+    // Migrations apply at start and again whenever a file in the directory changes.
+    let migrations_dir = manifest.migrations_dir();
+    let watcher = state.data.clone().map(|data| {
+        let dir = migrations_dir.clone();
+        async move { watch_migrations(data, dir).await }
+    });
+    if let Some(data) = &state.data {
+        apply_migrations(data, &migrations_dir).await;
+    }
+
     telemetry::init();
     let shutdown = shutdown_signal();
     println!(
@@ -83,11 +93,82 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  state         {}", state_dir.display());
     println!("  context       {context_note}");
+    println!(
+        "  migrations    {} (applied on change)",
+        migrations_dir.display()
+    );
     println!("Press Ctrl-C to stop.");
 
+    if let Some(watcher) = watcher {
+        tokio::spawn(watcher);
+    }
     server.run(state, shutdown).await?;
     println!("Reactor dev server stopped.");
     Ok(())
+}
+
+/// Applies the pending migrations of `dir`, reporting on stderr; a failure leaves the
+/// database as it was and the server running.
+async fn apply_migrations(data: &reactor_data::Data, dir: &Path) {
+    let files = match reactor_data::migrations::read_dir(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("migrations: {e}");
+            return;
+        }
+    };
+    match reactor_data::migrations::migrate(data.db(), &files).await {
+        Ok(applied) => {
+            if !applied.is_empty()
+                && let Err(e) = data.reload_schema().await
+            {
+                eprintln!("migrations: the schema cache could not be reloaded: {e}");
+            }
+            for name in applied {
+                eprintln!("migrations: applied {name}");
+            }
+        }
+        Err(e) => {
+            eprintln!("migrations: {e}");
+            if let Some(hint) = e.hint_text() {
+                eprintln!("  hint: {hint}");
+            }
+        }
+    }
+}
+
+/// Names, sizes and modification times of the `.sql` files: what a change looks like.
+fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)> {
+    let mut seen: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// Polls the migrations directory twice a second (no file-watching dependency, works on
+/// every filesystem) and applies what changed.
+async fn watch_migrations(data: reactor_data::Data, dir: std::path::PathBuf) {
+    let mut last = fingerprint(&dir);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = fingerprint(&dir);
+        if now != last {
+            last = now;
+            apply_migrations(&data, &dir).await;
+        }
+    }
 }
 
 /// `.reactor/master.key`: seals this project's local secrets; made once.

@@ -1027,19 +1027,19 @@ fn data_on_o1_migrates_and_serves_the_scaffold() {
     let sb = Sandbox::new();
     let project = sb.init("o1");
     let dev = start_dev(&sb, &project);
-    // The scaffold's PostgreSQL migration translates to SQLite, policies included.
-    let out = sb.run(&project, &["data", "migrate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("applied"),
-        "{out:?}"
-    );
+    // `reactor dev` applied the scaffold's PostgreSQL migration, translated to SQLite with its
+    // policies, before it announced itself.
     let status = sb.ok(&project, &["data", "status"]);
-    assert!(status.contains("applied"), "{status}");
+    assert!(
+        status.contains("0001_init.sql") && status.contains("applied"),
+        "{status}"
+    );
+    let out = sb.run(&project, &["data", "migrate"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("nothing to apply"),
+        "{said}"
+    );
     // /data/v1 serves the table; the public key meets its row-level security (no rows).
     let (status, body) = http_get(
         &dev.endpoint,
@@ -1047,13 +1047,44 @@ fn data_on_o1_migrates_and_serves_the_scaffold() {
         &dev.public_key,
     );
     assert_eq!((status, body.as_str()), (200, "[]"));
-    // A migration O1 cannot keep the meaning of is refused with its place and a hint.
+    // A new file is applied by the running server within a second or so.
     let dir = project.join("data/migrations");
+    std::fs::write(
+        dir.join("0002_tags.sql"),
+        "create table tags (id integer primary key, name text);\n",
+    )
+    .expect("write");
+    let mut served = (0, String::new());
+    for _ in 0..50 {
+        served = http_get(&dev.endpoint, "/data/v1/tags", &dev.public_key);
+        if served.0 == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!((served.0, served.1.as_str()), (200, "[]"));
+    // The generated types know the table.
+    let types = sb.ok(&project, &["data", "types"]);
+    assert!(
+        types.contains("      tags: {") && types.contains("export type Database"),
+        "{types}"
+    );
+    // A migration O1 cannot keep the meaning of is refused with its place and a hint.
     std::fs::write(dir.join("9999_ext.sql"), "\ncreate extension pgcrypto;\n").expect("write");
     let err = sb.fails(&project, &["data", "migrate"]);
     assert!(
         err.contains("9999_ext.sql:2:1") && err.contains("hint:") && err.contains("O2"),
         "{err}"
+    );
+    std::fs::remove_file(dir.join("9999_ext.sql")).expect("remove");
+    // Reset asks first; without a terminal or --yes it does nothing.
+    let err = sb.fails(&project, &["data", "reset"]);
+    assert!(err.contains("--yes"), "{err}");
+    let out = sb.run(&project, &["data", "reset", "--yes"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("applied 0002_tags.sql"),
+        "{said}"
     );
     // The SQL console works on O1.
     let shown = sb.ok(&project, &["data", "query", "select 1 as one, 'x' as two"]);

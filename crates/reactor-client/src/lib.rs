@@ -325,12 +325,40 @@ impl Client {
         matches!(self.http.get(format!("{}/healthz", self.endpoint)).send().await, Ok(r) if r.status().is_success())
     }
 
+    /// `GET /data/v1/admin/types`: TypeScript types of the server's exposed schema.
+    pub async fn types(&self) -> Result<String, ClientError> {
+        let bytes = self
+            .send_raw(reqwest::Method::GET, "/data/v1/admin/types", None)
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `POST /data/v1/admin/reset`: empties a development database (O1 only).
+    pub async fn reset(&self) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>(reqwest::Method::POST, "/data/v1/admin/reset", None)
+            .await?;
+        Ok(())
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        let bytes = self.send_raw(method, path, body).await?;
+        // 204 and other empty answers read as JSON null.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|_| unexpected(200, bytes))
+    }
+
+    /// Sends with the credentials; a success's body, or the server's error.
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.endpoint));
@@ -363,9 +391,7 @@ impl Client {
                 source,
             })?;
         if (200..300).contains(&status) {
-            // 204 and other empty answers read as JSON null.
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(bytes).map_err(|_| unexpected(status, bytes));
+            return Ok(bytes.to_vec());
         }
         match serde_json::from_slice::<ApiErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api { status, body }),

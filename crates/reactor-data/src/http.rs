@@ -28,6 +28,8 @@ pub fn router(data: Data) -> Router {
         .route("/admin/migrations/status", post(status))
         .route("/admin/query", post(query))
         .route("/admin/schema/reload", post(reload))
+        .route("/admin/reset", post(reset))
+        .route("/admin/types", get(types))
         .route("/rpc/{function}", any(rpc))
         .route("/{table}", any(table))
         .with_state(data)
@@ -713,6 +715,30 @@ async fn openapi(State(data): State<Data>) -> Response {
         .into_response()
 }
 
+/// TypeScript types of the exposed schema (`reactor data types`); public like the OpenAPI
+/// document, which says the same.
+async fn types(State(data): State<Data>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/typescript; charset=utf-8",
+        )],
+        crate::types::typescript(&data.schema()),
+    )
+        .into_response()
+}
+
+/// `reactor data reset`: empties a development database (O1 only).
+async fn reset(
+    State(data): State<Data>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require_service("resetting the database")?;
+    migrations::reset(data.db()).await?;
+    data.reload_schema().await.map_err(|e| e.into_api(true))?;
+    Ok(Json(json!({ "reset": true })))
+}
+
 async fn reload(
     State(data): State<Data>,
     Extension(principal): Extension<Principal>,
@@ -769,6 +795,10 @@ impl From<MigrationError> for ApiError {
                 e.to_string(),
             )
             .with_details(format!("{file}:{line}:{column}")),
+            MigrationError::ResetRefused => {
+                ApiError::new(StatusCode::BAD_REQUEST, "reset_refused", e.to_string())
+                    .with_hint("on Postgres, drop what you no longer want with a new migration")
+            }
             MigrationError::NotUtf8 { .. } | MigrationError::Read { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_migration", e.to_string())
             }

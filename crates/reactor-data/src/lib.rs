@@ -19,6 +19,7 @@ pub mod schema;
 mod sqlite_catalog;
 mod sqlite_errors;
 pub mod translate;
+pub mod types;
 
 pub use api::{Data, DataConfig};
 pub use error::DataError;

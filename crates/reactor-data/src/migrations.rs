@@ -79,6 +79,8 @@ pub enum MigrationError {
         message: String,
         hint: String,
     },
+    #[error("reset is for a development database (SQLite, O1) only")]
+    ResetRefused,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -291,6 +293,45 @@ fn sqlite_applied(conn: &rusqlite::Connection) -> Result<Vec<(String, String)>, 
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// O1 only: drops every table, view and index the project's migrations made and forgets
+/// them, in one transaction, so the migrations can run again from an empty schema. Postgres
+/// is refused: a server's data is never one command away from deletion.
+pub async fn reset(db: &Db) -> Result<(), MigrationError> {
+    prepare(db).await?;
+    let Db::Sqlite(pool) = db else {
+        return Err(MigrationError::ResetRefused);
+    };
+    pool.with(|conn| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Parents and children go in any order; keys are checked at commit, when none remain.
+        tx.execute_batch("pragma defer_foreign_keys = on")?;
+        let objects: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(
+                "select type, name from sqlite_schema
+                 where type in ('view', 'table') and name not like 'sqlite\\_%' escape '\\'
+                   and name not like '\\_reactor\\_%' escape '\\'
+                 order by type = 'table'",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (kind, name) in objects {
+            tx.execute_batch(&format!(
+                "drop {kind} if exists \"{}\"",
+                name.replace('"', "\"\"")
+            ))?;
+        }
+        tx.execute_batch(
+            "delete from _reactor_user_migrations; delete from _reactor_policies;
+             delete from _reactor_rls; delete from _reactor_functions;",
+        )?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }
 
 fn record<T: serde::Serialize>(value: &T) -> Result<String, MigrationError> {
