@@ -346,6 +346,43 @@ impl Harness {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Runs tests/js/postgrest.mjs: the unmodified `@supabase/postgrest-js` against this
+    /// server, from node. It leaves the data as it found it.
+    async fn postgrest_js(&self) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            dir.join("node_modules/@supabase/postgrest-js").exists(),
+            "run `npm ci --prefix {}` (scripts/test does)",
+            dir.display()
+        );
+        let token = |name: &str| {
+            self.users
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, t, _)| t.clone())
+                .expect("user")
+        };
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg("postgrest.mjs")
+            .current_dir(&dir)
+            .env("REACTOR_DATA_URL", format!("{}/data/v1", self.base))
+            .env("REACTOR_PUBLIC_KEY", &self.public_key)
+            .env("ALICE_TOKEN", token("alice"))
+            .env("BOB_TOKEN", token("bob"));
+        // Blocking on node here would stall the server this runtime also drives.
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("join")
+            .expect("node runs");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "postgrest-js against {}:\n{said}{}",
+            self.base,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Two organizations: alice owns acme and invites carol as a member; bob owns globex.
     async fn tenancy(&mut self) {
         let signup = async |h: &Harness, email: &str, invite: Option<&Value>| {
@@ -440,6 +477,13 @@ fn reads() -> Vec<Case> {
         get("cd on arrays", "/books?select=id&tags=cd.{scifi,classic}&order=id").json(200, ids(&[2, 3, 4])),
         get("ov on arrays", "/books?select=id&tags=ov.{fantasy,scifi}&order=id").json(200, ids(&[1, 2, 3])),
         get("cs on jsonb", "/books?select=id&meta=cs.{\"n\":3}").json(200, ids(&[3])),
+        get("fts", "/books?select=id&title=fts.wizard").json(200, ids(&[1])),
+        get("fts with and", "/books?select=id&title=fts.wizard %26 earthsea").json(200, ids(&[1])),
+        get("fts with a configuration", "/books?select=id&title=fts(simple).Solaris").json(200, ids(&[3])),
+        get("plfts", "/books?select=id&title=plfts.earthsea wizard").json(200, ids(&[1])),
+        get("phfts", "/books?select=id&title=phfts.wizard of earthsea").json(200, ids(&[1])),
+        get("wfts", "/books?select=id&title=wfts.wizard -dragon").json(200, ids(&[1])),
+        get("not fts", "/books?select=id&title=not.fts.wizard&order=id").json(200, ids(&[2, 3, 4, 5])),
         get("like(any)", "/books?select=id&title=like(any).{Sol*,Kin*}&order=id").json(200, ids(&[3, 4])),
         get("eq(any)", "/books?select=id&id=eq(any).{1,5}&order=id").json(200, ids(&[1, 5])),
         get("gt(all)", "/books?select=id&id=gt(all).{2,3}&order=id").json(200, ids(&[4, 5])),
@@ -766,6 +810,7 @@ async fn conformance(url: &str) {
         .await;
     h.seed_library().await;
     h.tenancy().await;
+    h.postgrest_js().await;
 
     let mut cases = reads();
     cases.extend(writes());
