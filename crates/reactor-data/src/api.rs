@@ -136,10 +136,10 @@ impl Data {
             })
             .await?;
         match &self.db {
-            Db::Postgres(pool) => run_pg(pool, principal, statement, true, shape.single).await,
+            Db::Postgres(pool) => run_pg(pool, principal, statement, false, shape.single).await,
             Db::Sqlite(pool) => {
                 let single = shape.single;
-                pool.with_principal(principal, move |conn| {
+                pool.read_with_principal(principal, move |conn| {
                     Ok(sqlite_output(conn, &statement).and_then(|output| {
                         if single && output.rows != 1 {
                             Err(DataError::NotOne { rows: output.rows })

@@ -290,14 +290,14 @@ pub async fn begin_as(
         "org_id": principal.org_id,
         "org_role": principal.role,
     });
-    // The role name is one of three constants; the values go through bind parameters.
-    sqlx::query(AssertSqlSafe(format!("set local role {role}")))
-        .execute(&mut *tx)
-        .await?;
+    // One round trip: `set_config('role', …, true)` is `SET LOCAL ROLE`; the role is one of
+    // three constants and every value goes through a bind parameter.
     sqlx::query(
-        "select set_config('reactor.user_id', $1, true), set_config('reactor.org_id', $2, true),
-                set_config('reactor.role', $3, true), set_config('request.jwt.claims', $4, true)",
+        "select set_config('role', $1, true), set_config('reactor.user_id', $2, true),
+                set_config('reactor.org_id', $3, true), set_config('reactor.role', $4, true),
+                set_config('request.jwt.claims', $5, true)",
     )
+    .bind(role)
     .bind(principal.user_id.clone().unwrap_or_default())
     .bind(principal.org_id.clone().unwrap_or_default())
     .bind(principal.role.clone().unwrap_or_default())
