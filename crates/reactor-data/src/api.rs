@@ -27,7 +27,12 @@ pub struct Data {
     db: Db,
     schema: SchemaHandle,
     config: DataConfig,
+    /// Postgres: the connections requests run on (see `RequestPool`).
+    requests: Option<reactor_db::postgres::RequestPool>,
 }
+
+/// Request connections per process on Postgres, beside the system pool's.
+const REQUEST_CONNECTIONS: usize = 16;
 
 /// What one read or write asks besides its rows.
 #[derive(Debug, Clone)]
@@ -64,10 +69,18 @@ impl Data {
         let cache = crate::schema::load(&db)
             .await
             .map_err(|e| DataError::Internal(e.to_string()))?;
+        let requests = match &db {
+            Db::Postgres(pool) => Some(reactor_db::postgres::RequestPool::new(
+                pool,
+                REQUEST_CONNECTIONS,
+            )),
+            Db::Sqlite(_) => None,
+        };
         Ok(Data {
             db,
             schema: SchemaHandle::new(cache),
             config,
+            requests,
         })
     }
 
@@ -85,6 +98,12 @@ impl Data {
             .await
             .map(|_| ())
             .map_err(|e| DataError::Internal(e.to_string()))
+    }
+
+    fn requests(&self) -> Result<&reactor_db::postgres::RequestPool, DataError> {
+        self.requests
+            .as_ref()
+            .ok_or_else(|| DataError::Internal("no request pool on Postgres".into()))
     }
 
     fn dialect(&self) -> Dialect {
@@ -123,7 +142,9 @@ impl Data {
         let statement = self
             .render(|schema, dialect| {
                 let t = find_table(schema, table)?;
-                let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                let mut b = Builder::new(dialect, schema)
+                    .with_session_guard(principal)
+                    .with_role(principal.db_role());
                 let sql = b.read(
                     t,
                     &Source::table(dialect, &t.name),
@@ -136,7 +157,9 @@ impl Data {
             })
             .await?;
         match &self.db {
-            Db::Postgres(pool) => run_pg(pool, principal, statement, false, shape.single).await,
+            Db::Postgres(_) => {
+                run_pg(self.requests()?, principal, statement, false, shape.single).await
+            }
             Db::Sqlite(pool) => {
                 let single = shape.single;
                 pool.read_with_principal(principal, move |conn| {
@@ -161,23 +184,27 @@ impl Data {
         shape: &Shape,
     ) -> Result<Output, DataError> {
         match &self.db {
-            Db::Postgres(pool) => {
+            Db::Postgres(_) => {
                 let statement = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        let mut b = Builder::new(dialect, schema)
+                            .with_session_guard(principal)
+                            .with_role(principal.db_role());
                         let sql =
                             b.insert_pg(t, insert, &shape.select, &shape.levels, shape.body)?;
                         Ok(b.finish(sql))
                     })
                     .await?;
-                run_pg(pool, principal, statement, false, shape.single).await
+                run_pg(self.requests()?, principal, statement, false, shape.single).await
             }
             Db::Sqlite(pool) => {
                 let (dml, check, read) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        let mut b = Builder::new(dialect, schema)
+                            .with_session_guard(principal)
+                            .with_role(principal.db_role());
                         // Postgres checks policies before constraints: with no policy
                         // letting this role insert, that is the error, whatever the row.
                         if b.policy(t, "insert", true).as_deref() == Some("0") {
@@ -191,8 +218,8 @@ impl Data {
                     })
                     .await?;
                 let single = shape.single;
-                pool.with_principal(principal, move |conn| {
-                    Ok(sqlite_write(conn, &dml, check.as_ref(), read, single))
+                pool.write_with_principal(principal, move |conn| {
+                    outcome(sqlite_write(conn, &dml, check.as_ref(), read, single))
                 })
                 .await?
             }
@@ -208,23 +235,27 @@ impl Data {
     ) -> Result<Output, DataError> {
         self.guard_unfiltered(shape, "PATCH")?;
         match &self.db {
-            Db::Postgres(pool) => {
+            Db::Postgres(_) => {
                 let statement = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        let mut b = Builder::new(dialect, schema)
+                            .with_session_guard(principal)
+                            .with_role(principal.db_role());
                         let sql =
                             b.update_pg(t, patch, &shape.select, &shape.levels, shape.body)?;
                         Ok(b.finish(sql))
                     })
                     .await?;
-                run_pg(pool, principal, statement, false, shape.single).await
+                run_pg(self.requests()?, principal, statement, false, shape.single).await
             }
             Db::Sqlite(pool) => {
                 let (dml, check, read) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        let mut b = Builder::new(dialect, schema)
+                            .with_session_guard(principal)
+                            .with_role(principal.db_role());
                         let dml = b.update_sqlite(t, patch, &shape.levels)?;
                         let check = b.rls_check_sqlite(t, "update").map(|c| (c, t.name.clone()));
                         let read =
@@ -233,8 +264,8 @@ impl Data {
                     })
                     .await?;
                 let single = shape.single;
-                pool.with_principal(principal, move |conn| {
-                    Ok(sqlite_write(conn, &dml, check.as_ref(), read, single))
+                pool.write_with_principal(principal, move |conn| {
+                    outcome(sqlite_write(conn, &dml, check.as_ref(), read, single))
                 })
                 .await?
             }
@@ -249,22 +280,26 @@ impl Data {
     ) -> Result<Output, DataError> {
         self.guard_unfiltered(shape, "DELETE")?;
         match &self.db {
-            Db::Postgres(pool) => {
+            Db::Postgres(_) => {
                 let statement = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        let mut b = Builder::new(dialect, schema)
+                            .with_session_guard(principal)
+                            .with_role(principal.db_role());
                         let sql = b.delete_pg(t, &shape.select, &shape.levels, shape.body)?;
                         Ok(b.finish(sql))
                     })
                     .await?;
-                run_pg(pool, principal, statement, false, shape.single).await
+                run_pg(self.requests()?, principal, statement, false, shape.single).await
             }
             Db::Sqlite(pool) => {
                 let (targets, read, name) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                        let mut b = Builder::new(dialect, schema)
+                            .with_session_guard(principal)
+                            .with_role(principal.db_role());
                         let targets = b.delete_targets_sqlite(t, &shape.levels)?;
                         let read =
                             b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
@@ -272,7 +307,7 @@ impl Data {
                     })
                     .await?;
                 let single = shape.single;
-                pool.with_principal(principal, move |conn| {
+                pool.write_with_principal(principal, move |conn| {
                     let delete = Statement {
                         sql: format!(
                             "delete from {} where rowid in (select value from json_each(?1)) returning rowid",
@@ -280,7 +315,7 @@ impl Data {
                         ),
                         params: vec![Param::Text(String::new())],
                     };
-                    Ok(sqlite_delete(conn, &targets, &delete, read, single))
+                    outcome(sqlite_delete(conn, &targets, &delete, read, single))
                 })
                 .await?
             }
@@ -328,7 +363,9 @@ impl Data {
                 };
                 let single = !function.returns_set && table.is_some();
                 let scalar = function.is_scalar() && !function.returns_set;
-                let mut b = Builder::new(dialect, schema).with_role(principal.db_role());
+                let mut b = Builder::new(dialect, schema)
+                    .with_session_guard(principal)
+                    .with_role(principal.db_role());
                 let plan = match dialect {
                     Dialect::Postgres => {
                         let sql = b.rpc_pg(function, table, args, shape)?;
@@ -348,16 +385,16 @@ impl Data {
             })
             .await?;
         let mut output = match (&self.db, plan) {
-            (Db::Postgres(pool), RpcPlan::Query(statement)) => {
-                run_pg(pool, principal, statement, read_only, false).await?
+            (Db::Postgres(_), RpcPlan::Query(statement)) => {
+                run_pg(self.requests()?, principal, statement, read_only, false).await?
             }
             (Db::Sqlite(pool), RpcPlan::Query(statement)) => {
-                pool.with_principal(principal, move |conn| Ok(sqlite_output(conn, &statement)))
+                pool.read_with_principal(principal, move |conn| Ok(sqlite_output(conn, &statement)))
                     .await??
             }
             (Db::Sqlite(pool), RpcPlan::Dml(statement, kind)) => {
-                pool.with_principal(principal, move |conn| {
-                    Ok(sqlite_dml_value(conn, &statement, kind))
+                pool.write_with_principal(principal, move |conn| {
+                    outcome(sqlite_dml_value(conn, &statement, kind))
                 })
                 .await??
             }
@@ -385,16 +422,13 @@ enum RpcPlan {
 
 /// Runs a writing function body on SQLite and renders its first value as JSON.
 fn sqlite_dml_value(
-    conn: &mut rusqlite::Connection,
+    conn: &rusqlite::Connection,
     statement: &Statement,
     kind: crate::schema::Kind,
 ) -> Result<Output, DataError> {
     use rusqlite::types::Value as V;
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sqlite_error)?;
     let value = {
-        let mut stmt = tx.prepare(&statement.sql).map_err(sqlite_error)?;
+        let mut stmt = conn.prepare(&statement.sql).map_err(sqlite_error)?;
         let params = sqlite_params(&statement.params);
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
@@ -404,7 +438,6 @@ fn sqlite_dml_value(
             None => V::Null,
         }
     };
-    tx.commit().map_err(sqlite_error)?;
     let json = match (value, kind) {
         (V::Null, _) => Value::Null,
         (V::Integer(n), crate::schema::Kind::Bool) => Value::Bool(n != 0),
@@ -478,27 +511,53 @@ fn bind_pg<'q>(
     q
 }
 
+/// Runs one rendered statement on a request connection acting as the caller: alone, in
+/// autocommit, unless it must be read-only (rpc by GET) or singular (rolled back unless it
+/// touched exactly one row), which take an explicit transaction.
 async fn run_pg(
-    pool: &sqlx::PgPool,
+    requests: &reactor_db::postgres::RequestPool,
     principal: &Principal,
     statement: Statement,
     read_only: bool,
     single: bool,
 ) -> Result<Output, DataError> {
-    let mut tx = reactor_db::postgres::begin_as(pool, principal).await?;
+    let mut conn = requests.acquire(principal).await?;
+    let result = run_on(conn.conn(), statement, read_only, single).await;
+    match &result {
+        // A database error leaves the connection usable (its statement rolled back), except
+        // the session guard's, which says the session is not what the pool believes.
+        Err(DataError::Database { code, .. }) if code != "XX000" => {}
+        Err(_) => conn.discard(),
+        Ok(_) => {}
+    }
+    result
+}
+
+async fn run_on(
+    conn: &mut sqlx::PgConnection,
+    statement: Statement,
+    read_only: bool,
+    single: bool,
+) -> Result<Output, DataError> {
+    // The text is rendered from schema-cache identifiers and constants; values are bound.
+    let query = bind_pg(sqlx::query(AssertSqlSafe(statement.sql)), statement.params);
+    let read = |row: sqlx::postgres::PgRow| -> Result<Output, DataError> {
+        Ok(Output {
+            body: row.try_get(0)?,
+            rows: row.try_get(1)?,
+            total: row.try_get(2)?,
+        })
+    };
+    if !read_only && !single {
+        return read(query.fetch_one(conn).await?);
+    }
+    let mut tx = sqlx::Connection::begin(conn).await?;
     if read_only {
         sqlx::query("set transaction read only")
             .execute(&mut *tx)
             .await?;
     }
-    // The text is rendered from schema-cache identifiers and constants; values are bound.
-    let query = bind_pg(sqlx::query(AssertSqlSafe(statement.sql)), statement.params);
-    let row = query.fetch_one(&mut *tx).await?;
-    let output = Output {
-        body: row.try_get(0)?,
-        rows: row.try_get(1)?,
-        total: row.try_get(2)?,
-    };
+    let output = read(query.fetch_one(&mut *tx).await?)?;
     if single && output.rows != 1 {
         // Dropping the transaction rolls the write back.
         return Err(DataError::NotOne { rows: output.rows });
@@ -568,6 +627,16 @@ fn with_rowids(mut statement: Statement, rowids: &[i64]) -> Statement {
     statement
 }
 
+/// A write's result as the writer thread needs it: an error undoes the write.
+fn outcome(
+    result: Result<Output, DataError>,
+) -> reactor_db::WriteOutcome<Result<Output, DataError>> {
+    match result {
+        Ok(output) => reactor_db::WriteOutcome::Keep(Ok(output)),
+        Err(e) => reactor_db::WriteOutcome::Undo(Err(e)),
+    }
+}
+
 fn rls_violation(table: &str) -> DataError {
     DataError::Database {
         code: "42501".into(),
@@ -580,18 +649,15 @@ fn rls_violation(table: &str) -> DataError {
 /// The DML, the row-level security check of what it wrote (a violation rolls everything back
 /// with Postgres's 42501), then the representation.
 fn sqlite_write(
-    conn: &mut rusqlite::Connection,
+    tx: &rusqlite::Connection,
     dml: &Statement,
     check: Option<&(Statement, String)>,
     read: Statement,
     single: bool,
 ) -> Result<Output, DataError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sqlite_error)?;
-    let rowids = sqlite_rowids(&tx, dml)?;
+    let rowids = sqlite_rowids(tx, dml)?;
     if let Some((check, table)) = check {
-        let violations = sqlite_rowids(&tx, &with_rowids(check.clone(), &rowids))?;
+        let violations = sqlite_rowids(tx, &with_rowids(check.clone(), &rowids))?;
         if violations.first().is_some_and(|n| *n > 0) {
             return Err(rls_violation(table));
         }
@@ -601,29 +667,23 @@ fn sqlite_write(
             rows: rowids.len() as i64,
         });
     }
-    let output = sqlite_query_output(&tx, &with_rowids(read, &rowids))?;
-    tx.commit().map_err(sqlite_error)?;
-    Ok(output)
+    sqlite_query_output(tx, &with_rowids(read, &rowids))
 }
 
 fn sqlite_delete(
-    conn: &mut rusqlite::Connection,
+    tx: &rusqlite::Connection,
     targets: &Statement,
     delete: &Statement,
     read: Statement,
     single: bool,
 ) -> Result<Output, DataError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sqlite_error)?;
-    let rowids = sqlite_rowids(&tx, targets)?;
+    let rowids = sqlite_rowids(tx, targets)?;
     if single && rowids.len() != 1 {
         return Err(DataError::NotOne {
             rows: rowids.len() as i64,
         });
     }
-    let output = sqlite_query_output(&tx, &with_rowids(read, &rowids))?;
-    sqlite_rowids(&tx, &with_rowids(delete.clone(), &rowids))?;
-    tx.commit().map_err(sqlite_error)?;
+    let output = sqlite_query_output(tx, &with_rowids(read, &rowids))?;
+    sqlite_rowids(tx, &with_rowids(delete.clone(), &rowids))?;
     Ok(output)
 }

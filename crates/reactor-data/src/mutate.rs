@@ -454,10 +454,12 @@ impl<'s> Builder<'s> {
                 )
             }
             None if function.returns_set => Ok(format!(
-                "select coalesce(json_agg(_r.v), '[]')::text as body, count(*) as page, null::bigint as total from {call} _r(v)"
+                "select coalesce(json_agg(_r.v), '[]')::text as body, count(*) as page, null::bigint as total{} from {call} _r(v)",
+                self.guard_column()
             )),
             None => Ok(format!(
-                "select to_json({call})::text as body, 1::bigint as page, null::bigint as total"
+                "select to_json({call})::text as body, 1::bigint as page, null::bigint as total{}",
+                self.guard_column()
             )),
         }
     }

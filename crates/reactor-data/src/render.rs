@@ -108,6 +108,9 @@ pub struct Builder<'s> {
     /// O1: the request's role, whose recorded policies the builder applies. `None` on
     /// Postgres, where the database enforces its own.
     role: Option<reactor_core::DbRole>,
+    /// Postgres: `reactor.assert_session(…)` with the caller's identity bound, selected by
+    /// every statement so one run on a session set to someone else fails (see `RequestPool`).
+    guard: Option<String>,
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -167,7 +170,29 @@ impl<'s> Builder<'s> {
             // `t0` is the top level.
             aliases: 1,
             role: None,
+            guard: None,
         }
+    }
+
+    /// Postgres: makes every statement check that its session acts as `principal`.
+    pub fn with_session_guard(mut self, principal: &reactor_core::Principal) -> Self {
+        if self.dialect == Dialect::Postgres {
+            let id = reactor_db::postgres::SessionIdentity::of(principal);
+            let r = self.bind(Param::Text(id.role.to_string()));
+            let u = self.bind(Param::Text(id.user_id));
+            let o = self.bind(Param::Text(id.org_id));
+            let g = self.bind(Param::Text(id.org_role));
+            self.guard = Some(format!("reactor.assert_session({r}, {u}, {o}, {g})"));
+        }
+        self
+    }
+
+    /// `, <guard> as guard` for a final select list, or nothing.
+    pub fn guard_column(&self) -> String {
+        self.guard
+            .as_ref()
+            .map(|g| format!(", {g} as guard"))
+            .unwrap_or_default()
     }
 
     /// Applies row-level security as `role` would meet it (SQLite only).
@@ -1069,7 +1094,8 @@ impl<'s> Builder<'s> {
                 "coalesce(json_group_array(json(_r._j)), '[]')".to_string()
             }
         };
-        format!("select {agg} as body, count(*) as page, {total} as total from ({rows}) _r")
+        let guard = self.guard_column();
+        format!("select {agg} as body, count(*) as page, {total} as total{guard} from ({rows}) _r")
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use reactor_core::KeyTier;
 use reactor_core::keys::NewKey;
 
-pub use sqlite::SqlitePool;
+pub use sqlite::{SqlitePool, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

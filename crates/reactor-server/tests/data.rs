@@ -852,3 +852,52 @@ async fn conformance(url: &str) {
     );
     assert!(doc["paths"]["/rpc/add_them"]["post"].is_object());
 }
+
+/// Request connections keep the caller's session between statements (one round trip per
+/// request); a developer function that resets the role must not leave a connection acting as
+/// the owner for the requests after it.
+#[tokio::test]
+async fn postgres_session_reset_by_a_function_fails_closed() {
+    let Some(url) = fresh_postgres_database("data_session_guard").await else {
+        return;
+    };
+    let h = Harness::start(&url).await;
+    h.migrate(&[(
+        "0001_secrets.sql",
+        "create table secrets (id integer primary key, v text not null);
+         alter table secrets enable row level security;
+         create function escalate() returns integer language sql volatile as $$ reset role; select 1 $$;",
+    )])
+    .await;
+    h.service(
+        "POST",
+        "/data/v1/secrets",
+        json!([{"id": 1, "v": "s3cret"}]),
+    )
+    .await;
+    let (status, _, body) = h
+        .send(Who::Anon, "GET", "/data/v1/secrets", &[], None)
+        .await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _, body) = h
+        .send(
+            Who::Anon,
+            "POST",
+            "/data/v1/rpc/escalate",
+            &[],
+            Some(&json!({})),
+        )
+        .await;
+    assert!(status == 500 || status == 200, "{status} {body}");
+    // Whatever connection the reset touched, no later request reads as the owner.
+    for _ in 0..40 {
+        let (status, _, body) = h
+            .send(Who::Anon, "GET", "/data/v1/secrets", &[], None)
+            .await;
+        assert!(!body.contains("s3cret"), "{status} {body}");
+    }
+    let (status, _, body) = h
+        .send(Who::Anon, "GET", "/data/v1/secrets", &[], None)
+        .await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+}
