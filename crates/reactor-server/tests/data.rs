@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 const LIBRARY: &str = include_str!("fixtures/library.sql");
 const TODO: &str = include_str!("../../../examples/todo/data/migrations/0001_init.sql");
+const TODO_LISTS: &str = include_str!("../../../examples/todo/data/migrations/0002_lists.sql");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
@@ -681,6 +682,9 @@ fn writes() -> Vec<Case> {
     ]
 }
 
+const ACME_LIST: &str = "00000000-0000-4000-8000-0000000000a1";
+const GLOBEX_LIST: &str = "00000000-0000-4000-8000-0000000000b1";
+
 /// Row-level security between two organizations, with the examples/todo policies.
 fn tenancy() -> Vec<Case> {
     let alice = Who::User("alice");
@@ -786,6 +790,68 @@ fn tenancy() -> Vec<Case> {
         )
         .who(Who::Service)
         .json(200, json!([{"title":"globex plan"},{"title":"ship it"}])),
+        // Lists: owners manage them, members read them, and a todo joins only its org's list.
+        case("a member cannot create a list", "POST", "/lists")
+            .who(carol)
+            .body(json!({"name": "carol's list"}))
+            .error(403, "42501"),
+        case("an owner creates one", "POST", "/lists?select=name")
+            .who(alice)
+            .header("prefer", "return=representation")
+            .body(json!({"id": ACME_LIST, "name": "Launch"}))
+            .json(201, json!([{"name":"Launch"}])),
+        case("bob creates globex's", "POST", "/lists")
+            .who(bob)
+            .body(json!({"id": GLOBEX_LIST, "name": "Globex plans"}))
+            .empty(201),
+        case(
+            "a member files a todo in the org's list",
+            "POST",
+            "/todos?select=title",
+        )
+        .who(carol)
+        .header("prefer", "return=representation")
+        .body(json!({"title": "write the launch post", "list_id": ACME_LIST}))
+        .json(201, json!([{"title":"write the launch post"}])),
+        case("a todo cannot join another org's list", "POST", "/todos")
+            .who(bob)
+            .body(json!({"title": "sneak into acme's list", "list_id": ACME_LIST}))
+            .error(403, "42501"),
+        get(
+            "embeds respect both tables' policies",
+            "/lists?select=name,todos(title)",
+        )
+        .who(carol)
+        .json(
+            200,
+            json!([{"name":"Launch","todos":[{"title":"write the launch post"}]}]),
+        ),
+        get("other orgs' lists stay hidden", "/lists?select=name")
+            .who(bob)
+            .json(200, json!([{"name":"Globex plans"}])),
+        get(
+            "bob's todos join no acme list",
+            "/todos?select=title,lists(name)&list_id=not.is.null",
+        )
+        .who(bob)
+        .json(200, json!([])),
+        case(
+            "a member cannot rename the list",
+            "PATCH",
+            "/lists?name=eq.Launch",
+        )
+        .who(carol)
+        .header("prefer", "return=representation")
+        .body(json!({"name": "Mine"}))
+        .json(200, json!([])),
+        case(
+            "an owner cannot move a list to another org",
+            "PATCH",
+            "/lists?name=eq.Launch",
+        )
+        .who(alice)
+        .body(json!({"org_id": "00000000-0000-0000-0000-000000000000"}))
+        .error(403, "42501"),
     ]
 }
 
@@ -806,8 +872,12 @@ async fn sqlite_conformance() {
 /// The whole suite on one adapter.
 async fn conformance(url: &str) {
     let mut h = Harness::start(url).await;
-    h.migrate(&[("0001_library.sql", LIBRARY), ("0002_todos.sql", TODO)])
-        .await;
+    h.migrate(&[
+        ("0001_library.sql", LIBRARY),
+        ("0002_todos.sql", TODO),
+        ("0003_lists.sql", TODO_LISTS),
+    ])
+    .await;
     h.seed_library().await;
     h.tenancy().await;
     h.postgrest_js().await;
@@ -816,6 +886,7 @@ async fn conformance(url: &str) {
     cases.extend(writes());
     cases.extend(tenancy());
     let failures = h.run(&cases).await;
+    eprintln!("{} conformance cases run on {url}", cases.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases failed on {url}:\n{}",
