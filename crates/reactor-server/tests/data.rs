@@ -922,6 +922,9 @@ async fn conformance(url: &str) {
         "integer"
     );
     assert!(doc["paths"]["/rpc/add_them"]["post"].is_object());
+    // With the trailing slash too (a redirect the client follows).
+    let (status, _, slash) = h.send(Who::Anon, "GET", "/data/v1/", &[], None).await;
+    assert_eq!((status, slash), (200, text));
 }
 
 /// Request connections keep the caller's session between statements (one round trip per
@@ -971,4 +974,64 @@ async fn postgres_session_reset_by_a_function_fails_closed() {
         .send(Who::Anon, "GET", "/data/v1/secrets", &[], None)
         .await;
     assert_eq!((status, body.as_str()), (200, "[]"));
+}
+
+/// The range operators, on Postgres only: range types do not translate to SQLite, and O1
+/// refuses the migration that declares one (with its place and a hint) rather than storing
+/// something else.
+#[tokio::test]
+async fn postgres_range_operators() {
+    const SLOTS: &str = "create table slots (id integer primary key, during int4range not null);";
+    let Some(url) = fresh_postgres_database("data_ranges").await else {
+        return;
+    };
+    let h = Harness::start(&url).await;
+    h.migrate(&[("0001_slots.sql", SLOTS)]).await;
+    h.service(
+        "POST",
+        "/data/v1/slots",
+        json!([{"id": 1, "during": "[1,5)"}, {"id": 2, "during": "[5,10)"}, {"id": 3, "during": "[20,30)"}]),
+    )
+    .await;
+    let cases = vec![
+        get("sl", "/slots?select=id&during=sl.[10,20)&order=id").json(200, ids(&[1, 2])),
+        get("sr", "/slots?select=id&during=sr.[10,20)").json(200, ids(&[3])),
+        get("nxr", "/slots?select=id&during=nxr.[0,6)&order=id").json(200, ids(&[1])),
+        get("nxl", "/slots?select=id&during=nxl.[5,6)&order=id").json(200, ids(&[2, 3])),
+        get("adj", "/slots?select=id&during=adj.[10,20)&order=id").json(200, ids(&[2, 3])),
+        get("ov on ranges", "/slots?select=id&during=ov.[4,6)&order=id").json(200, ids(&[1, 2])),
+        get("cs with an element", "/slots?select=id&during=cs.[7,8)").json(200, ids(&[2])),
+        get("not a range", "/slots?select=id&during=ov.nope").error(400, "22P02"),
+    ];
+    let failures = h.run(&cases).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o1 = Harness::start(&format!("sqlite://{}", dir.path().join("o1.db").display())).await;
+    let files = json!({"files": [{"name": "0001_slots.sql", "sql": SLOTS}]});
+    let (status, _, body) = o1
+        .send(
+            Who::Service,
+            "POST",
+            "/data/v1/admin/migrations",
+            &[],
+            Some(&files),
+        )
+        .await;
+    let err: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("unsupported_on_sqlite")),
+        "{body}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("0001_slots.sql:1:1") && m.contains("int4range")),
+        "{body}"
+    );
+    assert!(
+        err["hint"].as_str().is_some_and(|h| h.contains("O2")),
+        "{body}"
+    );
 }
