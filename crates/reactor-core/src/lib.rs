@@ -11,6 +11,7 @@ mod extract;
 pub mod keys;
 mod principal;
 pub mod seal;
+pub mod time;
 
 pub use capability::{Capability, UnknownCapability};
 pub use error::ApiError;

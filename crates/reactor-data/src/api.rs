@@ -142,9 +142,7 @@ impl Data {
         let statement = self
             .render(|schema, dialect| {
                 let t = find_table(schema, table)?;
-                let mut b = Builder::new(dialect, schema)
-                    .with_session_guard(principal)
-                    .with_role(principal.db_role());
+                let mut b = builder(schema, dialect, principal);
                 let sql = b.read(
                     t,
                     &Source::table(dialect, &t.name),
@@ -185,43 +183,21 @@ impl Data {
     ) -> Result<Output, DataError> {
         match &self.db {
             Db::Postgres(_) => {
-                let statement = self
-                    .render(|schema, dialect| {
-                        let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema)
-                            .with_session_guard(principal)
-                            .with_role(principal.db_role());
-                        let sql =
-                            b.insert_pg(t, insert, &shape.select, &shape.levels, shape.body)?;
-                        Ok(b.finish(sql))
-                    })
-                    .await?;
-                run_pg(self.requests()?, principal, statement, false, shape.single).await
+                self.write_pg(principal, table, shape, |b, t| {
+                    b.insert_pg(t, insert, &shape.select, &shape.levels, shape.body)
+                })
+                .await
             }
             Db::Sqlite(pool) => {
-                let (dml, check, read) = self
-                    .render(|schema, dialect| {
-                        let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema)
-                            .with_session_guard(principal)
-                            .with_role(principal.db_role());
-                        // Postgres checks policies before constraints: with no policy
-                        // letting this role insert, that is the error, whatever the row.
-                        if b.policy(t, "insert", true).as_deref() == Some("0") {
-                            return Err(rls_violation(&t.name));
-                        }
-                        let dml = b.insert_sqlite(t, insert)?;
-                        let check = b.rls_check_sqlite(t, "insert").map(|c| (c, t.name.clone()));
-                        let read =
-                            b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
-                        Ok((dml, check, read))
-                    })
-                    .await?;
-                let single = shape.single;
-                pool.write_with_principal(principal, move |conn| {
-                    outcome(sqlite_write(conn, &dml, check.as_ref(), read, single))
+                self.write_sqlite(pool, principal, table, shape, "insert", |b, t| {
+                    // Postgres checks policies before constraints: with no policy letting
+                    // this role insert, that is the error, whatever the row.
+                    if b.policy(t, "insert", true).as_deref() == Some("0") {
+                        return Err(rls_violation(&t.name));
+                    }
+                    b.insert_sqlite(t, insert)
                 })
-                .await?
+                .await
             }
         }
     }
@@ -236,38 +212,16 @@ impl Data {
         self.guard_unfiltered(shape, "PATCH")?;
         match &self.db {
             Db::Postgres(_) => {
-                let statement = self
-                    .render(|schema, dialect| {
-                        let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema)
-                            .with_session_guard(principal)
-                            .with_role(principal.db_role());
-                        let sql =
-                            b.update_pg(t, patch, &shape.select, &shape.levels, shape.body)?;
-                        Ok(b.finish(sql))
-                    })
-                    .await?;
-                run_pg(self.requests()?, principal, statement, false, shape.single).await
+                self.write_pg(principal, table, shape, |b, t| {
+                    b.update_pg(t, patch, &shape.select, &shape.levels, shape.body)
+                })
+                .await
             }
             Db::Sqlite(pool) => {
-                let (dml, check, read) = self
-                    .render(|schema, dialect| {
-                        let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema)
-                            .with_session_guard(principal)
-                            .with_role(principal.db_role());
-                        let dml = b.update_sqlite(t, patch, &shape.levels)?;
-                        let check = b.rls_check_sqlite(t, "update").map(|c| (c, t.name.clone()));
-                        let read =
-                            b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
-                        Ok((dml, check, read))
-                    })
-                    .await?;
-                let single = shape.single;
-                pool.write_with_principal(principal, move |conn| {
-                    outcome(sqlite_write(conn, &dml, check.as_ref(), read, single))
+                self.write_sqlite(pool, principal, table, shape, "update", |b, t| {
+                    b.update_sqlite(t, patch, &shape.levels)
                 })
-                .await?
+                .await
             }
         }
     }
@@ -281,25 +235,16 @@ impl Data {
         self.guard_unfiltered(shape, "DELETE")?;
         match &self.db {
             Db::Postgres(_) => {
-                let statement = self
-                    .render(|schema, dialect| {
-                        let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema)
-                            .with_session_guard(principal)
-                            .with_role(principal.db_role());
-                        let sql = b.delete_pg(t, &shape.select, &shape.levels, shape.body)?;
-                        Ok(b.finish(sql))
-                    })
-                    .await?;
-                run_pg(self.requests()?, principal, statement, false, shape.single).await
+                self.write_pg(principal, table, shape, |b, t| {
+                    b.delete_pg(t, &shape.select, &shape.levels, shape.body)
+                })
+                .await
             }
             Db::Sqlite(pool) => {
                 let (targets, read, name) = self
                     .render(|schema, dialect| {
                         let t = find_table(schema, table)?;
-                        let mut b = Builder::new(dialect, schema)
-                            .with_session_guard(principal)
-                            .with_role(principal.db_role());
+                        let mut b = builder(schema, dialect, principal);
                         let targets = b.delete_targets_sqlite(t, &shape.levels)?;
                         let read =
                             b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
@@ -320,6 +265,53 @@ impl Data {
                 .await?
             }
         }
+    }
+
+    /// Postgres: renders one write statement with `render` and runs it as the caller.
+    async fn write_pg(
+        &self,
+        principal: &Principal,
+        table: &str,
+        shape: &Shape,
+        render: impl for<'s> Fn(&mut Builder<'s>, &'s Table) -> Result<String, DataError>,
+    ) -> Result<Output, DataError> {
+        let statement = self
+            .render(|schema, dialect| {
+                let t = find_table(schema, table)?;
+                let mut b = builder(schema, dialect, principal);
+                let sql = render(&mut b, t)?;
+                Ok(b.finish(sql))
+            })
+            .await?;
+        run_pg(self.requests()?, principal, statement, false, shape.single).await
+    }
+
+    /// SQLite: the DML `render` makes, the `with check` of `command` on what it wrote, and the
+    /// representation, run on the writer thread.
+    async fn write_sqlite(
+        &self,
+        pool: &reactor_db::SqlitePool,
+        principal: &Principal,
+        table: &str,
+        shape: &Shape,
+        command: &'static str,
+        render: impl for<'s> Fn(&mut Builder<'s>, &'s Table) -> Result<Statement, DataError>,
+    ) -> Result<Output, DataError> {
+        let (dml, check, read) = self
+            .render(|schema, dialect| {
+                let t = find_table(schema, table)?;
+                let mut b = builder(schema, dialect, principal);
+                let dml = render(&mut b, t)?;
+                let check = b.rls_check_sqlite(t, command).map(|c| (c, t.name.clone()));
+                let read = b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
+                Ok((dml, check, read))
+            })
+            .await?;
+        let single = shape.single;
+        pool.write_with_principal(principal, move |conn| {
+            outcome(sqlite_write(conn, &dml, check.as_ref(), read, single))
+        })
+        .await?
     }
 
     fn guard_unfiltered(&self, shape: &Shape, method: &'static str) -> Result<(), DataError> {
@@ -363,9 +355,7 @@ impl Data {
                 };
                 let single = !function.returns_set && table.is_some();
                 let scalar = function.is_scalar() && !function.returns_set;
-                let mut b = Builder::new(dialect, schema)
-                    .with_session_guard(principal)
-                    .with_role(principal.db_role());
+                let mut b = builder(schema, dialect, principal);
                 let plan = match dialect {
                     Dialect::Postgres => {
                         let sql = b.rpc_pg(function, table, args, shape)?;
@@ -454,6 +444,13 @@ fn sqlite_dml_value(
         rows: 1,
         total: None,
     })
+}
+
+/// A builder for `principal`: its session guarded on Postgres, its policies applied on SQLite.
+fn builder<'s>(schema: &'s SchemaCache, dialect: Dialect, principal: &Principal) -> Builder<'s> {
+    Builder::new(dialect, schema)
+        .with_session_guard(principal)
+        .with_role(principal.db_role())
 }
 
 /// `[x]` → `x`: the body of a one-row answer as an object.

@@ -314,6 +314,14 @@ fn to_csv(body: &str) -> Result<String, DataError> {
     Ok(out)
 }
 
+/// One request's parts, as the handlers read them.
+struct Call<'a> {
+    method: &'a Method,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
 async fn table(
     State(data): State<Data>,
     Extension(principal): Extension<Principal>,
@@ -323,32 +331,29 @@ async fn table(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle_table(
-        &data,
-        &principal,
-        &method,
-        &table,
-        raw.as_deref(),
-        &headers,
-        &body,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => fail(e, &principal),
-    }
+    let call = Call {
+        method: &method,
+        query: raw.as_deref(),
+        headers: &headers,
+        body: &body,
+    };
+    handle_table(&data, &principal, &table, &call)
+        .await
+        .unwrap_or_else(|e| fail(e, &principal))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn handle_table(
     data: &Data,
     principal: &Principal,
-    method: &Method,
     table: &str,
-    raw: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    call: &Call<'_>,
 ) -> Result<Response, DataError> {
+    let Call {
+        method,
+        query: raw,
+        headers,
+        body,
+    } = *call;
     let accept = match accept(headers) {
         Ok(a) => a,
         Err(e) => return Ok(e.into_response()),
@@ -593,32 +598,29 @@ async fn rpc(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle_rpc(
-        &data,
-        &principal,
-        &method,
-        &function,
-        raw.as_deref(),
-        &headers,
-        &body,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => fail(e, &principal),
-    }
+    let call = Call {
+        method: &method,
+        query: raw.as_deref(),
+        headers: &headers,
+        body: &body,
+    };
+    handle_rpc(&data, &principal, &function, &call)
+        .await
+        .unwrap_or_else(|e| fail(e, &principal))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn handle_rpc(
     data: &Data,
     principal: &Principal,
-    method: &Method,
     function: &str,
-    raw: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    call: &Call<'_>,
 ) -> Result<Response, DataError> {
+    let Call {
+        method,
+        query: raw,
+        headers,
+        body,
+    } = *call;
     let accept = match accept(headers) {
         Ok(a) => a,
         Err(e) => return Ok(e.into_response()),

@@ -213,6 +213,27 @@ fn compare(files: &[MigrationFile], applied: &[(String, String)]) -> Vec<Migrati
     states
 }
 
+/// The files to apply, in order; an applied file that changed stops everything.
+fn pending<'f>(
+    files: &'f [MigrationFile],
+    applied: &[(String, String)],
+) -> Result<Vec<&'f MigrationFile>, MigrationError> {
+    let states = compare(files, applied);
+    if let Some(changed) = states.iter().find(|s| s.status == Status::Modified) {
+        return Err(MigrationError::Modified {
+            name: changed.name.clone(),
+        });
+    }
+    Ok(files
+        .iter()
+        .filter(|f| {
+            states
+                .iter()
+                .any(|s| s.name == f.name && s.status == Status::Pending)
+        })
+        .collect())
+}
+
 /// Applied, pending, modified and missing migrations.
 pub async fn status(
     db: &Db,
@@ -255,20 +276,8 @@ pub async fn migrate(db: &Db, files: &[MigrationFile]) -> Result<Vec<String>, Mi
             .iter()
             .map(|r| Ok((r.try_get("name")?, r.try_get("checksum")?)))
             .collect::<Result<_, sqlx::Error>>()?;
-    let states = compare(files, &applied);
-    if let Some(changed) = states.iter().find(|s| s.status == Status::Modified) {
-        return Err(MigrationError::Modified {
-            name: changed.name.clone(),
-        });
-    }
     let mut done = Vec::new();
-    for file in files {
-        if !states
-            .iter()
-            .any(|s| s.name == file.name && s.status == Status::Pending)
-        {
-            continue;
-        }
+    for file in pending(files, &applied)? {
         // The project's own SQL, run as written: that is what a migration is.
         if let Err(e) = sqlx::raw_sql(AssertSqlSafe(file.sql.clone()))
             .execute(&mut *tx)
@@ -348,20 +357,8 @@ fn migrate_sqlite(
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(DbError::from)?;
-    let states = compare(files, &sqlite_applied(&tx)?);
-    if let Some(changed) = states.iter().find(|s| s.status == Status::Modified) {
-        return Err(MigrationError::Modified {
-            name: changed.name.clone(),
-        });
-    }
     let mut done = Vec::new();
-    for file in files {
-        if !states
-            .iter()
-            .any(|s| s.name == file.name && s.status == Status::Pending)
-        {
-            continue;
-        }
+    for file in pending(files, &sqlite_applied(&tx)?)? {
         let steps = translate(&file.sql).map_err(|e| MigrationError::Untranslatable {
             file: file.name.clone(),
             line: e.line,

@@ -114,6 +114,66 @@ impl<'s> Builder<'s> {
         })
     }
 
+    /// The INSERT of `insert`'s rows, read from one bound JSON array: Postgres through
+    /// `json_populate_record` (its own conversion of JSON to each column's type), SQLite
+    /// through `json_each`.
+    fn insert_dml(&mut self, table: &'s Table, insert: &Insert) -> Result<String, DataError> {
+        let columns = insert.columns(table)?;
+        let name = self.table_ref(&table.name);
+        if columns.is_empty() {
+            if insert.rows.len() != 1 {
+                return Err(DataError::BadBody(
+                    "rows without any column can only be inserted one at a time".into(),
+                ));
+            }
+            return Ok(format!("insert into {name} default values"));
+        }
+        let json = Self::rows_json(&insert.rows)?;
+        let p = self.bind(Param::Text(json));
+        let cols = columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pg = self.dialect == Dialect::Postgres;
+        let values = columns
+            .iter()
+            .map(|c| {
+                let key = quote_literal(&c.name);
+                let (value, present) = if pg {
+                    (
+                        format!("_p.{}", quote_ident(&c.name)),
+                        format!("_j.v::jsonb ? {key}"),
+                    )
+                } else {
+                    (
+                        sqlite_json_field("_j.value", c),
+                        format!("(_j.value -> {key}) is not null"),
+                    )
+                };
+                if insert.missing_default {
+                    let default = c.default.clone().unwrap_or_else(|| "null".to_string());
+                    format!("case when {present} then {value} else {default} end")
+                } else {
+                    value
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = self.conflict_clause(table, insert, &columns)?;
+        let from = if pg {
+            format!(
+                "json_array_elements({p}::json) _j(v) cross join lateral json_populate_record(null::{name}, _j.v) _p"
+            )
+        } else {
+            // `where true` keeps SQLite from reading `on conflict` as a join constraint.
+            format!("json_each({p}) _j where true")
+        };
+        Ok(format!(
+            "insert into {name} ({cols}) select {values} from {from}{conflict}"
+        ))
+    }
+
     /// Postgres: one statement that inserts and returns `(body, rows, total)`.
     pub fn insert_pg(
         &mut self,
@@ -123,45 +183,7 @@ impl<'s> Builder<'s> {
         levels: &Levels,
         body: Body,
     ) -> Result<String, DataError> {
-        let columns = insert.columns(table)?;
-        let name = format!("\"public\".{}", quote_ident(&table.name));
-        let dml = if columns.is_empty() {
-            if insert.rows.len() != 1 {
-                return Err(DataError::BadBody(
-                    "rows without any column can only be inserted one at a time".into(),
-                ));
-            }
-            format!("insert into {name} default values")
-        } else {
-            let json = Self::rows_json(&insert.rows)?;
-            let p = self.bind(Param::Text(json));
-            let cols = columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let values = columns
-                .iter()
-                .map(|c| {
-                    let v = format!("_p.{}", quote_ident(&c.name));
-                    if insert.missing_default {
-                        let default = c.default.clone().unwrap_or_else(|| "null".to_string());
-                        format!(
-                            "case when _j.v::jsonb ? {} then {v} else {default} end",
-                            quote_literal(&c.name)
-                        )
-                    } else {
-                        v
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let conflict = self.conflict_clause(table, insert, &columns)?;
-            format!(
-                "insert into {name} ({cols}) select {values} from json_array_elements({p}::json) _j(v) \
-                 cross join lateral json_populate_record(null::{name}, _j.v) _p{conflict}"
-            )
-        };
+        let dml = self.insert_dml(table, insert)?;
         self.over_cte(table, &dml, items, levels, body)
     }
 
@@ -268,42 +290,7 @@ impl<'s> Builder<'s> {
         table: &'s Table,
         insert: &Insert,
     ) -> Result<crate::render::Statement, DataError> {
-        let columns = insert.columns(table)?;
-        let name = quote_ident(&table.name);
-        let sql = if columns.is_empty() {
-            if insert.rows.len() != 1 {
-                return Err(DataError::BadBody(
-                    "rows without any column can only be inserted one at a time".into(),
-                ));
-            }
-            format!("insert into {name} default values returning rowid")
-        } else {
-            let json = Self::rows_json(&insert.rows)?;
-            let p = self.bind(Param::Text(json));
-            let cols = columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let values = columns
-                .iter()
-                .map(|c| {
-                    let key = quote_literal(&c.name);
-                    let v = sqlite_json_field("_j.value", c);
-                    if insert.missing_default {
-                        let default = c.default.clone().unwrap_or_else(|| "null".to_string());
-                        format!("case when (_j.value -> {key}) is null then {default} else {v} end")
-                    } else {
-                        v
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let conflict = self.conflict_clause(table, insert, &columns)?;
-            format!(
-                "insert into {name} ({cols}) select {values} from json_each({p}) _j where true{conflict} returning rowid"
-            )
-        };
+        let sql = format!("{} returning rowid", self.insert_dml(table, insert)?);
         Ok(self.take_statement(sql))
     }
 

@@ -203,7 +203,7 @@ impl<'s> Builder<'s> {
         self
     }
 
-    fn table_ref(&self, name: &str) -> String {
+    pub(crate) fn table_ref(&self, name: &str) -> String {
         table_ref(self.dialect, name)
     }
 
@@ -983,6 +983,29 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// What rendering an embed starts with: the child table, how it relates, its alias, the
+    /// condition tying it to its parent row, and its level's path.
+    fn embed_scope(
+        &mut self,
+        parent: &'s Table,
+        parent_alias: &str,
+        embed: &Embed,
+        path: &[String],
+    ) -> Result<EmbedScope<'s>, DataError> {
+        let (child, rel) = self.relationship(parent, embed)?;
+        let n = self.alias();
+        let alias = format!("t{n}");
+        let join = self.join(rel, parent_alias, &alias);
+        Ok(EmbedScope {
+            child,
+            rel,
+            n,
+            alias,
+            join,
+            path: child_path(path, embed),
+        })
+    }
+
     fn embed(
         &mut self,
         parent: &'s Table,
@@ -991,11 +1014,14 @@ impl<'s> Builder<'s> {
         path: &[String],
         levels: &Levels,
     ) -> Result<String, DataError> {
-        let (child, rel) = self.relationship(parent, embed)?;
-        let n = self.alias();
-        let child_alias = format!("t{n}");
-        let join = self.join(rel, parent_alias, &child_alias);
-        let child_path = child_path(path, embed);
+        let EmbedScope {
+            child,
+            rel,
+            n,
+            alias: child_alias,
+            join,
+            path: child_path,
+        } = self.embed_scope(parent, parent_alias, embed, path)?;
         let source = self.table_ref(&child.name);
         let rows = self.level_rows(
             child,
@@ -1029,11 +1055,13 @@ impl<'s> Builder<'s> {
         path: &[String],
         levels: &Levels,
     ) -> Result<String, DataError> {
-        let (child, rel) = self.relationship(parent, embed)?;
-        let n = self.alias();
-        let child_alias = format!("t{n}");
-        let join = self.join(rel, parent_alias, &child_alias);
-        let child_path = child_path(path, embed);
+        let EmbedScope {
+            child,
+            alias: child_alias,
+            join,
+            path: child_path,
+            ..
+        } = self.embed_scope(parent, parent_alias, embed, path)?;
         let wheres = self.where_clause(
             child,
             &child_alias,
@@ -1097,6 +1125,15 @@ impl<'s> Builder<'s> {
         let guard = self.guard_column();
         format!("select {agg} as body, count(*) as page, {total} as total{guard} from ({rows}) _r")
     }
+}
+
+struct EmbedScope<'s> {
+    child: &'s Table,
+    rel: Rel<'s>,
+    n: usize,
+    alias: String,
+    join: String,
+    path: Vec<String>,
 }
 
 fn child_path(path: &[String], embed: &Embed) -> Vec<String> {

@@ -138,6 +138,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// `request.jwt.claims` as Supabase's policies read it (`auth.jwt() ->> 'sub'`, `'role'`).
+fn jwt_claims(principal: &Principal) -> serde_json::Value {
+    serde_json::json!({
+        "sub": principal.user_id,
+        "role": match principal.db_role() {
+            reactor_core::DbRole::Anon => "anon",
+            reactor_core::DbRole::Authenticated => "authenticated",
+            reactor_core::DbRole::Service => "service_role",
+        },
+        "org_id": principal.org_id,
+        "org_role": principal.role,
+    })
+}
+
 /// Who a request connection's session acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionIdentity {
@@ -235,16 +249,7 @@ impl RequestPool {
         };
         if conn.identity.as_ref() != Some(&wanted) {
             conn.identity = None;
-            let claims = serde_json::json!({
-                "sub": principal.user_id,
-                "role": match principal.db_role() {
-                    reactor_core::DbRole::Anon => "anon",
-                    reactor_core::DbRole::Authenticated => "authenticated",
-                    reactor_core::DbRole::Service => "service_role",
-                },
-                "org_id": principal.org_id,
-                "org_role": principal.role,
-            });
+            let claims = jwt_claims(principal);
             // Session-level (`false`): kept for the next request of the same caller.
             sqlx::query(
                 "select set_config('role', $1, false), set_config('reactor.user_id', $2, false),
@@ -464,16 +469,7 @@ pub async fn begin_as(
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
     let mut tx = pool.begin().await?;
     let role = principal.db_role().name();
-    let claims = serde_json::json!({
-        "sub": principal.user_id,
-        "role": match principal.db_role() {
-            reactor_core::DbRole::Anon => "anon",
-            reactor_core::DbRole::Authenticated => "authenticated",
-            reactor_core::DbRole::Service => "service_role",
-        },
-        "org_id": principal.org_id,
-        "org_role": principal.role,
-    });
+    let claims = jwt_claims(principal);
     // One round trip: `set_config('role', …, true)` is `SET LOCAL ROLE`; the role is one of
     // three constants and every value goes through a bind parameter.
     sqlx::query(

@@ -109,12 +109,7 @@ impl SqlitePool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let vars = RequestVars {
-            user_id: principal.user_id.clone(),
-            org_id: principal.org_id.clone(),
-            role: principal.role.clone(),
-        };
-        self.run(Some(vars), f).await
+        self.run(Some(RequestVars::of(principal)), f).await
     }
 
     /// Like [`SqlitePool::with_principal`] for a short read, run on the calling thread: a
@@ -131,29 +126,11 @@ impl SqlitePool {
             .acquire()
             .await
             .map_err(|e| DbError::Task(e.to_string()))?;
-        let taken = self
-            .inner
-            .idle
-            .lock()
-            .map_err(|e| DbError::Task(e.to_string()))?
-            .pop();
-        let mut pooled = match taken {
-            Some(pooled) => pooled,
-            None => open_connection(&self.inner.path)?,
-        };
-        set_vars(
-            &pooled.vars,
-            RequestVars {
-                user_id: principal.user_id.clone(),
-                org_id: principal.org_id.clone(),
-                role: principal.role.clone(),
-            },
-        );
+        let mut pooled = self.inner.take()?;
+        set_vars(&pooled.vars, RequestVars::of(principal));
         let result = f(&mut pooled.conn);
         set_vars(&pooled.vars, RequestVars::default());
-        if let Ok(mut idle) = self.inner.idle.lock() {
-            idle.push(pooled);
-        }
+        self.inner.give_back(pooled);
         result
     }
 
@@ -179,11 +156,7 @@ impl SqlitePool {
                 self.inner.writer.get_or_init(|| s).clone()
             }
         };
-        let vars = RequestVars {
-            user_id: principal.user_id.clone(),
-            org_id: principal.org_id.clone(),
-            role: principal.role.clone(),
-        };
+        let vars = RequestVars::of(principal);
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, DbError>>();
         let job: WriteJob = Box::new(move |conn, cell| {
             set_vars(cell, vars);
@@ -220,25 +193,13 @@ impl SqlitePool {
             .acquire()
             .await
             .map_err(|e| DbError::Task(e.to_string()))?;
-        let taken = self
-            .inner
-            .idle
-            .lock()
-            .map_err(|e| DbError::Task(e.to_string()))?
-            .pop();
-        let mut pooled = match taken {
-            Some(pooled) => pooled,
-            // A connection is lost only when a closure panicked; replace it.
-            None => open_connection(&self.inner.path)?,
-        };
+        let mut pooled = self.inner.take()?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             set_vars(&pooled.vars, vars.unwrap_or_default());
             let result = f(&mut pooled.conn);
             set_vars(&pooled.vars, RequestVars::default());
-            if let Ok(mut idle) = inner.idle.lock() {
-                idle.push(pooled);
-            }
+            inner.give_back(pooled);
             result
         })
         .await
@@ -316,6 +277,37 @@ fn run_batch(pooled: &mut Pooled, batch: Vec<WriteJob>) {
                 .err()
                 .map(|e| DbError::Task(format!("commit failed: {e}"))),
         );
+    }
+}
+
+impl RequestVars {
+    fn of(principal: &Principal) -> RequestVars {
+        RequestVars {
+            user_id: principal.user_id.clone(),
+            org_id: principal.org_id.clone(),
+            role: principal.role.clone(),
+        }
+    }
+}
+
+impl Inner {
+    /// An idle connection, or a new one (one is lost only when a closure panicked).
+    fn take(&self) -> Result<Pooled, DbError> {
+        let taken = self
+            .idle
+            .lock()
+            .map_err(|e| DbError::Task(e.to_string()))?
+            .pop();
+        match taken {
+            Some(pooled) => Ok(pooled),
+            None => open_connection(&self.path),
+        }
+    }
+
+    fn give_back(&self, pooled: Pooled) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(pooled);
+        }
     }
 }
 
