@@ -235,13 +235,25 @@ struct Cursor<'a> {
     param: &'a str,
     src: &'a str,
     pos: usize,
+    /// How many embeds or logic groups enclose the cursor.
+    depth: usize,
 }
+
+/// The deepest nesting of embeds, or of `or()`/`and()` groups, a request may ask for. The
+/// parser recurses once per level: without a bound, a crafted query string could exhaust the
+/// stack; no real request comes near it.
+pub const MAX_DEPTH: usize = 16;
 
 type Parsed<T> = Result<T, ParseError>;
 
 impl<'a> Cursor<'a> {
     fn new(param: &'a str, src: &'a str) -> Self {
-        Cursor { param, src, pos: 0 }
+        Cursor {
+            param,
+            src,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     fn rest(&self) -> &'a str {
@@ -254,6 +266,15 @@ impl<'a> Cursor<'a> {
 
     fn done(&self) -> bool {
         self.pos >= self.src.len()
+    }
+
+    /// Enters one more level of nesting, refusing past [`MAX_DEPTH`].
+    fn descend(&mut self) -> Parsed<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(())
     }
 
     fn skip_spaces(&mut self) {
@@ -412,12 +433,14 @@ fn select_item_inner(c: &mut Cursor) -> Parsed<SelectItem> {
             }
         }
         c.expect("(")?;
+        c.descend()?;
         let select = if c.peek() == Some(')') {
             Vec::new()
         } else {
             select_list(c)?
         };
         c.expect(")")?;
+        c.depth -= 1;
         return Ok(SelectItem::Embed(Embed {
             alias,
             relation: field.name,
@@ -600,10 +623,12 @@ pub fn parse_logic(param: &str, or: bool, negated: bool, value: &str) -> Parsed<
 
 fn logic_children(c: &mut Cursor) -> Parsed<Vec<Condition>> {
     c.expect("(")?;
+    c.descend()?;
     let mut children = Vec::new();
     loop {
         children.push(logic_item(c)?);
         if c.eat(")") {
+            c.depth -= 1;
             return Ok(children);
         }
         c.expect(",")?;
@@ -828,6 +853,22 @@ mod tests {
         assert_eq!(f.operand, Operand::Value("x,)".into()));
         let e = parse_logic("or", true, false, "(a.eq.1").expect_err("unclosed");
         assert_eq!(e.column, 8);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep_select = format!(
+            "{}id{}",
+            "a(".repeat(MAX_DEPTH + 1),
+            ")".repeat(MAX_DEPTH + 1)
+        );
+        let e = parse_select("select", &deep_select).expect_err("too deep");
+        assert!(e.expected.contains("nesting"), "{e}");
+        let ok = format!("{}id{}", "a(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(parse_select("select", &ok).is_ok());
+        // Far past any stack: refused quickly, not a crash.
+        let huge = format!("({}a.eq.1{})", "or(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse_logic("or", true, false, &huge).is_err());
     }
 
     #[test]
