@@ -213,37 +213,17 @@ impl<'s> Builder<'s> {
     /// (falling back to `using`). `None` when nothing is to be enforced here.
     pub fn policy(&self, table: &Table, command: &str, check: bool) -> Option<String> {
         let role = self.role?;
-        let policies = table.policies.as_ref()?;
         if role == reactor_core::DbRole::Service {
             return None;
         }
-        let applies = |p: &&crate::translate::PolicyRecord| {
-            (p.command == "all" || p.command == command)
-                && (p.roles.is_empty() || p.roles.iter().any(|r| r == role.name()))
-        };
-        let expr = |p: &crate::translate::PolicyRecord| {
-            let e = if check {
-                p.check.as_ref().or(p.using.as_ref())
-            } else {
-                p.using.as_ref()
-            };
-            e.map_or_else(|| "1".to_string(), |e| format!("({e})"))
-        };
-        let permissive: Vec<String> = policies
-            .iter()
-            .filter(applies)
-            .filter(|p| p.permissive)
-            .map(expr)
-            .collect();
-        let mut predicate = if permissive.is_empty() {
-            "0".to_string()
-        } else {
-            format!("({})", permissive.join(" or "))
-        };
-        for p in policies.iter().filter(applies).filter(|p| !p.permissive) {
-            predicate = format!("{predicate} and {}", expr(p));
-        }
-        Some(predicate)
+        Some(policy_predicate(
+            self.schema,
+            table,
+            command,
+            check,
+            role,
+            0,
+        ))
     }
 
     pub fn finish(self, sql: String) -> Statement {
@@ -1134,6 +1114,153 @@ struct EmbedScope<'s> {
     alias: String,
     join: String,
     path: Vec<String>,
+}
+
+/// How deep policies may lean on tables with policies of their own; Postgres reports such a
+/// loop as infinite recursion, O1 denies.
+const MAX_POLICY_DEPTH: usize = 8;
+
+/// `table`'s policies for `command` as one predicate, for `role` (see [`Builder::policy`]).
+fn policy_predicate(
+    schema: &SchemaCache,
+    table: &Table,
+    command: &str,
+    check: bool,
+    role: reactor_core::DbRole,
+    depth: usize,
+) -> String {
+    let Some(policies) = table.policies.as_ref() else {
+        return "1".to_string();
+    };
+    if depth > MAX_POLICY_DEPTH {
+        return "0".to_string();
+    }
+    let applies = |p: &&crate::translate::PolicyRecord| {
+        (p.command == "all" || p.command == command)
+            && (p.roles.is_empty() || p.roles.iter().any(|r| r == role.name()))
+    };
+    let expr = |p: &crate::translate::PolicyRecord| {
+        let e = if check {
+            p.check.as_ref().or(p.using.as_ref())
+        } else {
+            p.using.as_ref()
+        };
+        e.map_or_else(
+            || "1".to_string(),
+            |e| format!("({})", policy_tables(schema, e, role, depth)),
+        )
+    };
+    let permissive: Vec<String> = policies
+        .iter()
+        .filter(applies)
+        .filter(|p| p.permissive)
+        .map(expr)
+        .collect();
+    let mut predicate = if permissive.is_empty() {
+        "0".to_string()
+    } else {
+        format!("({})", permissive.join(" or "))
+    };
+    for p in policies.iter().filter(applies).filter(|p| !p.permissive) {
+        predicate = format!("{predicate} and {}", expr(p));
+    }
+    predicate
+}
+
+/// A policy expression whose subqueries read tables with row-level security, rewritten so
+/// they see those tables through their own `select` policies, as on Postgres:
+/// `from lists l` becomes `from (select * from "lists" where <lists' policy>) l`. Cached per
+/// expression and role; the cache lives as long as this schema.
+fn policy_tables(
+    schema: &SchemaCache,
+    expr: &str,
+    role: reactor_core::DbRole,
+    depth: usize,
+) -> String {
+    let key = (expr.to_string(), role.name());
+    if let Some(done) = schema.policy_cache(&key) {
+        return done;
+    }
+    let rewritten =
+        rewrite_policy_tables(schema, expr, role, depth).unwrap_or_else(|| expr.to_string());
+    schema.remember_policy(key, rewritten.clone());
+    rewritten
+}
+
+fn rewrite_policy_tables(
+    schema: &SchemaCache,
+    expr: &str,
+    role: reactor_core::DbRole,
+    depth: usize,
+) -> Option<String> {
+    use sqlparser::ast::{TableFactor, VisitMut, VisitorMut};
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
+
+    struct Guarded<'a> {
+        schema: &'a SchemaCache,
+        role: reactor_core::DbRole,
+        depth: usize,
+    }
+    impl VisitorMut for Guarded<'_> {
+        type Break = ();
+        // After the children: the replacement is not visited again (it names the table too).
+        fn post_visit_table_factor(
+            &mut self,
+            factor: &mut TableFactor,
+        ) -> std::ops::ControlFlow<()> {
+            let TableFactor::Table { name, alias, .. } = factor else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            let table_name = name.to_string().trim_matches('"').to_string();
+            let Some(table) = self
+                .schema
+                .table(&table_name)
+                .filter(|t| t.policies.is_some())
+            else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            let predicate = policy_predicate(
+                self.schema,
+                table,
+                "select",
+                false,
+                self.role,
+                self.depth + 1,
+            );
+            let alias = alias
+                .as_ref()
+                .map_or_else(|| quote_ident(&table_name), |a| a.to_string());
+            let text = format!(
+                "(select * from {} where {predicate}) as {alias}",
+                quote_ident(&table_name)
+            );
+            match Parser::new(&GenericDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_table_factor())
+            {
+                Ok(replacement) => {
+                    *factor = replacement;
+                    std::ops::ControlFlow::Continue(())
+                }
+                Err(_) => std::ops::ControlFlow::Break(()),
+            }
+        }
+    }
+
+    let mut parsed = Parser::new(&GenericDialect {})
+        .try_with_sql(expr)
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    let mut visitor = Guarded {
+        schema,
+        role,
+        depth,
+    };
+    if parsed.visit(&mut visitor).is_break() {
+        return None;
+    }
+    Some(parsed.to_string())
 }
 
 fn child_path(path: &[String], embed: &Embed) -> Vec<String> {

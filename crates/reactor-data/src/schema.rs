@@ -18,6 +18,8 @@ pub struct SchemaCache {
     pub tables: HashMap<String, Table>,
     /// Overloads share a name.
     pub functions: HashMap<String, Vec<Function>>,
+    /// O1: policy expressions already rewritten for a role (see `render::policy_tables`).
+    policy_texts: Arc<RwLock<HashMap<(String, &'static str), String>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +155,21 @@ impl Function {
 }
 
 impl SchemaCache {
+    pub(crate) fn policy_cache(&self, key: &(String, &'static str)) -> Option<String> {
+        self.policy_texts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn remember_policy(&self, key: (String, &'static str), text: String) {
+        self.policy_texts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, text);
+    }
+
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.get(name)
     }
@@ -188,6 +205,7 @@ impl From<Catalog> for SchemaCache {
         SchemaCache {
             tables: c.tables.into_iter().map(|t| (t.name.clone(), t)).collect(),
             functions,
+            policy_texts: Arc::default(),
         }
     }
 }

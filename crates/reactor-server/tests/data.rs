@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 const LIBRARY: &str = include_str!("fixtures/library.sql");
 const TODO: &str = include_str!("../../../examples/todo/data/migrations/0001_init.sql");
 const TODO_LISTS: &str = include_str!("../../../examples/todo/data/migrations/0002_lists.sql");
+const LIST_NOTES: &str = include_str!("fixtures/list_notes.sql");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
@@ -844,6 +845,21 @@ fn tenancy() -> Vec<Case> {
         .header("prefer", "return=representation")
         .body(json!({"name": "Mine"}))
         .json(200, json!([])),
+        case("notes on both orgs' lists", "POST", "/list_notes")
+            .who(Who::Service)
+            .body(json!([{"id": 1, "list_id": ACME_LIST, "body": "acme note"},
+                         {"id": 2, "list_id": GLOBEX_LIST, "body": "globex note"}]))
+            .empty(201),
+        get(
+            "a policy's subquery meets the other table's policy",
+            "/list_notes?select=body",
+        )
+        .who(bob)
+        .json(200, json!([{"body":"globex note"}])),
+        get("…for every org", "/list_notes?select=body")
+            .who(carol)
+            .json(200, json!([{"body":"acme note"}])),
+        get("…and anonymous callers see none", "/list_notes?select=body").json(200, json!([])),
         case(
             "an owner cannot move a list to another org",
             "PATCH",
@@ -876,6 +892,7 @@ async fn conformance(url: &str) {
         ("0001_library.sql", LIBRARY),
         ("0002_todos.sql", TODO),
         ("0003_lists.sql", TODO_LISTS),
+        ("0004_list_notes.sql", LIST_NOTES),
     ])
     .await;
     h.seed_library().await;
