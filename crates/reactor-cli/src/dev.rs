@@ -54,6 +54,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         capabilities: capabilities.clone(),
         identity: IdentitySettings::default(),
         data: Default::default(),
+        cors_origins: Vec::new(),
         smtp: None,
         master_key: Some(local_master_key(&state_dir)?),
         dev: true,

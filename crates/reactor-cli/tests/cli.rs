@@ -893,6 +893,7 @@ async fn data_migrations_against_a_postgres_server() {
         capabilities: reactor_server::compiled_capabilities(),
         identity: Default::default(),
         data: Default::default(),
+        cors_origins: Vec::new(),
         smtp: None,
         master_key: None,
         dev: false,

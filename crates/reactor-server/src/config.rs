@@ -45,6 +45,8 @@ struct FileConfig {
     identity: IdentitySettings,
     #[serde(default)]
     data: DataSettings,
+    #[serde(default)]
+    cors: CorsSettings,
     smtp: Option<SmtpSettings>,
     master_key: Option<String>,
 }
@@ -76,6 +78,15 @@ pub struct DataSettings {
     pub allow_unfiltered_writes: Option<bool>,
 }
 
+/// `[cors]` in the config file; `REACTOR_CORS_ORIGINS` (comma-separated) overrides it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins browsers may call the API from, e.g. `https://app.example.com`
+    /// [default: any origin — requests authenticate with headers, never cookies].
+    pub allowed_origins: Option<Vec<String>>,
+}
+
 /// `[smtp]` in the config file; `REACTOR_SMTP_PASSWORD` overrides `password`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +109,8 @@ pub struct ServerConfig {
     pub capabilities: Vec<Capability>,
     pub identity: IdentitySettings,
     pub data: DataSettings,
+    /// Origins browsers may call from; empty means any.
+    pub cors_origins: Vec<String>,
     pub smtp: Option<SmtpSettings>,
     /// Seals secrets at rest (signing keys): `REACTOR_MASTER_KEY`, else `master_key` in the file.
     pub master_key: Option<reactor_core::seal::MasterKey>,
@@ -123,6 +136,8 @@ pub enum ConfigError {
     NotCompiled(Capability),
     #[error("invalid [smtp] setting: {0}")]
     Smtp(String),
+    #[error("`{0}` is not an origin (from {1})")]
+    CorsOrigin(String, &'static str),
     #[error("invalid master key (from {1}): {0}")]
     MasterKey(reactor_core::seal::SealError, &'static str),
 }
@@ -138,6 +153,9 @@ impl ConfigError {
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
             ConfigError::MasterKey(..) => {
                 "make one with `openssl rand -base64 32`, and keep it: sealed data needs it".into()
+            }
+            ConfigError::CorsOrigin(..) => {
+                "an origin is scheme://host[:port] with no path, e.g. https://app.example.com".into()
             }
             ConfigError::Listen { .. } => {
                 "use HOST:PORT, for example 127.0.0.1:8080 or 0.0.0.0:8080".into()
@@ -232,17 +250,47 @@ impl ServerConfig {
                 .transpose()
                 .map_err(|e| ConfigError::MasterKey(e, "the config file"))?,
         };
+        let (cors_origins, origin) = match std::env::var("REACTOR_CORS_ORIGINS") {
+            Ok(list) => (
+                list.split(',')
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+                "REACTOR_CORS_ORIGINS",
+            ),
+            Err(_) => (
+                file.cors.allowed_origins.unwrap_or_default(),
+                "the config file",
+            ),
+        };
+        for o in &cors_origins {
+            if !valid_origin(o) {
+                return Err(ConfigError::CorsOrigin(o.clone(), origin));
+            }
+        }
         Ok(ServerConfig {
             listen,
             database_url,
             capabilities,
             identity: file.identity,
             data: file.data,
+            cors_origins,
             smtp,
             master_key,
             dev: false,
         })
     }
+}
+
+/// `scheme://host[:port]`, nothing after.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '*'])
+        && axum::http::HeaderValue::from_str(origin).is_ok()
 }
 
 /// Flag-or-environment (clap merges those two), else file, else default.
@@ -257,6 +305,16 @@ fn pick(arg: Option<String>, file: Option<String>, default: String) -> (String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert!(valid_origin("https://app.example.com"));
+        assert!(valid_origin("http://localhost:5173"));
+        assert!(!valid_origin("app.example.com"));
+        assert!(!valid_origin("https://app.example.com/"));
+        assert!(!valid_origin("ftp://x"));
+        assert!(!valid_origin("https://*.example.com"));
+    }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().expect("tempfile");

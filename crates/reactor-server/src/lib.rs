@@ -49,6 +49,8 @@ pub struct AppState {
     pub data: Option<reactor_data::Data>,
     /// Project keys seen in the last second (see `auth::KeyCache`).
     pub(crate) keys: Arc<auth::KeyCache>,
+    /// Origins browsers may call from; empty means any.
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 impl AppState {
@@ -97,7 +99,10 @@ impl AppState {
         );
         #[cfg(feature = "data")]
         let state = state.with_data(data);
-        Ok(state)
+        Ok(AppState {
+            cors_origins: Arc::new(config.cors_origins.clone()),
+            ..state
+        })
     }
 
     /// State from capabilities already started (tests start them with their own settings).
@@ -114,6 +119,7 @@ impl AppState {
             #[cfg(feature = "data")]
             data: None,
             keys: Arc::new(auth::KeyCache::default()),
+            cors_origins: Arc::new(Vec::new()),
         }
     }
 

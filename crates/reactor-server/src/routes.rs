@@ -8,6 +8,7 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router, middleware};
 use reactor_core::{ApiError, JsonBody, KeyTier, Principal, keys};
 use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -16,7 +17,63 @@ use crate::{AppState, auth};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What browsers may send and read. Preflights are answered here, before the key middleware
+/// (a preflight carries no key).
+fn cors(origins: &[String]) -> CorsLayer {
+    use axum::http::Method;
+    let headers = [
+        "apikey",
+        "authorization",
+        "content-type",
+        "prefer",
+        "range",
+        "range-unit",
+        "accept",
+        "accept-profile",
+        "content-profile",
+        "x-reactor-org",
+        "x-client-info",
+        "x-upsert",
+        "x-request-id",
+        "cache-control",
+        "if-none-match",
+        "if-modified-since",
+    ]
+    .map(HeaderName::from_static);
+    let exposed = [
+        "content-range",
+        "location",
+        "preference-applied",
+        "x-request-id",
+        "etag",
+        "retry-after",
+    ]
+    .map(HeaderName::from_static);
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(headers)
+        .expose_headers(exposed)
+        .max_age(Duration::from_secs(3600));
+    if origins.is_empty() {
+        layer.allow_origin(tower_http::cors::Any)
+    } else {
+        // Validated when the configuration was read.
+        layer.allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| o.parse().ok()),
+        ))
+    }
+}
+
 pub(crate) fn router(state: AppState) -> Router {
+    let cors_layer = cors(&state.cors_origins);
     // Everything here needs a project key; capability routers nest under it.
     let (capabilities, public_capabilities) = capability_routers(&state);
     let api = Router::new()
@@ -52,6 +109,7 @@ pub(crate) fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(cors_layer)
 }
 
 /// The routers of the enabled capabilities: those behind the key middleware, and those

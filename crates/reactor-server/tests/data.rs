@@ -137,6 +137,7 @@ impl Harness {
             ],
             identity: Default::default(),
             data: Default::default(),
+            cors_origins: Vec::new(),
             smtp: None,
             master_key: None,
             dev: false,

@@ -389,3 +389,109 @@ fn signing_keys_are_sealed_with_the_master_key() {
     let (ok, err) = create("fifth@example.com", Some(k1));
     assert!(ok, "the right key opens it again: {err}");
 }
+
+/// Browsers on another origin may call the API: preflights are answered without a key, and
+/// answers expose the headers clients read. `REACTOR_CORS_ORIGINS` narrows the origins.
+#[tokio::test]
+async fn browsers_pass_cors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cors.db").display());
+    let key = keys_create(&url, "pub");
+    let server = start(&url);
+    let http = reqwest::Client::new();
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/data/v1/todos", server.base),
+        )
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "PATCH")
+        .header(
+            "access-control-request-headers",
+            "apikey, authorization, prefer, x-reactor-org",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status().as_u16(), 200);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    let allowed = h["access-control-allow-headers"].to_str().expect("ascii");
+    for name in ["apikey", "authorization", "prefer", "x-reactor-org"] {
+        assert!(allowed.contains(name), "{allowed}");
+    }
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .expect("ascii")
+            .contains("PATCH")
+    );
+    let answer = http
+        .get(format!("{}/v1/info", server.base))
+        .header("origin", "http://localhost:5173")
+        .header("apikey", &key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.headers()["access-control-allow-origin"], "*");
+    let exposed = answer.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        exposed.contains("content-range") && exposed.contains("x-request-id"),
+        "{exposed}"
+    );
+    drop(server);
+
+    // Narrowed to one origin: others get no CORS headers, so browsers refuse them.
+    let mut child = Command::new(BIN)
+        .env("REACTOR_DATABASE_URL", &url)
+        .env("REACTOR_LISTEN", "127.0.0.1:0")
+        .env("REACTOR_CORS_ORIGINS", "https://app.example.com")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next().expect("line").expect("read");
+        let event: Value = serde_json::from_str(&line).expect("json");
+        if event["message"] == "reactor-server listening" {
+            break event["addr"].as_str().expect("addr").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let narrowed = Running {
+        child,
+        base: format!("http://{addr}"),
+    };
+    let ask = |origin: &'static str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/info", narrowed.base),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .send()
+    };
+    let ok = ask("https://app.example.com").await.expect("preflight");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = ask("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A malformed origin is a configuration error with a hint.
+    let out = Command::new(BIN)
+        .env("REACTOR_DATABASE_URL", &url)
+        .env("REACTOR_CORS_ORIGINS", "app.example.com/path")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not an origin") && err.contains("hint:"),
+        "{err}"
+    );
+}
