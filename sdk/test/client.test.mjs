@@ -3,51 +3,20 @@
 // through the SDK.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { mkdtempSync, mkdirSync, copyFileSync, writeFileSync, readFileSync, existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { createClient, MemoryStorage } from '@reactor/client'
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
-const binary = process.env.REACTOR_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'reactor')
+import { startDev } from './dev.mjs'
 
 let dev
 let endpoint
 let keys
 
 before(async () => {
-  assert.ok(existsSync(binary), `build the CLI first (cargo build -p reactor-cli): ${binary}`)
-  const dir = mkdtempSync(join(tmpdir(), 'reactor-sdk-'))
-  const project = join(dir, 'project')
-  const migrations = join(project, 'data', 'migrations')
-  mkdirSync(migrations, { recursive: true })
-  writeFileSync(join(project, 'reactor.toml'), 'project_id = "sdk-0a1b2c3d"\nname = "SDK"\n\n[data]\nmigrations_dir = "data/migrations"\n')
-  copyFileSync(join(root, 'examples/todo/data/migrations/0001_init.sql'), join(migrations, '0001_init.sql'))
-  copyFileSync(join(root, 'examples/todo/data/migrations/0002_lists.sql'), join(migrations, '0002_lists.sql'))
-  copyFileSync(join(root, 'crates/reactor-server/tests/fixtures/library.sql'), join(migrations, '0003_library.sql'))
-  dev = spawn(binary, ['dev', '--port', '0'], {
-    cwd: project,
-    env: { ...process.env, REACTOR_HOME: join(dir, 'home'), REACTOR_KEYCHAIN: 'off', REACTOR_LOG: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let said = ''
-  endpoint = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`reactor dev did not start:\n${said}`)), 60_000)
-    const read = (chunk) => {
-      said += chunk
-      const m = said.match(/endpoint\s+(http:\/\/\S+)/)
-      if (m && said.includes('Press Ctrl-C')) {
-        clearTimeout(timer)
-        resolve(m[1])
-      }
-    }
-    dev.stdout.on('data', read)
-    dev.stderr.on('data', read)
-    dev.on('exit', (code) => reject(new Error(`reactor dev exited (${code}):\n${said}`)))
-  })
-  keys = JSON.parse(readFileSync(join(project, '.reactor', 'keys.json'), 'utf8'))
+  dev = await startDev([
+    'examples/todo/data/migrations/0001_init.sql',
+    'examples/todo/data/migrations/0002_lists.sql',
+    'crates/reactor-server/tests/fixtures/library.sql',
+  ])
+  ;({ endpoint, keys } = dev)
   const admin = createClient(endpoint, keys.service)
   const seeded = await admin.from('authors').insert([
     { id: 1, name: 'Ursula', country: 'US' },
@@ -63,7 +32,7 @@ before(async () => {
   assert.equal(books.error, null)
 })
 
-after(() => dev?.kill('SIGINT'))
+after(() => dev?.stop())
 
 const client = () => createClient(endpoint, keys.public, { auth: { storage: new MemoryStorage() } })
 

@@ -1,0 +1,42 @@
+// Starts a real `reactor dev` (the binary cargo built) on an ephemeral port for a project made
+// of the given migrations; resolves to { endpoint, keys, stop }.
+import { spawn } from 'node:child_process'
+import { mkdtempSync, mkdirSync, copyFileSync, writeFileSync, readFileSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, dirname, basename } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const binary = process.env.REACTOR_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'reactor')
+
+export async function startDev(migrations) {
+  if (!existsSync(binary)) throw new Error(`build the CLI first (cargo build -p reactor-cli): ${binary}`)
+  const dir = mkdtempSync(join(tmpdir(), 'reactor-sdk-'))
+  const project = join(dir, 'project')
+  const target = join(project, 'data', 'migrations')
+  mkdirSync(target, { recursive: true })
+  writeFileSync(join(project, 'reactor.toml'), 'project_id = "sdk-0a1b2c3d"\nname = "SDK"\n\n[data]\nmigrations_dir = "data/migrations"\n')
+  migrations.forEach((file, i) => copyFileSync(join(root, file), join(target, `${String(i + 1).padStart(4, '0')}_${basename(file)}`)))
+  const dev = spawn(binary, ['dev', '--port', '0'], {
+    cwd: project,
+    env: { ...process.env, REACTOR_HOME: join(dir, 'home'), REACTOR_KEYCHAIN: 'off', REACTOR_LOG: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let said = ''
+  const endpoint = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`reactor dev did not start:\n${said}`)), 60_000)
+    const read = (chunk) => {
+      said += chunk
+      const m = said.match(/endpoint\s+(http:\/\/\S+)/)
+      if (m && said.includes('Press Ctrl-C')) {
+        clearTimeout(timer)
+        resolve(m[1])
+      }
+    }
+    dev.stdout.on('data', read)
+    dev.stderr.on('data', read)
+    dev.on('exit', (code) => reject(new Error(`reactor dev exited (${code}):\n${said}`)))
+  })
+  const keys = JSON.parse(readFileSync(join(project, '.reactor', 'keys.json'), 'utf8'))
+  return { endpoint, keys, stop: () => dev.kill('SIGINT') }
+}
