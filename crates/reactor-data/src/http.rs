@@ -5,7 +5,7 @@
 //! translate: query string and headers in, status, `Content-Range` and body out.
 
 use axum::body::{Body as HttpBody, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -314,29 +314,40 @@ fn to_csv(body: &str) -> Result<String, DataError> {
     Ok(out)
 }
 
-/// One request's parts, as the handlers read them.
-struct Call<'a> {
-    method: &'a Method,
-    query: Option<&'a str>,
-    headers: &'a HeaderMap,
-    body: &'a [u8],
+/// One request's parts, as the handlers read them (the body under axum's default limit).
+struct Call {
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let query = parts.uri.query().map(str::to_string);
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            method,
+            query,
+            headers,
+            body,
+        })
+    }
 }
 
 async fn table(
     State(data): State<Data>,
     Extension(principal): Extension<Principal>,
-    method: Method,
     Path(table): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Response {
-    let call = Call {
-        method: &method,
-        query: raw.as_deref(),
-        headers: &headers,
-        body: &body,
-    };
     handle_table(&data, &principal, &table, &call)
         .await
         .unwrap_or_else(|e| fail(e, &principal))
@@ -346,14 +357,14 @@ async fn handle_table(
     data: &Data,
     principal: &Principal,
     table: &str,
-    call: &Call<'_>,
+    call: &Call,
 ) -> Result<Response, DataError> {
-    let Call {
-        method,
-        query: raw,
-        headers,
-        body,
-    } = *call;
+    let (method, raw, headers, body) = (
+        &call.method,
+        call.query.as_deref(),
+        &call.headers,
+        &call.body[..],
+    );
     let accept = match accept(headers) {
         Ok(a) => a,
         Err(e) => return Ok(e.into_response()),
@@ -592,18 +603,9 @@ fn json_rows(body: &[u8]) -> Result<Vec<Map<String, Value>>, DataError> {
 async fn rpc(
     State(data): State<Data>,
     Extension(principal): Extension<Principal>,
-    method: Method,
     Path(function): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    call: Call,
 ) -> Response {
-    let call = Call {
-        method: &method,
-        query: raw.as_deref(),
-        headers: &headers,
-        body: &body,
-    };
     handle_rpc(&data, &principal, &function, &call)
         .await
         .unwrap_or_else(|e| fail(e, &principal))
@@ -613,14 +615,14 @@ async fn handle_rpc(
     data: &Data,
     principal: &Principal,
     function: &str,
-    call: &Call<'_>,
+    call: &Call,
 ) -> Result<Response, DataError> {
-    let Call {
-        method,
-        query: raw,
-        headers,
-        body,
-    } = *call;
+    let (method, raw, headers, body) = (
+        &call.method,
+        call.query.as_deref(),
+        &call.headers,
+        &call.body[..],
+    );
     let accept = match accept(headers) {
         Ok(a) => a,
         Err(e) => return Ok(e.into_response()),
