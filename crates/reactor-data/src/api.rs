@@ -181,6 +181,17 @@ impl Data {
         insert: &Insert,
         shape: &Shape,
     ) -> Result<Output, DataError> {
+        if insert.rows.is_empty() {
+            // An empty batch writes nothing; the table must still exist.
+            self.render(|schema, _| find_table(schema, table).map(|_| ()))
+                .await?;
+            let body = (shape.body == Body::Json).then(|| "[]".to_string());
+            return Ok(Output {
+                body,
+                rows: 0,
+                total: None,
+            });
+        }
         match &self.db {
             Db::Postgres(_) => {
                 self.write_pg(principal, table, shape, |b, t| {

@@ -26,6 +26,12 @@ async fn postgres_migrations_apply_once_atomically_and_report_where_they_fail() 
         panic!("postgres")
     };
 
+    // A server's data is never one command away from deletion.
+    assert!(matches!(
+        migrations::reset(&db).await,
+        Err(MigrationError::ResetRefused)
+    ));
+
     let first = MigrationFile::new("0001_init.sql", SCAFFOLD);
     assert_eq!(
         migrations::migrate(&db, std::slice::from_ref(&first))

@@ -613,6 +613,13 @@ fn writes() -> Vec<Case> {
             .header("prefer", "return=representation")
             .body(json!({"id": 10, "body": "kept", "kind": "ignored"}))
             .json(201, json!([{"id":10,"body":"kept","kind":"plain"}])),
+        case("an empty batch writes nothing", "POST", "/notes")
+            .header("prefer", "return=representation")
+            .body(json!([]))
+            .json(201, json!([])),
+        case("an empty batch into no table", "POST", "/nothing")
+            .body(json!([]))
+            .error(404, "PGRST205"),
         case("duplicate key", "POST", "/notes").body(json!({"id": 1})).error(409, "23505"),
         case("foreign key violation", "POST", "/books").body(json!({"id": 50, "title": "x", "author_id": 99})).error(409, "23503"),
         case("not null violation", "POST", "/books").body(json!({"id": 51})).error(400, "23502"),
