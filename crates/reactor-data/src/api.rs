@@ -206,7 +206,10 @@ impl Data {
                     if b.policy(t, "insert", true).as_deref() == Some("0") {
                         return Err(rls_violation(&t.name));
                     }
-                    b.insert_sqlite(t, insert)
+                    Ok(SqliteDml {
+                        existing: b.upsert_existing_sqlite(t, insert)?,
+                        dml: b.insert_sqlite(t, insert)?,
+                    })
                 })
                 .await
             }
@@ -230,7 +233,10 @@ impl Data {
             }
             Db::Sqlite(pool) => {
                 self.write_sqlite(pool, principal, table, shape, "update", |b, t| {
-                    b.update_sqlite(t, patch, &shape.levels)
+                    Ok(SqliteDml {
+                        existing: None,
+                        dml: b.update_sqlite(t, patch, &shape.levels)?,
+                    })
                 })
                 .await
             }
@@ -306,21 +312,41 @@ impl Data {
         table: &str,
         shape: &Shape,
         command: &'static str,
-        render: impl for<'s> Fn(&mut Builder<'s>, &'s Table) -> Result<Statement, DataError>,
+        render: impl for<'s> Fn(&mut Builder<'s>, &'s Table) -> Result<SqliteDml, DataError>,
     ) -> Result<Output, DataError> {
-        let (dml, check, read) = self
+        let write = self
             .render(|schema, dialect| {
                 let t = find_table(schema, table)?;
                 let mut b = builder(schema, dialect, principal);
-                let dml = render(&mut b, t)?;
-                let check = b.rls_check_sqlite(t, command).map(|c| (c, t.name.clone()));
+                let SqliteDml { existing, dml } = render(&mut b, t)?;
+                let mut checks = Vec::new();
+                if existing.is_some() {
+                    // A merging upsert: new rows meet the insert policies, overwritten ones
+                    // the update policies, as on Postgres.
+                    checks.extend(
+                        b.rls_check_sqlite(t, "insert")
+                            .map(|c| (c, Written::Inserted)),
+                    );
+                    checks.extend(
+                        b.rls_check_sqlite(t, "update")
+                            .map(|c| (c, Written::Updated)),
+                    );
+                } else {
+                    checks.extend(b.rls_check_sqlite(t, command).map(|c| (c, Written::All)));
+                }
                 let read = b.read_rowids_sqlite(t, &shape.select, &shape.levels, shape.body)?;
-                Ok((dml, check, read))
+                Ok(SqliteWrite {
+                    table: t.name.clone(),
+                    existing,
+                    dml,
+                    checks,
+                    read,
+                })
             })
             .await?;
         let single = shape.single;
         pool.write_with_principal(principal, move |conn| {
-            outcome(sqlite_write(conn, &dml, check.as_ref(), read, single))
+            outcome(sqlite_write(conn, write, single))
         })
         .await?
     }
@@ -656,18 +682,67 @@ fn rls_violation(table: &str) -> DataError {
 
 /// The DML, the row-level security check of what it wrote (a violation rolls everything back
 /// with Postgres's 42501), then the representation.
+/// A SQLite write's DML, and for a merging upsert under row-level security the rows it will
+/// find already there.
+struct SqliteDml {
+    existing: Option<Statement>,
+    dml: Statement,
+}
+
+/// Which written rows a `with check` applies to.
+#[derive(Debug, Clone, Copy)]
+enum Written {
+    All,
+    Inserted,
+    Updated,
+}
+
+/// Everything one SQLite write runs, in order, on the writer thread.
+struct SqliteWrite {
+    table: String,
+    existing: Option<Statement>,
+    dml: Statement,
+    checks: Vec<(Statement, Written)>,
+    read: Statement,
+}
+
+/// The DML, the row-level security checks of what it wrote (a violation rolls everything
+/// back with Postgres's 42501), then the representation.
 fn sqlite_write(
     tx: &rusqlite::Connection,
-    dml: &Statement,
-    check: Option<&(Statement, String)>,
-    read: Statement,
+    write: SqliteWrite,
     single: bool,
 ) -> Result<Output, DataError> {
-    let rowids = sqlite_rowids(tx, dml)?;
-    if let Some((check, table)) = check {
-        let violations = sqlite_rowids(tx, &with_rowids(check.clone(), &rowids))?;
+    let existing = match &write.existing {
+        Some(statement) => sqlite_rowids(tx, statement)?,
+        None => Vec::new(),
+    };
+    let rowids = sqlite_rowids(tx, &write.dml)?;
+    // An existing row the upsert did not return was kept from it by the update policies.
+    if existing.iter().any(|id| !rowids.contains(id)) {
+        return Err(DataError::Database {
+            code: "42501".into(),
+            message: format!(
+                "new row violates row-level security policy (USING expression) for table \"{}\"",
+                write.table
+            ),
+            details: None,
+            hint: None,
+        });
+    }
+    for (check, applies) in write.checks {
+        let ids: Vec<i64> = rowids
+            .iter()
+            .copied()
+            .filter(|id| match applies {
+                Written::All => true,
+                Written::Inserted => !existing.contains(id),
+                Written::Updated => existing.contains(id),
+            })
+            .collect();
+        let violations = sqlite_rowids(tx, &with_rowids(check, &ids))?;
         if violations.first().is_some_and(|n| *n > 0) {
-            return Err(rls_violation(table));
+            return Err(rls_violation(&write.table));
         }
     }
     if single && rowids.len() != 1 {
@@ -675,7 +750,7 @@ fn sqlite_write(
             rows: rowids.len() as i64,
         });
     }
-    sqlite_query_output(tx, &with_rowids(read, &rowids))
+    sqlite_query_output(tx, &with_rowids(write.read, &rowids))
 }
 
 fn sqlite_delete(

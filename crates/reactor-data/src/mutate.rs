@@ -77,21 +77,7 @@ impl<'s> Builder<'s> {
         let Some(resolution) = insert.resolution else {
             return Ok(String::new());
         };
-        let target = match &insert.on_conflict {
-            Some(cols) => cols.clone(),
-            None => table.primary_key.clone(),
-        };
-        if target.is_empty() {
-            return Err(DataError::BadRequest(format!(
-                "an upsert into {} needs on_conflict=<columns>: the table has no primary key",
-                table.name
-            )));
-        }
-        for c in &target {
-            if table.column(c).is_none() {
-                return Err(DataError::unknown_column(table, c));
-            }
-        }
+        let target = conflict_target(table, insert)?;
         let target_sql = target
             .iter()
             .map(|c| quote_ident(c))
@@ -107,10 +93,19 @@ impl<'s> Builder<'s> {
             Resolution::Merge if updates.is_empty() => {
                 format!(" on conflict ({target_sql}) do nothing")
             }
-            Resolution::Merge => format!(
-                " on conflict ({target_sql}) do update set {}",
-                updates.join(", ")
-            ),
+            Resolution::Merge => {
+                // O1: a conflicting row is overwritten only where the update policies let this
+                // role touch it; a row skipped here is missing from RETURNING, which the caller
+                // turns into Postgres's 42501.
+                let guard = self
+                    .policy(table, "update", false)
+                    .map(|p| format!(" where {p}"))
+                    .unwrap_or_default();
+                format!(
+                    " on conflict ({target_sql}) do update set {}{guard}",
+                    updates.join(", ")
+                )
+            }
         })
     }
 
@@ -349,6 +344,49 @@ impl<'s> Builder<'s> {
         Ok(self.take_statement(sql))
     }
 
+    /// SQLite, a merging upsert under row-level security: the rowids of the rows the upsert
+    /// will find already there (matched on its conflict target), so what it then returns can
+    /// be split into updated rows and inserted ones, each checked against its own policies.
+    pub fn upsert_existing_sqlite(
+        &mut self,
+        table: &'s Table,
+        insert: &Insert,
+    ) -> Result<Option<crate::render::Statement>, DataError> {
+        if insert.resolution != Some(Resolution::Merge)
+            || self.policy(table, "update", true).is_none()
+        {
+            return Ok(None);
+        }
+        let target = conflict_target(table, insert)?;
+        if insert
+            .columns(table)?
+            .iter()
+            .all(|c| target.contains(&c.name))
+        {
+            // Nothing to update: the upsert does nothing on a conflict.
+            return Ok(None);
+        }
+        let json = Self::rows_json(&insert.rows)?;
+        let p = self.bind(Param::Text(json));
+        let matches = target
+            .iter()
+            .filter_map(|c| table.column(c))
+            .map(|c| {
+                format!(
+                    "t.{} = {}",
+                    quote_ident(&c.name),
+                    sqlite_json_field("j.value", c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let sql = format!(
+            "select t.rowid from {} t where exists (select 1 from json_each({p}) j where {matches})",
+            quote_ident(&table.name)
+        );
+        Ok(Some(self.take_statement(sql)))
+    }
+
     /// SQLite: counts the written rows (rowids bound as a JSON array at parameter 1) that
     /// fail the `with check` policies for `command`; `None` when none apply.
     pub fn rls_check_sqlite(
@@ -540,6 +578,26 @@ impl<'s> Builder<'s> {
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
+}
+
+/// The columns an upsert resolves on: `on_conflict=`, else the primary key.
+fn conflict_target(table: &Table, insert: &Insert) -> Result<Vec<String>, DataError> {
+    let target = match &insert.on_conflict {
+        Some(cols) => cols.clone(),
+        None => table.primary_key.clone(),
+    };
+    if target.is_empty() {
+        return Err(DataError::BadRequest(format!(
+            "an upsert into {} needs on_conflict=<columns>: the table has no primary key",
+            table.name
+        )));
+    }
+    for c in &target {
+        if table.column(c).is_none() {
+            return Err(DataError::unknown_column(table, c));
+        }
+    }
+    Ok(target)
 }
 
 /// Writes accept filters on the top level only; embeds only shape the representation.

@@ -868,6 +868,43 @@ fn tenancy() -> Vec<Case> {
             .who(carol)
             .json(200, json!([{"body":"acme note"}])),
         get("…and anonymous callers see none", "/list_notes?select=body").json(200, json!([])),
+        // An upsert may add what the insert policies allow, but overwrite only what the
+        // update policies allow (here: nothing).
+        case(
+            "an upsert cannot overwrite past the update policies",
+            "POST",
+            "/list_notes",
+        )
+        .who(carol)
+        .header("prefer", "resolution=merge-duplicates")
+        .body(json!({"id": 1, "list_id": ACME_LIST, "body": "overwritten"}))
+        .error(403, "42501"),
+        case(
+            "…ignoring duplicates is no overwrite",
+            "POST",
+            "/list_notes",
+        )
+        .who(carol)
+        .header(
+            "prefer",
+            "return=representation,resolution=ignore-duplicates",
+        )
+        .body(json!({"id": 1, "list_id": ACME_LIST, "body": "overwritten"}))
+        .json(201, json!([])),
+        case("…and a new row goes in", "POST", "/list_notes?select=body")
+            .who(carol)
+            .header(
+                "prefer",
+                "return=representation,resolution=merge-duplicates",
+            )
+            .body(json!({"id": 3, "list_id": ACME_LIST, "body": "carol's note"}))
+            .json(201, json!([{"body":"carol's note"}])),
+        get(
+            "…leaving the first note as it was",
+            "/list_notes?select=body&order=id",
+        )
+        .who(carol)
+        .json(200, json!([{"body":"acme note"},{"body":"carol's note"}])),
         case(
             "an owner cannot move a list to another org",
             "PATCH",
