@@ -44,6 +44,13 @@ pub enum DataError {
     BadBody(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A request PostgREST refuses with a code of its own (`PGRST105`, `PGRST115`…).
+    #[error("{message}")]
+    Rule {
+        code: &'static str,
+        message: String,
+        hint: &'static str,
+    },
     #[error("{0} is not supported on SQLite (O1)")]
     Unsupported(String),
     #[error("{message}")]
@@ -129,6 +136,9 @@ impl DataError {
             DataError::BadBody(_) => ApiError::new(StatusCode::BAD_REQUEST, "PGRST102", message)
                 .with_hint("send a JSON object, or an array of objects with the same keys"),
             DataError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, "PGRST100", message),
+            DataError::Rule { code, hint, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message).with_hint(hint)
+            }
             DataError::Unsupported(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, "PGRST127", message)
                 .with_hint("this needs PostgreSQL: run reactor-server on Postgres (O2)"),
             DataError::Database {

@@ -509,6 +509,38 @@ async fn handle_table(
             )
         }
         Method::DELETE => (data.delete(principal, table, &shape).await?, StatusCode::OK),
+        Method::PUT => {
+            // One whole row, named by its primary key in the URL: insert it or replace it.
+            let row = match parse_json(body)? {
+                Value::Object(m) => m,
+                _ => return Err(DataError::BadBody("PUT takes one JSON object".into())),
+            };
+            for (column, value) in put_key(&shape.levels, &pk)? {
+                let given = match row.get(&column) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                if given.as_deref() != Some(value.as_str()) {
+                    return Err(DataError::Rule {
+                        code: "PGRST115",
+                        message: "Payload values do not match URL in primary key column(s)".into(),
+                        hint: "the body's primary key must equal the one in the URL",
+                    });
+                }
+            }
+            let insert = Insert {
+                rows: vec![row],
+                columns: None,
+                missing_default: false,
+                on_conflict: Some(pk.clone()),
+                resolution: Some(Resolution::Merge),
+            };
+            (
+                data.insert(principal, table, &insert, &shape).await?,
+                StatusCode::OK,
+            )
+        }
         _ => {
             return Ok(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -549,6 +581,46 @@ async fn handle_table(
         StatusCode::NO_CONTENT
     };
     Ok(respond(status, out_headers, None))
+}
+
+/// The `pk=eq.value` filters of a PUT: exactly one per primary-key column, and nothing else.
+fn put_key(levels: &Levels, pk: &[String]) -> Result<Vec<(String, String)>, DataError> {
+    let refused = || DataError::Rule {
+        code: "PGRST105",
+        message: "Filters must include all and only primary key columns with 'eq' operators".into(),
+        hint: "name the row by its primary key, e.g. PUT /todos?id=eq.1",
+    };
+    if pk.is_empty() || levels.keys().any(|path| !path.is_empty()) {
+        return Err(refused());
+    }
+    let conditions = levels
+        .get(&Vec::new())
+        .map(|l| l.conditions.as_slice())
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for c in conditions {
+        match c {
+            Condition::Filter(f)
+                if f.op == grammar::Op::Eq
+                    && !f.negated
+                    && f.quantifier.is_none()
+                    && f.field.path.is_empty()
+                    && pk.contains(&f.field.name)
+                    && !found.iter().any(|(name, _)| name == &f.field.name) =>
+            {
+                if let grammar::Operand::Value(v) = &f.operand {
+                    found.push((f.field.name.clone(), v.clone()));
+                } else {
+                    return Err(refused());
+                }
+            }
+            _ => return Err(refused()),
+        }
+    }
+    if found.len() != pk.len() {
+        return Err(refused());
+    }
+    Ok(found)
 }
 
 /// `/<table>?<pk>=eq.<value>` for the first written row.

@@ -645,6 +645,27 @@ fn writes() -> Vec<Case> {
             .header("prefer", "return=headers-only")
             .body(json!({"id": 15}))
             .empty(201),
+        case("put inserts a whole row", "PUT", "/notes?id=eq.20")
+            .header("prefer", "return=representation")
+            .body(json!({"id": 20, "body": "put", "kind": "todo"}))
+            .json(200, json!([{"id":20,"body":"put","kind":"todo"}])),
+        case("put replaces it", "PUT", "/notes?id=eq.20")
+            .body(json!({"id": 20, "body": "replaced", "kind": "done"}))
+            .empty(204),
+        get("…replaced", "/notes?id=eq.20&select=body,kind").json(200, json!([{"body":"replaced","kind":"done"}])),
+        case("put with another key in the body", "PUT", "/notes?id=eq.20")
+            .body(json!({"id": 21, "body": "x"}))
+            .error(400, "PGRST115"),
+        case("put without the key in the URL", "PUT", "/notes?body=eq.x")
+            .body(json!({"id": 20, "body": "x"}))
+            .error(400, "PGRST105"),
+        case("put with more than the key", "PUT", "/notes?id=eq.20&kind=eq.done")
+            .body(json!({"id": 20, "body": "x"}))
+            .error(400, "PGRST105"),
+        case("put of an array", "PUT", "/notes?id=eq.20")
+            .body(json!([{"id": 20}]))
+            .error(400, "PGRST102"),
+        case("delete what put made", "DELETE", "/notes?id=eq.20").empty(204),
         case("patch returns rows", "PATCH", "/notes?id=in.(3,4)&order=id")
             .header("prefer", "return=representation")
             .body(json!({"kind": "done"}))
