@@ -9,13 +9,42 @@ use axum::{Extension, Json, Router, middleware};
 use reactor_core::{ApiError, JsonBody, KeyTier, Principal, keys};
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::{AppState, auth};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids: a random prefix per process and a counter — unique across replicas like a
+/// UUID, without asking the kernel for randomness on every request.
+#[derive(Debug, Clone)]
+struct RequestIds {
+    prefix: std::sync::Arc<str>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        RequestIds {
+            prefix: keys::random_base62(12).into(),
+            next: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n:x}", self.prefix);
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
+}
 
 /// What browsers may send and read. Preflights are answered here, before the key middleware
 /// (a preflight carries no key).
@@ -108,7 +137,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(cors_layer)
 }
 
@@ -283,4 +312,26 @@ async fn revoke_key(
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
         .with_hint("GET /v1/info lists the capabilities this server offers")
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+
+    fn id(ids: &mut RequestIds) -> String {
+        let made = ids.make_request_id(&Request::new(())).expect("an id");
+        made.header_value().to_str().expect("ascii").to_string()
+    }
+
+    #[test]
+    fn ids_are_unique_within_and_across_processes() {
+        let mut ids = RequestIds::new();
+        let (a, b) = (id(&mut ids), id(&mut ids));
+        assert_ne!(a, b);
+        let prefix = |s: &str| s.split('-').next().unwrap_or_default().to_string();
+        assert_eq!(prefix(&a), prefix(&b));
+        assert_eq!(prefix(&a).len(), 12);
+        let mut elsewhere = RequestIds::new();
+        assert_ne!(prefix(&id(&mut elsewhere)), prefix(&a));
+    }
 }
