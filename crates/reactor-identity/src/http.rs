@@ -376,9 +376,10 @@ struct RecoverBody {
 /// Always `{}`: whether the address has an account is not told.
 async fn recover(
     State(id): State<Identity>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<RecoverBody>,
 ) -> Result<Json<Value>, ApiError> {
-    id.recover(&body.email)?;
+    id.recover(&body.email, Some(client.ip())).await?;
     Ok(Json(json!({})))
 }
 

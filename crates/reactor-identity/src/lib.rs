@@ -55,6 +55,11 @@ pub struct IdentityConfig {
     /// Failed sign-ins allowed per client address in one window, before 429.
     pub login_attempts_per_address: i64,
     pub login_window_secs: i64,
+    /// Password-reset emails asked per address, and per client address, in one window; past
+    /// them `/recover` answers 429 whether or not the address has an account.
+    pub recover_per_email: i64,
+    pub recover_per_address: i64,
+    pub recover_window_secs: i64,
     /// Organization roles beyond owner, admin and member, from server config.
     pub custom_roles: Vec<String>,
     /// How long an invitation stays valid, in seconds.
@@ -83,6 +88,9 @@ impl Default for IdentityConfig {
             login_attempts_per_email: 10,
             login_attempts_per_address: 30,
             login_window_secs: 300,
+            recover_per_email: 3,
+            recover_per_address: 10,
+            recover_window_secs: 3600,
             custom_roles: Vec::new(),
             invite_ttl_secs: 7 * 24 * 3600,
             confirm_email: false,
@@ -143,6 +151,8 @@ pub enum IdentityError {
     OtpExpired,
     #[error("too many failed sign-ins; try again in {0} seconds")]
     TooManyAttempts(u64),
+    #[error("too many emails asked for this address or from this client; try again in {0} seconds")]
+    TooManyEmails(u64),
     #[error("{0}")]
     BadRequest(String),
     #[error("internal: {0}")]
@@ -245,6 +255,17 @@ impl From<IdentityError> for ApiError {
                 .with_hint("wait, then check the email address and password")
                 .with_retry_after(*secs);
             }
+            E::TooManyEmails(secs) => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "over_email_send_rate_limit",
+                    e.to_string(),
+                )
+                .with_hint(
+                    "wait, then check the inbox (and the spam folder) for the email already sent",
+                )
+                .with_retry_after(*secs);
+            }
             E::SlugTaken => (
                 StatusCode::CONFLICT,
                 "org_slug_taken",
@@ -342,6 +363,12 @@ impl From<UserRow> for User {
             server_role: r.role,
         }
     }
+}
+
+/// Whether a throttled action may go ahead in the current window.
+pub(crate) enum Throttle {
+    Open { window: i64 },
+    Closed { retry_after: u64 },
 }
 
 /// What a successful sign-in or refresh returns.
@@ -568,8 +595,6 @@ impl Identity {
     ) -> Result<Session, IdentityError> {
         let normalized = normalize_email(email);
         let config = &self.inner.config;
-        let now = self.now();
-        let window = now - now.rem_euclid(config.login_window_secs);
         let mut buckets = vec![(
             format!("email:{}", normalized.as_deref().unwrap_or(email.trim())),
             config.login_attempts_per_email,
@@ -577,17 +602,15 @@ impl Identity {
         if let Some(ip) = client {
             buckets.push((format!("addr:{ip}"), config.login_attempts_per_address));
         }
-        for (bucket, limit) in &buckets {
-            if self.inner.store.throttle_count(bucket, window).await? >= *limit {
-                let retry = (window + config.login_window_secs - now).max(1);
-                return Err(IdentityError::TooManyAttempts(retry as u64));
+        let window = match self.throttle(&buckets, config.login_window_secs).await? {
+            Throttle::Open { window } => window,
+            Throttle::Closed { retry_after } => {
+                return Err(IdentityError::TooManyAttempts(retry_after));
             }
-        }
+        };
         let result = self.check_password(normalized.ok(), password).await;
         if matches!(result, Err(IdentityError::InvalidCredentials)) {
-            for (bucket, _) in &buckets {
-                self.inner.store.throttle_hit(bucket, window).await?;
-            }
+            self.throttle_hit(&buckets, window).await?;
         }
         let row = result?;
         if self.inner.config.confirm_email && row.email_confirmed_at.is_none() {
@@ -601,6 +624,35 @@ impl Identity {
             None => None,
         };
         self.open_session(row, org).await
+    }
+
+    /// Checks `(bucket, limit)` counters in the current window of `window_secs`, kept in the
+    /// database so every replica counts together.
+    pub(crate) async fn throttle(
+        &self,
+        buckets: &[(String, i64)],
+        window_secs: i64,
+    ) -> Result<Throttle, IdentityError> {
+        let now = self.now();
+        let window = now - now.rem_euclid(window_secs);
+        for (bucket, limit) in buckets {
+            if self.inner.store.throttle_count(bucket, window).await? >= *limit {
+                let retry_after = (window + window_secs - now).max(1) as u64;
+                return Ok(Throttle::Closed { retry_after });
+            }
+        }
+        Ok(Throttle::Open { window })
+    }
+
+    pub(crate) async fn throttle_hit(
+        &self,
+        buckets: &[(String, i64)],
+        window: i64,
+    ) -> Result<(), IdentityError> {
+        for (bucket, _) in buckets {
+            self.inner.store.throttle_hit(bucket, window).await?;
+        }
+        Ok(())
     }
 
     async fn check_password(

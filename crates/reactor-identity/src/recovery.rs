@@ -2,9 +2,10 @@
 //! Each email carries a one-time token: random, stored hashed, expiring, spent on first use.
 
 use reactor_core::keys;
+use std::net::IpAddr;
 
 use crate::store::UserRow;
-use crate::{Identity, IdentityError, Session, normalize_email};
+use crate::{Identity, IdentityError, Session, Throttle, normalize_email};
 
 const TOKEN_LEN: usize = 40;
 
@@ -67,8 +68,21 @@ impl Identity {
 
     /// `POST /recover`: emails a recovery link if the address has an account. The answer is
     /// the same, and as fast, either way: the lookup and the email happen after it.
-    pub fn recover(&self, email: &str) -> Result<(), IdentityError> {
+    pub async fn recover(&self, email: &str, client: Option<IpAddr>) -> Result<(), IdentityError> {
         let email = normalize_email(email)?;
+        // Counted whether or not the address has an account, so the limit reveals nothing.
+        let config = &self.inner.config;
+        let mut buckets = vec![(format!("recover:{email}"), config.recover_per_email)];
+        if let Some(ip) = client {
+            buckets.push((format!("recover-addr:{ip}"), config.recover_per_address));
+        }
+        let window = match self.throttle(&buckets, config.recover_window_secs).await? {
+            Throttle::Open { window } => window,
+            Throttle::Closed { retry_after } => {
+                return Err(IdentityError::TooManyEmails(retry_after));
+            }
+        };
+        self.throttle_hit(&buckets, window).await?;
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.send_recovery(&email).await {

@@ -1176,6 +1176,42 @@ fn code_in(mail: &Value) -> String {
     body[at..at + 40].to_string()
 }
 
+/// Reset emails are limited per address (whether or not it has an account) and per client:
+/// nobody can flood an inbox through the server.
+async fn recovery_throttle(h: &Harness) {
+    h.signup("flo@example.com", "flo's password").await;
+    let ask = |email: &'static str| {
+        h.http
+            .post(format!("{}/auth/v1/recover", h.base))
+            .header("apikey", &h.public_key)
+            .json(&json!({ "email": email }))
+            .send()
+    };
+    for email in ["flo@example.com", "ghost-flo@example.com"] {
+        for _ in 0..3 {
+            assert_eq!(ask(email).await.expect("recover").status(), 200);
+        }
+        let res = ask(email).await.expect("recover");
+        assert_eq!(res.status(), 429, "{email}");
+        let retry: u64 = res.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=3600).contains(&retry), "{retry}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["code"], "over_email_send_rate_limit");
+    }
+    // Other addresses are unaffected until the client's own limit.
+    assert_eq!(
+        ask("someone-else@example.com")
+            .await
+            .expect("recover")
+            .status(),
+        200
+    );
+}
+
 async fn recovery(h: &Harness) {
     h.signup("rita@example.com", "rita's old password").await;
     let (status, body) = h
@@ -1421,6 +1457,7 @@ async fn suite(url: &str) {
     rotation_over_http(&h).await;
     organizations(&h).await;
     recovery(&h).await;
+    recovery_throttle(&h).await;
     confirmation_required(url).await;
 }
 
