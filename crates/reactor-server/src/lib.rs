@@ -205,6 +205,8 @@ impl AppState {
         match capability {
             #[cfg(feature = "identity")]
             Capability::Identity => self.identity.is_some(),
+            #[cfg(feature = "data")]
+            Capability::Data => self.data.is_some(),
             _ => false,
         }
     }

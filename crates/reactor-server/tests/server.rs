@@ -134,8 +134,9 @@ async fn exercise(database_url: &str, topology: &str) {
             .map(|c| c["status"].clone())
     };
     assert_eq!(status("identity"), Some(serde_json::json!("serving")));
+    assert_eq!(status("data"), Some(serde_json::json!("serving")));
     assert_eq!(
-        status("data"),
+        status("storage"),
         Some(serde_json::json!("planned")),
         "switched on, not built yet"
     );
