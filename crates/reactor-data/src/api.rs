@@ -556,7 +556,7 @@ async fn run_pg(
     single: bool,
 ) -> Result<Output, DataError> {
     let mut conn = requests.acquire(principal).await?;
-    let result = run_on(conn.conn(), statement, read_only, single).await;
+    let result = run_on(conn.conn()?, statement, read_only, single).await;
     match &result {
         // A database error leaves the connection usable (its statement rolled back), except
         // the session guard's, which says the session is not what the pool believes.

@@ -274,12 +274,12 @@ impl RequestPool {
 }
 
 impl RequestConn {
-    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
-        // Present until drop or discard, which consume `self`.
-        match self.conn.as_mut() {
-            Some(c) => &mut c.conn,
-            None => unreachable!("a RequestConn is used after discard"),
-        }
+    pub fn conn(&mut self) -> Result<&mut sqlx::PgConnection, DbError> {
+        // Present until drop or discard, both of which consume `self`.
+        self.conn
+            .as_mut()
+            .map(|c| &mut c.conn)
+            .ok_or_else(|| DbError::Task("a request connection used after discard".into()))
     }
 
     /// Closes the connection instead of returning it: after a failure that may have left its
