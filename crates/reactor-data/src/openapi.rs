@@ -102,6 +102,18 @@ pub fn document(schema: &SchemaCache) -> Value {
                     "responses": {"200": ok("deleted"), "204": {"description": "deleted"}}
                 }),
             );
+            if !table.primary_key.is_empty() {
+                m.insert(
+                    "put".into(),
+                    json!({
+                        "tags": [name],
+                        "summary": format!("Insert or replace one row of {name}, named by its primary key ({}=eq.…)", table.primary_key.join(", ")),
+                        "parameters": params(&["select", "preferWrite"]),
+                        "requestBody": {"content": {"application/json": {"schema": item}}},
+                        "responses": {"200": ok("written"), "204": {"description": "written"}}
+                    }),
+                );
+            }
         }
         paths.insert(format!("/{name}"), ops);
     }

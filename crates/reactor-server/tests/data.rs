@@ -1005,6 +1005,7 @@ async fn conformance(url: &str) {
         "integer"
     );
     assert!(doc["paths"]["/rpc/add_them"]["post"].is_object());
+    assert!(doc["paths"]["/notes"]["put"].is_object());
     // With the trailing slash too (a redirect the client follows).
     let (status, _, slash) = h.send(Who::Anon, "GET", "/data/v1/", &[], None).await;
     assert_eq!((status, slash), (200, text));
