@@ -5,8 +5,6 @@
 //! SQLite cannot put DML in a CTE, so there a write is two statements in one transaction: the
 //! DML returning the rowids it touched, then the read over those rowids.
 
-use std::fmt::Write as _;
-
 use serde_json::{Map, Value};
 
 use crate::error::DataError;
@@ -169,6 +167,25 @@ impl<'s> Builder<'s> {
         ))
     }
 
+    /// The top-level filters of an update or delete on `t0`, with (O1) the `using` policies of
+    /// `command` on top of the `select` ones, as ` where …` or nothing.
+    fn write_filter(
+        &mut self,
+        table: &'s Table,
+        levels: &Levels,
+        command: &str,
+    ) -> Result<String, DataError> {
+        let mut conditions = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        if let Some(p) = self.policy(table, command, false) {
+            conditions = if conditions.is_empty() {
+                p
+            } else {
+                format!("{conditions} and {p}")
+            };
+        }
+        Ok(crate::render::where_sql(&conditions))
+    }
+
     /// Postgres: one statement that inserts and returns `(body, rows, total)`.
     pub fn insert_pg(
         &mut self,
@@ -191,7 +208,7 @@ impl<'s> Builder<'s> {
         levels: &Levels,
         body: Body,
     ) -> Result<String, DataError> {
-        let name = format!("\"public\".{}", quote_ident(&table.name));
+        let name = self.table_ref(&table.name);
         let sets = self.patch_columns(table, patch)?;
         let json = serde_json::to_string(patch).map_err(|e| DataError::Internal(e.to_string()))?;
         let p = self.bind(Param::Text(json));
@@ -200,14 +217,9 @@ impl<'s> Builder<'s> {
             .map(|c| format!("{0} = _p.{0}", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
-        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
+        let filter = self.write_filter(table, levels, "update")?;
         let dml = format!(
-            "update {name} t0 set {assignments} from json_populate_record(null::{name}, {p}::json) _p{}",
-            if wheres.is_empty() {
-                String::new()
-            } else {
-                format!(" where {wheres}")
-            }
+            "update {name} t0 set {assignments} from json_populate_record(null::{name}, {p}::json) _p{filter}"
         );
         self.over_cte(table, &format!("{dml} returning t0.*"), items, levels, body)
     }
@@ -220,16 +232,9 @@ impl<'s> Builder<'s> {
         levels: &Levels,
         body: Body,
     ) -> Result<String, DataError> {
-        let name = format!("\"public\".{}", quote_ident(&table.name));
-        let wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
-        let dml = format!(
-            "delete from {name} t0{} returning t0.*",
-            if wheres.is_empty() {
-                String::new()
-            } else {
-                format!(" where {wheres}")
-            }
-        );
+        let name = self.table_ref(&table.name);
+        let filter = self.write_filter(table, levels, "delete")?;
+        let dml = format!("delete from {name} t0{filter} returning t0.*");
         self.over_cte(table, &dml, items, levels, body)
     }
 
@@ -304,22 +309,11 @@ impl<'s> Builder<'s> {
             .map(|c| format!("{} = {}", quote_ident(&c.name), sqlite_json_field(&p, c)))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
-        if let Some(p) = self.policy(table, "update", false) {
-            wheres = if wheres.is_empty() {
-                p
-            } else {
-                format!("{wheres} and {p}")
-            };
-        }
-        let mut sql = format!(
-            "update {} as t0 set {assignments}",
+        let filter = self.write_filter(table, levels, "update")?;
+        let sql = format!(
+            "update {} as t0 set {assignments}{filter} returning rowid",
             quote_ident(&table.name)
         );
-        if !wheres.is_empty() {
-            write!(sql, " where {wheres}").ok();
-        }
-        sql.push_str(" returning rowid");
         Ok(self.take_statement(sql))
     }
 
@@ -329,18 +323,11 @@ impl<'s> Builder<'s> {
         table: &'s Table,
         levels: &Levels,
     ) -> Result<crate::render::Statement, DataError> {
-        let mut wheres = self.where_clause(table, "t0", &[], &[], levels, None)?;
-        if let Some(p) = self.policy(table, "delete", false) {
-            wheres = if wheres.is_empty() {
-                p
-            } else {
-                format!("{wheres} and {p}")
-            };
-        }
-        let mut sql = format!("select t0.rowid from {} t0", quote_ident(&table.name));
-        if !wheres.is_empty() {
-            write!(sql, " where {wheres}").ok();
-        }
+        let filter = self.write_filter(table, levels, "delete")?;
+        let sql = format!(
+            "select t0.rowid from {} t0{filter}",
+            quote_ident(&table.name)
+        );
         Ok(self.take_statement(sql))
     }
 

@@ -427,9 +427,7 @@ impl<'s> Builder<'s> {
         let level = levels.get(path).unwrap_or(&empty);
         let mut sql = format!("select {select} from {source} {alias}");
         let wheres = self.where_clause(table, alias, items, path, levels, join)?;
-        if !wheres.is_empty() {
-            write!(sql, " where {wheres}").ok();
-        }
+        sql.push_str(&where_sql(&wheres));
         let order = self.order_by(table, alias, items, path, level)?;
         if !order.is_empty() {
             write!(sql, " order by {order}").ok();
@@ -1073,12 +1071,11 @@ impl<'s> Builder<'s> {
             let n = self.alias();
             let alias = format!("t{n}");
             let wheres = self.where_clause(table, &alias, items, &[], levels, None)?;
-            let wheres = if wheres.is_empty() {
-                String::new()
-            } else {
-                format!(" where {wheres}")
-            };
-            format!("(select count(*) from {} {alias}{wheres})", source.sql)
+            format!(
+                "(select count(*) from {} {alias}{})",
+                source.sql,
+                where_sql(&wheres)
+            )
         } else {
             self.null_bigint().to_string()
         };
@@ -1104,6 +1101,15 @@ impl<'s> Builder<'s> {
         };
         let guard = self.guard_column();
         format!("select {agg} as body, count(*) as page, {total} as total{guard} from ({rows}) _r")
+    }
+}
+
+/// ` where <conditions>`, or nothing when there are none.
+pub(crate) fn where_sql(conditions: &str) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" where {conditions}")
     }
 }
 
