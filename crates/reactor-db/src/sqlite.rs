@@ -120,13 +120,7 @@ impl SqlitePool {
     where
         F: FnOnce(&mut Connection) -> Result<T, DbError>,
     {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?;
-        let mut pooled = self.inner.take()?;
+        let (_permit, mut pooled) = self.checkout().await?;
         set_vars(&pooled.vars, RequestVars::of(principal));
         let result = f(&mut pooled.conn);
         set_vars(&pooled.vars, RequestVars::default());
@@ -182,18 +176,23 @@ impl SqlitePool {
         })?
     }
 
-    async fn run<T, F>(&self, vars: Option<RequestVars>, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
-    {
-        let _permit = self
+    /// A connection, and the permit that counts it until the work is done.
+    async fn checkout(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, Pooled), DbError> {
+        let permit = self
             .inner
             .permits
             .acquire()
             .await
             .map_err(|e| DbError::Task(e.to_string()))?;
-        let mut pooled = self.inner.take()?;
+        Ok((permit, self.inner.take()?))
+    }
+
+    async fn run<T, F>(&self, vars: Option<RequestVars>, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (_permit, mut pooled) = self.checkout().await?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             set_vars(&pooled.vars, vars.unwrap_or_default());
