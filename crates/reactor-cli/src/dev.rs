@@ -57,6 +57,9 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         cors_origins: Vec::new(),
         smtp: None,
         master_key: Some(local_master_key(&state_dir)?),
+        // Functions load from the project below, where reloads can be reported.
+        project: None,
+        functions: Default::default(),
         dev: true,
     };
     let state = AppState::start(db, &config, &endpoint).await?;
@@ -72,6 +75,15 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     if let Some(data) = &state.data {
         apply_migrations(data, &migrations_dir).await;
     }
+
+    // Functions load now and again whenever reactor.toml or a function's file changes.
+    if let Some(functions) = &state.functions {
+        load_functions(functions, &manifest);
+    }
+    let function_watcher = state.functions.clone().map(|functions| {
+        let manifest_path = manifest.root.join(reactor_manifest::MANIFEST_FILE);
+        async move { watch_functions(functions, manifest_path).await }
+    });
 
     telemetry::init();
     let shutdown = shutdown_signal();
@@ -98,9 +110,23 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         "  migrations    {} (applied on change)",
         migrations_dir.display()
     );
+    if state.functions.is_some() {
+        let names: Vec<&str> = manifest.functions.iter().map(|f| f.name.as_str()).collect();
+        println!(
+            "  functions     {} (reloaded on change)",
+            if names.is_empty() {
+                "none yet: `reactor functions new <name>`".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
     if let Some(watcher) = watcher {
+        tokio::spawn(watcher);
+    }
+    if let Some(watcher) = function_watcher {
         tokio::spawn(watcher);
     }
     server.run(state, shutdown).await?;
@@ -168,6 +194,103 @@ async fn watch_migrations(data: reactor_data::Data, dir: std::path::PathBuf) {
         if now != last {
             last = now;
             apply_migrations(&data, &dir).await;
+        }
+    }
+}
+
+/// Loads the functions `manifest` declares and says what changed on stderr; a function whose
+/// code does not load is reported with file, line and column, and keeps its previous code.
+fn load_functions(functions: &reactor_functions::Functions, manifest: &reactor_manifest::Manifest) {
+    use reactor_functions::LoadReport;
+    for report in functions.load(&reactor_functions::FunctionSpec::from_manifest(manifest)) {
+        match report {
+            LoadReport::Loaded { name, .. } => eprintln!("functions: loaded {name}"),
+            LoadReport::Unchanged { .. } => {}
+            LoadReport::Removed { name } => eprintln!("functions: removed {name}"),
+            LoadReport::Failed {
+                name,
+                error,
+                kept_previous,
+            } => {
+                let source = manifest
+                    .function(&name)
+                    .map(|f| f.source.join(&error.file))
+                    .unwrap_or_else(|| error.file.clone().into());
+                eprintln!(
+                    "functions: {name}: {}:{}:{}: {}",
+                    source.display(),
+                    error.line,
+                    error.column,
+                    error.message
+                );
+                if let Some(hint) = &error.hint {
+                    eprintln!("  hint: {hint}");
+                }
+                if kept_previous {
+                    eprintln!("  (the previous version keeps serving until this is fixed)");
+                }
+            }
+        }
+    }
+}
+
+/// Names, sizes and modification times of every file under the functions' directories and
+/// of reactor.toml itself.
+fn functions_fingerprint(
+    manifest_path: &Path,
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(
+        dir: &Path,
+        out: &mut Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>,
+        depth: usize,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if depth < 16 && entry.file_name() != "node_modules" {
+                    walk(&path, out, depth + 1);
+                }
+            } else {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    let meta = std::fs::metadata(manifest_path).ok();
+    seen.push((
+        manifest_path.to_path_buf(),
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok()),
+    ));
+    if let Ok(manifest) = reactor_manifest::Manifest::load(manifest_path) {
+        for f in &manifest.functions {
+            walk(&manifest.root.join(&f.source), &mut seen, 0);
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// Polls twice a second, like the migrations watcher, and reloads what changed.
+async fn watch_functions(
+    functions: reactor_functions::Functions,
+    manifest_path: std::path::PathBuf,
+) {
+    let mut last = functions_fingerprint(&manifest_path);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = functions_fingerprint(&manifest_path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match reactor_manifest::Manifest::load(&manifest_path) {
+            Ok(manifest) => load_functions(&functions, &manifest),
+            Err(e) => eprintln!("functions: reactor.toml: {e} (functions unchanged)"),
         }
     }
 }

@@ -12,6 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod context;
 mod data;
 mod dev;
+mod functions;
 mod info;
 mod init;
 mod keys;
@@ -57,6 +58,12 @@ enum Command {
     /// The project's SQL migrations: new, status, migrate.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Functions: list, new, invoke, logs.
+    #[command(subcommand)]
+    Functions(functions::FunctionsCommand),
+    /// Project secrets, given to functions as `env` (values are never shown).
+    #[command(subcommand)]
+    Secrets(functions::SecretsCommand),
     /// Show the server behind the current context: version, project, capabilities.
     Info(info::InfoArgs),
     /// Sign in to the current context's server as a user.
@@ -83,6 +90,8 @@ async fn main() -> ExitCode {
         Command::Context(cmd) => context::run(&session, cmd),
         Command::Info(args) => info::run(&session, args).await,
         Command::Data(cmd) => data::run(&session, cmd).await,
+        Command::Functions(cmd) => functions::run(&session, cmd).await,
+        Command::Secrets(cmd) => functions::secrets(&session, cmd).await,
         Command::Keys(cmd) => keys::run(&session, cmd).await,
         Command::Login(args) => login::login(&session, args).await,
         Command::Logout => login::logout(&session).await,

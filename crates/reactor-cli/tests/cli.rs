@@ -896,6 +896,8 @@ async fn data_migrations_against_a_postgres_server() {
         cors_origins: Vec::new(),
         smtp: None,
         master_key: None,
+        project: None,
+        functions: Default::default(),
         dev: false,
     };
     let state = reactor_server::AppState::start(db, &config, &endpoint)

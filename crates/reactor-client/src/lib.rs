@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use reqwest::Method;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -340,6 +341,89 @@ impl Client {
         Ok(())
     }
 
+    /// `GET /fn/v1`: the functions the server runs, with their limits and load errors.
+    pub async fn functions(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.send(reqwest::Method::GET, "/fn/v1", None).await
+    }
+
+    /// `GET /fn/v1/_logs/<name>`: lines after `after`, waiting up to `wait` seconds for one.
+    pub async fn function_logs(
+        &self,
+        name: &str,
+        after: u64,
+        wait: u64,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let path = format!(
+            "/fn/v1/_logs/{}?after={after}&wait={wait}",
+            encode_segment(name)
+        );
+        let body: serde_json::Value = self.send(reqwest::Method::GET, &path, None).await?;
+        Ok(body["lines"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Invokes a function the way any HTTP client would; the answer is returned whatever its
+    /// status, since a function's own 4xx/5xx is not a client error.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Invoked, ClientError> {
+        let path = path.trim_start_matches('/');
+        let url = if path.is_empty() {
+            format!("{}/fn/v1/{}", self.endpoint, encode_segment(name))
+        } else {
+            format!("{}/fn/v1/{}/{path}", self.endpoint, encode_segment(name))
+        };
+        let mut req = self.authorized(self.http.request(method, url));
+        for (name, value) in headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let unreachable = |source| ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let res = req.send().await.map_err(unreachable)?;
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = res.bytes().await.map_err(unreachable)?.to_vec();
+        Ok(Invoked {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// `GET /v1/secrets`: names and change times, never values.
+    pub async fn secrets(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        let body: serde_json::Value = self.send(reqwest::Method::GET, "/v1/secrets", None).await?;
+        Ok(body["secrets"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn set_secret(&self, name: &str, value: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/secrets/{}", encode_segment(name));
+        let body = serde_json::json!({ "value": value });
+        self.send::<serde_json::Value>(reqwest::Method::PUT, &path, Some(body))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unset_secret(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/secrets/{}", encode_segment(name));
+        self.send::<serde_json::Value>(reqwest::Method::DELETE, &path, None)
+            .await?;
+        Ok(())
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -359,19 +443,10 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.endpoint));
-        let c = &self.credentials;
-        if let Some(key) = &c.apikey {
-            req = req.header("apikey", key);
-        }
-        if let Some(token) = &c.bearer {
-            req = req.bearer_auth(token);
-        }
-        if let Some(org) = &c.org {
-            req = req.header("x-reactor-org", org);
-        }
+        let mut req = self.authorized(
+            self.http
+                .request(method, format!("{}{path}", self.endpoint)),
+        );
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -397,6 +472,51 @@ impl Client {
             Ok(body) => Err(ClientError::Api { status, body }),
             Err(_) => Err(unexpected(status, &bytes)),
         }
+    }
+}
+
+impl Client {
+    /// Adds the key, the user's token and the active org.
+    fn authorized(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let c = &self.credentials;
+        if let Some(key) = &c.apikey {
+            req = req.header("apikey", key);
+        }
+        if let Some(token) = &c.bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(org) = &c.org {
+            req = req.header("x-reactor-org", org);
+        }
+        req
+    }
+}
+
+/// A function's answer, as `Client::invoke` returns it.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Invoked {
+    /// Reactor's own error (`function_not_found`, `function_timeout`…), when the answer is one.
+    pub fn reactor_error(&self) -> Option<ApiErrorBody> {
+        let is_json = self
+            .headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("application/json"));
+        if self.status < 400 || !is_json {
+            return None;
+        }
+        serde_json::from_slice::<ApiErrorBody>(&self.body)
+            .ok()
+            .filter(|b| {
+                b.code.starts_with("function_")
+                    || b.code.starts_with("request_")
+                    || b.code == "internal"
+            })
     }
 }
 

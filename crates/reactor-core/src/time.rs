@@ -31,6 +31,15 @@ pub fn utc_now() -> (i64, i64, i64, i64, i64, i64, u32) {
     (y, m, d, rest / 3600, rest % 3600 / 60, rest % 60, micros)
 }
 
+/// Now as RFC 3339 in UTC with milliseconds: `2026-11-26T14:05:09.123Z`.
+pub fn utc_now_millis() -> String {
+    let (y, mo, d, h, mi, s, micros) = utc_now();
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        micros / 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -39,5 +48,12 @@ mod tests {
         assert_eq!(super::civil_from_days(20_818), (2026, 12, 31));
         assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(super::civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn rfc3339_shape() {
+        let now = super::utc_now_millis();
+        assert_eq!(now.len(), 24, "{now}");
+        assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
     }
 }

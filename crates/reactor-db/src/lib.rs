@@ -8,6 +8,7 @@
 //! Both adapters expose the same functions with the same names; [`Db`] only dispatches.
 
 pub mod postgres;
+pub mod secrets;
 mod sqlite;
 pub mod sqlite_functions;
 pub mod testing;

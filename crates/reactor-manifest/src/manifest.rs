@@ -57,6 +57,10 @@ pub struct FunctionConfig {
     pub source: PathBuf,
     pub runtime: Runtime,
     pub entry: String,
+    /// Per-invocation limits; unset ones take the server's defaults.
+    pub memory_mb: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +187,15 @@ const TOP_KEYS: &[&str] = &[
     "jobs",
 ];
 const DATA_KEYS: &[&str] = &["migrations_dir"];
-const FUNCTION_KEYS: &[&str] = &["name", "source", "runtime", "entry"];
+const FUNCTION_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "runtime",
+    "entry",
+    "memory_mb",
+    "timeout_ms",
+    "concurrency",
+];
 const SITE_KEYS: &[&str] = &["name", "source", "framework", "spa", "build", "output"];
 const JOB_KEYS: &[&str] = &["name", "function", "trigger"];
 const TRIGGER_KEYS: &[&str] = &["type", "schedule", "timezone", "event", "table", "bucket"];
@@ -365,11 +377,17 @@ impl Checker<'_> {
                 ));
             }
         }
+        let memory_mb = self.check_range(f.memory_mb, "memory_mb", 1, 4096, "MiB");
+        let timeout_ms = self.check_range(f.timeout_ms, "timeout_ms", 1, 900_000, "ms");
+        let concurrency = self.check_range(f.concurrency, "concurrency", 1, 10_000, "invocations");
         FunctionConfig {
             name: f.name.into_inner(),
             source: PathBuf::from(f.source.into_inner()),
             runtime,
             entry: entry.into_inner(),
+            memory_mb: memory_mb.map(|v| v as u32),
+            timeout_ms: timeout_ms.map(|v| v as u64),
+            concurrency: concurrency.map(|v| v as u32),
         }
     }
 
@@ -533,6 +551,26 @@ impl Checker<'_> {
         }
     }
 
+    /// An optional integer setting within `min..=max`; out of range is an error naming both.
+    fn check_range(
+        &mut self,
+        value: Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+        max: i64,
+        unit: &str,
+    ) -> Option<i64> {
+        let value = value?;
+        let v = *value.get_ref();
+        if (min..=max).contains(&v) {
+            Some(v)
+        } else {
+            self.error(Some(value.span()), format!("`{key}` = {v} is out of range"))
+                .hint = Some(format!("use {min} to {max} {unit}"));
+            None
+        }
+    }
+
     /// Names must be unique within functions, sites and jobs: they are URL segments.
     fn check_unique<'s>(
         &mut self,
@@ -636,6 +674,9 @@ struct RawFunction {
     source: Spanned<String>,
     runtime: Option<Spanned<String>>,
     entry: Option<Spanned<String>>,
+    memory_mb: Option<Spanned<i64>>,
+    timeout_ms: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -280,3 +280,24 @@ fn discovery_walks_up_and_stops_at_the_git_root() {
         other => panic!("expected NotFound, got {other:?}"),
     }
 }
+
+#[test]
+fn function_limits_parse_and_are_range_checked() {
+    let dir = project();
+    let src = VALID.replace(
+        "entry = \"main.js\"",
+        "entry = \"main.js\"\nmemory_mb = 128\ntimeout_ms = 2500\nconcurrency = 4",
+    );
+    let m = parse(dir.path(), &src).expect("valid");
+    let rollup = m.function("rollup").expect("declared");
+    assert_eq!(
+        (rollup.memory_mb, rollup.timeout_ms, rollup.concurrency),
+        (Some(128), Some(2500), Some(4))
+    );
+    assert_eq!(m.function("hello").map(|f| f.memory_mb), Some(None));
+
+    let e = error(&VALID.replace("entry = \"main.js\"", "entry = \"main.js\"\nmemory_mb = 0"));
+    assert!(e.contains("`memory_mb` = 0 is out of range"), "{e}");
+    assert!(e.contains("reactor.toml:18:13"), "{e}");
+    assert!(e.contains("use 1 to 4096 MiB"), "{e}");
+}

@@ -33,6 +33,10 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub capabilities: Option<Vec<String>>,
+    /// A project directory (holding `reactor.toml`) whose functions this server runs, until
+    /// releases are deployed to it.
+    #[arg(long, env = "REACTOR_PROJECT", value_name = "DIR")]
+    pub project: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +53,9 @@ struct FileConfig {
     cors: CorsSettings,
     smtp: Option<SmtpSettings>,
     master_key: Option<String>,
+    project: Option<PathBuf>,
+    #[serde(default)]
+    functions: FunctionSettings,
 }
 
 /// `[identity]` in the config file. Unset values keep the capability's defaults.
@@ -76,6 +83,21 @@ pub struct IdentitySettings {
 pub struct DataSettings {
     /// Let `PATCH` and `DELETE` on `/data/v1` run without any filter [default: false].
     pub allow_unfiltered_writes: Option<bool>,
+}
+
+/// `[functions]` in the config file: defaults for every function; a function's own
+/// `memory_mb`, `timeout_ms` and `concurrency` in `reactor.toml` override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSettings {
+    /// [default: 64]
+    pub memory_mb: Option<u32>,
+    /// [default: 10000]
+    pub timeout_ms: Option<u64>,
+    /// Invocations of one function at once [default: 64].
+    pub concurrency: Option<u32>,
+    /// Largest request body a function receives [default: 10].
+    pub max_body_mb: Option<u32>,
 }
 
 /// `[cors]` in the config file; `REACTOR_CORS_ORIGINS` (comma-separated) overrides it.
@@ -114,6 +136,9 @@ pub struct ServerConfig {
     pub smtp: Option<SmtpSettings>,
     /// Seals secrets at rest (signing keys): `REACTOR_MASTER_KEY`, else `master_key` in the file.
     pub master_key: Option<reactor_core::seal::MasterKey>,
+    /// The project whose functions to run (`--project`).
+    pub project: Option<PathBuf>,
+    pub functions: FunctionSettings,
     /// `reactor dev`: emails go to the console and the dev mailbox.
     pub dev: bool,
 }
@@ -277,6 +302,8 @@ impl ServerConfig {
             cors_origins,
             smtp,
             master_key,
+            project: args.project.clone().or(file.project),
+            functions: file.functions,
             dev: false,
         })
     }

@@ -47,6 +47,11 @@ pub struct AppState {
     /// Present when the data capability is enabled.
     #[cfg(feature = "data")]
     pub data: Option<reactor_data::Data>,
+    /// Present when the functions capability is enabled.
+    #[cfg(feature = "functions")]
+    pub functions: Option<reactor_functions::Functions>,
+    /// The project's secrets (`/v1/secrets`); absent only in states built by tests.
+    pub secrets: Option<reactor_db::secrets::Secrets>,
     /// Project keys seen in the last second (see `auth::KeyCache`).
     pub(crate) keys: Arc<auth::KeyCache>,
     /// Origins browsers may call from; empty means any.
@@ -99,8 +104,14 @@ impl AppState {
         );
         #[cfg(feature = "data")]
         let state = state.with_data(data);
+        #[cfg(feature = "functions")]
+        let state = state.with_functions(start_functions(config)?);
+        let secrets = reactor_db::secrets::Secrets::start(&state.db, config.master_key.clone())
+            .await
+            .map_err(|e| StartError::Secrets(e.to_string()))?;
         Ok(AppState {
             cors_origins: Arc::new(config.cors_origins.clone()),
+            secrets: Some(secrets),
             ..state
         })
     }
@@ -118,6 +129,9 @@ impl AppState {
             identity,
             #[cfg(feature = "data")]
             data: None,
+            #[cfg(feature = "functions")]
+            functions: None,
+            secrets: None,
             keys: Arc::new(auth::KeyCache::default()),
             cors_origins: Arc::new(Vec::new()),
         }
@@ -129,6 +143,51 @@ impl AppState {
         self.data = data;
         self
     }
+
+    /// Adds the functions capability.
+    #[cfg(feature = "functions")]
+    pub fn with_functions(mut self, functions: Option<reactor_functions::Functions>) -> AppState {
+        self.functions = functions;
+        self
+    }
+}
+
+/// The functions capability, with the project's functions loaded when the server was given
+/// one (`--project`); `reactor dev` loads and reloads them itself.
+#[cfg(feature = "functions")]
+fn start_functions(
+    config: &ServerConfig,
+) -> Result<Option<reactor_functions::Functions>, StartError> {
+    if !config.capabilities.contains(&Capability::Functions) {
+        return Ok(None);
+    }
+    let settings = &config.functions;
+    let defaults = reactor_functions::Limits::default();
+    let functions = reactor_functions::Functions::new(reactor_functions::FunctionsConfig {
+        default_limits: reactor_functions::Limits {
+            memory_mb: settings.memory_mb.unwrap_or(defaults.memory_mb),
+            timeout_ms: settings.timeout_ms.unwrap_or(defaults.timeout_ms),
+            concurrency: settings.concurrency.unwrap_or(defaults.concurrency),
+        },
+        max_body_bytes: settings.max_body_mb.map_or(
+            reactor_functions::FunctionsConfig::default().max_body_bytes,
+            |mb| mb as usize * 1024 * 1024,
+        ),
+        expose_errors: config.dev,
+    });
+    if let Some(dir) = &config.project {
+        let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
+            .map_err(|e| StartError::Capability(Capability::Functions, e.to_string()))?;
+        for report in functions.load(&reactor_functions::FunctionSpec::from_manifest(&manifest)) {
+            if let reactor_functions::LoadReport::Failed { name, error, .. } = report {
+                return Err(StartError::Capability(
+                    Capability::Functions,
+                    format!("function `{name}`: {error}"),
+                ));
+            }
+        }
+    }
+    Ok(Some(functions))
 }
 
 /// The identity capability's settings from the server's.
@@ -181,6 +240,8 @@ pub enum StartError {
     },
     #[error("the {0} capability failed to start: {1}")]
     Capability(Capability, String),
+    #[error("the secret store failed to start: {0}")]
+    Secrets(String),
 }
 
 impl StartError {
@@ -191,7 +252,7 @@ impl StartError {
                 addr.port()
             ),
             StartError::Bind { .. } => "check the listen address and your permissions".to_string(),
-            StartError::Capability(..) => {
+            StartError::Capability(..) | StartError::Secrets(_) => {
                 "the server log has details; check the database".to_string()
             }
         }
@@ -207,6 +268,8 @@ impl AppState {
             Capability::Identity => self.identity.is_some(),
             #[cfg(feature = "data")]
             Capability::Data => self.data.is_some(),
+            #[cfg(feature = "functions")]
+            Capability::Functions => self.functions.is_some(),
             _ => false,
         }
     }

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderName, Request};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use axum::{Extension, Json, Router, middleware};
 use reactor_core::{ApiError, JsonBody, KeyTier, Principal, keys};
 use serde_json::{Value, json};
@@ -109,6 +109,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/keys", get(list_keys).post(create_key))
         .route("/v1/keys/{id}", delete(revoke_key))
+        .route("/v1/secrets", get(list_secrets))
+        .route("/v1/secrets/{name}", put(set_secret).delete(unset_secret))
         .with_state(state.clone())
         .merge(capabilities)
         .route_layer(middleware::from_fn_with_state(
@@ -179,7 +181,130 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
         ),
         None => routers,
     };
+    #[cfg(feature = "functions")]
+    let routers = match &state.functions {
+        Some(functions) => {
+            let env: std::sync::Arc<dyn reactor_functions::http::EnvSource> =
+                match state.secrets.clone() {
+                    Some(secrets) => std::sync::Arc::new(SecretsEnv(secrets)),
+                    None => std::sync::Arc::new(reactor_functions::http::NoEnv),
+                };
+            (
+                routers.0.nest(
+                    "/fn/v1",
+                    reactor_functions::http::router(functions.clone(), env),
+                ),
+                routers.1,
+            )
+        }
+        None => routers,
+    };
     routers
+}
+
+/// A function's `env`: the project's secrets.
+#[cfg(feature = "functions")]
+#[derive(Debug)]
+struct SecretsEnv(reactor_db::secrets::Secrets);
+
+#[cfg(feature = "functions")]
+impl reactor_functions::http::EnvSource for SecretsEnv {
+    fn env(&self) -> reactor_functions::http::EnvFuture<'_> {
+        Box::pin(async move {
+            self.0
+                .values()
+                .await
+                .map(|values| (*values).clone())
+                .map_err(secret_failure)
+        })
+    }
+}
+
+fn secret_failure(e: reactor_db::secrets::SecretError) -> ApiError {
+    use reactor_db::secrets::SecretError;
+    let hint = e.hint();
+    let error = match &e {
+        SecretError::BadName(_) | SecretError::TooLong => ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_secret",
+            e.to_string(),
+        ),
+        SecretError::NoMasterKey => ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no_master_key",
+            e.to_string(),
+        ),
+        SecretError::Open(..) => {
+            tracing::error!(error = %e, "secret store");
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "secret_unreadable",
+                e.to_string(),
+            )
+        }
+        SecretError::Db(db) => {
+            tracing::error!(error = %db, "secret store");
+            ApiError::internal()
+        }
+    };
+    match hint {
+        Some(h) => error.with_hint(h),
+        None => error,
+    }
+}
+
+fn secret_store(state: &AppState) -> Result<&reactor_db::secrets::Secrets, ApiError> {
+    state
+        .secrets
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("this server has no secret store"))
+}
+
+async fn list_secrets(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require_service("managing secrets")?;
+    let secrets = secret_store(&state)?.list().await.map_err(secret_failure)?;
+    Ok(Json(json!({ "secrets": secrets })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBody {
+    value: String,
+}
+
+async fn set_secret(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<SecretBody>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    principal.require_service("managing secrets")?;
+    secret_store(&state)?
+        .set(&name, &body.value)
+        .await
+        .map_err(secret_failure)?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+async fn unset_secret(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    principal.require_service("managing secrets")?;
+    if secret_store(&state)?
+        .unset(&name)
+        .await
+        .map_err(secret_failure)?
+    {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no secret named `{name}`"))
+            .with_hint("`reactor secrets list` shows the names"))
+    }
 }
 
 /// The process is up. Says nothing about the database, so an orchestrator does not restart a

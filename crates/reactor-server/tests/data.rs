@@ -140,6 +140,8 @@ impl Harness {
             cors_origins: Vec::new(),
             smtp: None,
             master_key: None,
+            project: None,
+            functions: Default::default(),
             dev: false,
         };
         let state = AppState::start(db, &config, &endpoint)

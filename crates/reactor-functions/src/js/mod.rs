@@ -1,0 +1,747 @@
+//! The QuickJS engine: one invocation in a fresh runtime and context, under a memory limit and
+//! a deadline, with the Web APIs of `web.js` and a small event loop for promises and timers.
+//!
+//! A runtime per invocation is what makes the limits per invocation: QuickJS counts memory
+//! per runtime, and nothing one request leaves behind (globals, module state, pending timers)
+//! can be seen by the next.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rquickjs::context::intrinsic;
+use rquickjs::function::Opt;
+use rquickjs::loader::{ImportAttributes, Loader, Resolver};
+use rquickjs::module::{Declared, WriteOptions};
+use rquickjs::promise::PromiseState;
+use rquickjs::{
+    Array, CaughtError, Context, Ctx, Exception, Function, Module, Object, Promise, Runtime,
+    TypedArray, Value,
+};
+
+use crate::source::ModuleGraph;
+
+const WEB_JS: &str = include_str!("web.js");
+const WEB_MODULE: &str = "reactor:web";
+
+/// A function's modules compiled to QuickJS bytecode: parsing is most of what a fresh context
+/// would otherwise spend, so it happens once per load, not once per request.
+#[derive(Debug)]
+pub struct Program {
+    pub graph: Arc<ModuleGraph>,
+    bytecode: HashMap<String, Vec<u8>>,
+}
+
+/// A module QuickJS rejected although oxc accepted it (rare: an engine limit or a feature
+/// QuickJS lacks).
+#[derive(Debug, thiserror::Error)]
+#[error("{module}: {message}")]
+pub struct CompileError {
+    pub module: String,
+    pub message: String,
+}
+
+impl Program {
+    pub fn compile(graph: Arc<ModuleGraph>) -> Result<Program, CompileError> {
+        let compiled = compile_modules(
+            graph
+                .modules
+                .iter()
+                .map(|(name, code)| (name.as_str(), &**code)),
+            false,
+            Some(graph.clone()),
+        )?;
+        Ok(Program {
+            graph,
+            bytecode: compiled,
+        })
+    }
+}
+
+fn compile_modules<'a>(
+    modules: impl Iterator<Item = (&'a str, &'a str)>,
+    strip: bool,
+    graph: Option<Arc<ModuleGraph>>,
+) -> Result<HashMap<String, Vec<u8>>, CompileError> {
+    let failed = |module: &str, e: &dyn std::fmt::Display| CompileError {
+        module: module.to_string(),
+        message: e.to_string(),
+    };
+    let runtime = Runtime::new().map_err(|e| failed("", &e))?;
+    // Compiling a module resolves its imports, so the compiler sees the graph's sources.
+    if let Some(graph) = graph {
+        runtime.set_loader(SourceModules(graph.clone()), SourceModules(graph));
+    }
+    let context = Context::builder()
+        .with::<(intrinsic::Eval, intrinsic::RegExpCompiler)>()
+        .build(&runtime)
+        .map_err(|e| failed("", &e))?;
+    context.with(|ctx| {
+        let mut out = HashMap::new();
+        for (name, code) in modules {
+            let declared = Module::declare(ctx.clone(), name, code).map_err(|e| {
+                let caught = CaughtError::from_error(&ctx, e);
+                failed(name, &caught)
+            })?;
+            let bytes = declared
+                .write(WriteOptions {
+                    strip_debug: strip,
+                    strip_source: true,
+                    ..WriteOptions::default()
+                })
+                .map_err(|e| failed(name, &e))?;
+            out.insert(name.to_string(), bytes);
+        }
+        Ok(out)
+    })
+}
+
+/// `web.js`, compiled once per process.
+fn web_bytecode() -> &'static [u8] {
+    static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTECODE.get_or_init(|| {
+        compile_modules(std::iter::once((WEB_MODULE, WEB_JS)), true, None)
+            .ok()
+            .and_then(|mut m| m.remove(WEB_MODULE))
+            .unwrap_or_default()
+    })
+}
+
+/// Native stack QuickJS may use; deep recursion fails with a RangeError well before the
+/// thread's own stack (tokio's blocking threads have 2 MiB) is at risk.
+const MAX_STACK: usize = 1024 * 1024;
+
+/// What one invocation receives.
+#[derive(Debug, Clone)]
+pub struct JsRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct JsLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    fn parse(text: &str) -> Level {
+        match text {
+            "debug" => Level::Debug,
+            "warn" => Level::Warn,
+            "error" => Level::Error,
+            _ => Level::Info,
+        }
+    }
+}
+
+/// The receiving end has gone (the client disconnected): the invocation stops.
+#[derive(Debug)]
+pub struct Closed;
+
+/// Where an invocation's effects go: its log lines and its response.
+pub trait Host {
+    fn log(&self, level: Level, text: &str);
+    /// The status and headers, with the whole body, or `None` when the body is a stream
+    /// whose chunks follow until the invocation ends.
+    fn head(
+        &self,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(), Closed>;
+    fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed>;
+}
+
+/// Why an invocation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum JsError {
+    #[error("the function ran past its time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("the function exceeded its memory limit of {} MiB", .0 / (1024 * 1024))]
+    Memory(usize),
+    /// The handler (or the module while loading) threw; the text is the error with its stack.
+    #[error("{0}")]
+    Threw(String),
+    #[error(
+        "the handler's promise never settled: nothing was left to run (no timer, no pending request)"
+    )]
+    Unsettled,
+    #[error("the client went away")]
+    Closed,
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// Runs one invocation of `code` to completion on the current thread.
+pub fn invoke(
+    code: &Arc<Program>,
+    request: JsRequest,
+    env: &BTreeMap<String, String>,
+    limits: JsLimits,
+    host: Rc<dyn Host>,
+) -> Result<(), JsError> {
+    let engine = |e: rquickjs::Error| JsError::Engine(e.to_string());
+    let runtime = match SPARE_RUNTIME.with(|spare| spare.borrow_mut().take()) {
+        Some(runtime) => runtime,
+        None => {
+            let runtime = Runtime::new().map_err(engine)?;
+            runtime.set_max_stack_size(MAX_STACK);
+            runtime
+        }
+    };
+    runtime.set_memory_limit(limits.memory_bytes);
+    let deadline = Instant::now() + limits.timeout;
+    let interrupted = Rc::new(Cell::new(false));
+    let flag = interrupted.clone();
+    runtime.set_interrupt_handler(Some(Box::new(move || {
+        let over = Instant::now() >= deadline;
+        if over {
+            flag.set(true);
+        }
+        over
+    })));
+    runtime.set_loader(GraphModules(code.clone()), GraphModules(code.clone()));
+    let context = Context::builder()
+        .with::<(
+            intrinsic::Date,
+            intrinsic::RegExpCompiler,
+            intrinsic::RegExp,
+            intrinsic::Json,
+            intrinsic::Proxy,
+            intrinsic::MapSet,
+            intrinsic::TypedArrays,
+            intrinsic::Promise,
+            intrinsic::WeakRef,
+            intrinsic::DOMException,
+            intrinsic::Performance,
+        )>()
+        .build(&runtime)
+        .map_err(engine)?;
+
+    let closed = Rc::new(Cell::new(false));
+    let outcome = context.with(|ctx| {
+        let run = Run {
+            ctx: ctx.clone(),
+            deadline,
+        };
+        let result = run.invoke(code, request, env, host, closed.clone());
+        result.map_err(|e| run.classify(e))
+    });
+    drop(context);
+    let outcome = match outcome {
+        Err(_) if interrupted.get() => Err(JsError::Timeout(limits.timeout)),
+        Err(_) if closed.get() => Err(JsError::Closed),
+        Err(JsError::Threw(message)) if is_out_of_memory(&message) => {
+            Err(JsError::Memory(limits.memory_bytes))
+        }
+        other => other,
+    };
+    // The runtime serves the next invocation on this thread only if nothing of this one can
+    // reach it: no job left queued (it would run in the next invocation's turn) and no limit
+    // hit (a runtime interrupted mid-allocation is not worth trusting).
+    runtime.set_interrupt_handler(None);
+    if matches!(
+        outcome,
+        Ok(()) | Err(JsError::Threw(_)) | Err(JsError::Unsettled)
+    ) && !runtime.is_job_pending()
+    {
+        SPARE_RUNTIME.with(|spare| *spare.borrow_mut() = Some(runtime));
+    }
+    outcome
+}
+
+thread_local! {
+    /// A runtime kept between invocations on this thread. Contexts are never reused, so no
+    /// global or module state carries over; what is saved is the runtime's own setup (its
+    /// atom table and shapes), a large part of an invocation's cost.
+    static SPARE_RUNTIME: std::cell::RefCell<Option<Runtime>> = const { std::cell::RefCell::new(None) };
+}
+
+fn is_out_of_memory(message: &str) -> bool {
+    message.starts_with("InternalError: out of memory") || message == "out of memory"
+}
+
+/// What a failure inside the context was, before the runtime's flags are consulted.
+enum Failure<'js> {
+    Js(CaughtError<'js>),
+    Unsettled,
+    Timeout,
+}
+
+struct Run<'js> {
+    ctx: Ctx<'js>,
+    deadline: Instant,
+}
+
+impl<'js> Run<'js> {
+    fn invoke(
+        &self,
+        code: &Arc<Program>,
+        request: JsRequest,
+        env: &BTreeMap<String, String>,
+        host: Rc<dyn Host>,
+        closed: Rc<Cell<bool>>,
+    ) -> Result<(), Failure<'js>> {
+        let ctx = &self.ctx;
+        let host_object = self.host_object(host, closed).map_err(|e| self.caught(e))?;
+        let web_module = bytecode::load(ctx, web_bytecode()).map_err(|e| self.caught(e))?;
+        let (web_module, web_ready) = web_module.eval().map_err(|e| self.caught(e))?;
+        let () = self.settle(&web_ready, None)?;
+        let factory: Function = web_module.get("default").map_err(|e| self.caught(e))?;
+        let web: Object = factory.call((host_object,)).map_err(|e| self.caught(e))?;
+        let serve: Function = web.get("serve").map_err(|e| self.caught(e))?;
+        let run_timers: Function = web.get("runTimers").map_err(|e| self.caught(e))?;
+
+        let loaded = Module::import(ctx, code.graph.entry.as_str()).map_err(|e| self.caught(e))?;
+        let namespace: Object = self.settle(&loaded, Some(&run_timers))?;
+        let exported: Value = namespace.get("default").map_err(|e| self.caught(e))?;
+
+        let headers = Array::new(ctx.clone()).map_err(|e| self.caught(e))?;
+        for (i, (name, value)) in request.headers.into_iter().enumerate() {
+            let pair = Array::new(ctx.clone()).map_err(|e| self.caught(e))?;
+            pair.set(0, name).map_err(|e| self.caught(e))?;
+            pair.set(1, value).map_err(|e| self.caught(e))?;
+            headers.set(i, pair).map_err(|e| self.caught(e))?;
+        }
+        let body = TypedArray::<u8>::new(ctx.clone(), request.body).map_err(|e| self.caught(e))?;
+        let env_object = Object::new(ctx.clone()).map_err(|e| self.caught(e))?;
+        for (name, value) in env {
+            env_object
+                .set(name.as_str(), value.as_str())
+                .map_err(|e| self.caught(e))?;
+        }
+        let done: Promise = serve
+            .call((
+                exported,
+                request.method,
+                request.url,
+                headers,
+                body,
+                env_object,
+            ))
+            .map_err(|e| self.caught(e))?;
+        let _: Value = self.settle(&done, Some(&run_timers))?;
+        Ok(())
+    }
+
+    /// Runs jobs and timers until `promise` settles, the deadline passes, or nothing is left.
+    fn settle<T: rquickjs::FromJs<'js>>(
+        &self,
+        promise: &Promise<'js>,
+        run_timers: Option<&Function<'js>>,
+    ) -> Result<T, Failure<'js>> {
+        loop {
+            while self.ctx.execute_pending_job() {}
+            match promise.state() {
+                PromiseState::Resolved => {
+                    return promise
+                        .result::<T>()
+                        .unwrap_or(Err(rquickjs::Error::Unknown))
+                        .map_err(|e| self.caught(e));
+                }
+                PromiseState::Rejected => {
+                    let error = promise
+                        .result::<Value>()
+                        .and_then(Result::err)
+                        .unwrap_or(rquickjs::Error::Exception);
+                    return Err(self.caught(error));
+                }
+                PromiseState::Pending => {}
+            }
+            let next: i64 = match run_timers {
+                Some(run) => run.call(()).map_err(|e| self.caught(e))?,
+                None => -1,
+            };
+            if self.ctx.execute_pending_job() {
+                continue;
+            }
+            if next < 0 {
+                return Err(Failure::Unsettled);
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Err(Failure::Timeout);
+            }
+            let wait = Duration::from_millis(next as u64).min(self.deadline - now);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    fn caught(&self, error: rquickjs::Error) -> Failure<'js> {
+        Failure::Js(CaughtError::from_error(&self.ctx, error))
+    }
+
+    fn classify(&self, failure: Failure<'js>) -> JsError {
+        match failure {
+            Failure::Unsettled => JsError::Unsettled,
+            Failure::Timeout => JsError::Timeout(Duration::ZERO),
+            Failure::Js(CaughtError::Error(rquickjs::Error::Allocation)) => {
+                JsError::Threw("out of memory".into())
+            }
+            Failure::Js(CaughtError::Exception(exception)) => {
+                JsError::Threw(describe_exception(&exception))
+            }
+            Failure::Js(CaughtError::Value(value)) => {
+                JsError::Threw(format!("Uncaught {}", describe_value(&self.ctx, &value)))
+            }
+            Failure::Js(CaughtError::Error(error)) => JsError::Threw(error.to_string()),
+        }
+    }
+
+    /// The functions `web.js` builds on.
+    fn host_object(
+        &self,
+        host: Rc<dyn Host>,
+        closed: Rc<Cell<bool>>,
+    ) -> rquickjs::Result<Object<'js>> {
+        let ctx = &self.ctx;
+        let object = Object::new(ctx.clone())?;
+        let log_host = host.clone();
+        object.set(
+            "log",
+            Function::new(ctx.clone(), move |level: String, text: String| {
+                log_host.log(Level::parse(&level), &text);
+            })?,
+        )?;
+        object.set(
+            "utf8Encode",
+            Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| {
+                TypedArray::<u8>::new(ctx, text.into_bytes())
+            })?,
+        )?;
+        object.set(
+            "utf8Decode",
+            Function::new(
+                ctx.clone(),
+                |ctx: Ctx<'js>,
+                 bytes: TypedArray<'js, u8>,
+                 fatal: Opt<bool>,
+                 ignore_bom: Opt<bool>| {
+                    let bytes = bytes::copy(&bytes);
+                    let bytes = if !ignore_bom.0.unwrap_or(false) {
+                        bytes
+                            .strip_prefix(&[0xEF, 0xBB, 0xBF][..])
+                            .unwrap_or(&bytes)
+                            .to_vec()
+                    } else {
+                        bytes
+                    };
+                    match String::from_utf8(bytes) {
+                        Ok(text) => Ok(text),
+                        Err(_) if fatal.0.unwrap_or(false) => Err(Exception::throw_type(
+                            &ctx,
+                            "The encoded data was not valid UTF-8",
+                        )),
+                        Err(e) => Ok(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    }
+                },
+            )?,
+        )?;
+        object.set("randomUUID", Function::new(ctx.clone(), random_uuid)?)?;
+        object.set(
+            "randomBytes",
+            Function::new(ctx.clone(), |ctx: Ctx<'js>, n: usize| {
+                let mut bytes = vec![0u8; n.min(65536)];
+                rand::Rng::fill(&mut rand::rng(), bytes.as_mut_slice());
+                TypedArray::<u8>::new(ctx, bytes)
+            })?,
+        )?;
+        object.set(
+            "urlParse",
+            Function::new(ctx.clone(), |input: String, base: Option<String>| {
+                let parsed = match base {
+                    Some(base) => url::Url::parse(&base).and_then(|b| b.join(&input)),
+                    None => url::Url::parse(&input),
+                };
+                parsed.ok().map(|u| url_parts(&u))
+            })?,
+        )?;
+        object.set(
+            "urlSet",
+            Function::new(ctx.clone(), |href: String, part: String, value: String| {
+                url_set(&href, &part, &value).map(|u| url_parts(&u))
+            })?,
+        )?;
+        let head_host = host.clone();
+        let head_closed = closed.clone();
+        object.set(
+            "head",
+            Function::new(
+                ctx.clone(),
+                move |ctx: Ctx<'js>,
+                      status: u16,
+                      headers: Vec<Vec<String>>,
+                      body: Option<TypedArray<'js, u8>>| {
+                    let headers = headers
+                        .into_iter()
+                        .filter_map(|mut pair| {
+                            let value = pair.pop()?;
+                            let name = pair.pop()?;
+                            Some((name, value))
+                        })
+                        .collect();
+                    let body = body.map(|b| bytes::copy(&b));
+                    head_host.head(status, headers, body).map_err(|Closed| {
+                        head_closed.set(true);
+                        Exception::throw_internal(&ctx, "the client went away")
+                    })
+                },
+            )?,
+        )?;
+        object.set(
+            "chunk",
+            Function::new(
+                ctx.clone(),
+                move |ctx: Ctx<'js>, bytes: TypedArray<'js, u8>| {
+                    host.chunk(bytes::copy(&bytes)).map_err(|Closed| {
+                        closed.set(true);
+                        Exception::throw_internal(&ctx, "the client went away")
+                    })
+                },
+            )?,
+        )?;
+        Ok(object)
+    }
+}
+
+/// Loading bytecode this process compiled (QuickJS trusts bytecode blindly, so nothing else
+/// is ever loaded).
+#[allow(unsafe_code)]
+mod bytecode {
+    use rquickjs::module::Declared;
+    use rquickjs::{Ctx, Module};
+
+    pub(super) fn load<'js>(
+        ctx: &Ctx<'js>,
+        bytes: &[u8],
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        // SAFETY: `bytes` was written by `Module::write` in this process (by `compile_modules`),
+        // and it outlives the runtime: it belongs to the `Program` the invocation holds, or to
+        // the process-wide `web.js` bytecode. QuickJS may keep pointers into it (ROM data).
+        unsafe { Module::load(ctx.clone(), bytes) }
+    }
+}
+
+/// The one place bytes leave a JavaScript typed array.
+#[allow(unsafe_code)]
+mod bytes {
+    use rquickjs::TypedArray;
+
+    pub(super) fn copy(array: &TypedArray<'_, u8>) -> Vec<u8> {
+        // SAFETY: the slice is copied before any JavaScript can run again, so the array
+        // cannot be detached or resized while it is borrowed; a detached array yields `None`.
+        unsafe { array.as_bytes() }
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+}
+
+fn describe_exception(exception: &Exception<'_>) -> String {
+    let message = exception.message().unwrap_or_default();
+    let name: String = exception
+        .get::<_, String>("name")
+        .unwrap_or_else(|_| "Error".into());
+    let mut text = format!("{name}: {message}");
+    if let Some(stack) = exception.stack()
+        && !stack.trim().is_empty()
+    {
+        text.push('\n');
+        text.push_str(stack.trim_end());
+    }
+    text
+}
+
+fn describe_value<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> String {
+    if let Some(text) = value.as_string().and_then(|s| s.to_string().ok()) {
+        return text;
+    }
+    ctx.json_stringify(value.clone())
+        .ok()
+        .flatten()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| format!("{:?}", value.type_of()))
+}
+
+fn random_uuid() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// href, origin, protocol, username, password, host, hostname, port, pathname, search, hash:
+/// the order `web.js` reads them in.
+fn url_parts(u: &url::Url) -> Vec<String> {
+    let with_prefix = |prefix: char, part: Option<&str>| match part {
+        Some(p) if !p.is_empty() => format!("{prefix}{p}"),
+        _ => String::new(),
+    };
+    let host = match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    vec![
+        u.as_str().to_string(),
+        u.origin().ascii_serialization(),
+        format!("{}:", u.scheme()),
+        u.username().to_string(),
+        u.password().unwrap_or("").to_string(),
+        host,
+        u.host_str().unwrap_or("").to_string(),
+        u.port().map(|p| p.to_string()).unwrap_or_default(),
+        u.path().to_string(),
+        with_prefix('?', u.query()),
+        with_prefix('#', u.fragment()),
+    ]
+}
+
+fn url_set(href: &str, part: &str, value: &str) -> Option<url::Url> {
+    let mut u = url::Url::parse(href).ok()?;
+    let optional = |v: &str, prefix: char| {
+        let v = v.strip_prefix(prefix).unwrap_or(v).to_string();
+        (!v.is_empty()).then_some(v)
+    };
+    match part {
+        "href" => return url::Url::parse(value).ok(),
+        "protocol" => u.set_scheme(value.trim_end_matches(':')).ok()?,
+        "username" => u.set_username(value).ok()?,
+        "password" => u.set_password(Some(value).filter(|v| !v.is_empty())).ok()?,
+        "host" => {
+            let (host, port) = match value.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p.parse().ok()),
+                _ => (value, None),
+            };
+            u.set_host(Some(host)).ok()?;
+            u.set_port(port).ok()?;
+        }
+        "hostname" => u.set_host(Some(value)).ok()?,
+        "port" => u
+            .set_port(if value.is_empty() {
+                None
+            } else {
+                Some(value.parse().ok()?)
+            })
+            .ok()?,
+        "pathname" => u.set_path(value),
+        "search" => u.set_query(optional(value, '?').as_deref()),
+        "hash" => u.set_fragment(optional(value, '#').as_deref()),
+        _ => return None,
+    }
+    Some(u)
+}
+
+/// Serves a function's modules to QuickJS from its loaded graph: resolution replays what the
+/// graph recorded at load time, so no import reaches the disk at run time.
+struct GraphModules(Arc<Program>);
+
+/// Resolution as the graph recorded it at load time.
+fn resolve_in<'js>(
+    graph: &ModuleGraph,
+    ctx: &Ctx<'js>,
+    base: &str,
+    name: &str,
+) -> rquickjs::Result<String> {
+    match graph.links.get(&(base.to_string(), name.to_string())) {
+        Some(target) => Ok(target.clone()),
+        None if graph.modules.contains_key(name) => Ok(name.to_string()),
+        None => Err(Exception::throw_type(
+            ctx,
+            &format!(
+                "cannot import `{name}` from {base}: only the function's own files, imported statically, can be loaded"
+            ),
+        )),
+    }
+}
+
+impl Resolver for GraphModules {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        resolve_in(&self.0.graph, ctx, base, name)
+    }
+}
+
+/// The same graph, from source, for the compiler.
+struct SourceModules(Arc<ModuleGraph>);
+
+impl Resolver for SourceModules {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        resolve_in(&self.0, ctx, base, name)
+    }
+}
+
+impl Loader for SourceModules {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let source = self
+            .0
+            .modules
+            .get(name)
+            .ok_or_else(|| Exception::throw_type(ctx, &format!("no module {name}")))?;
+        Module::declare(ctx.clone(), name, source.as_bytes())
+    }
+}
+
+impl Loader for GraphModules {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let bytes = self
+            .0
+            .bytecode
+            .get(name)
+            .ok_or_else(|| Exception::throw_type(ctx, &format!("no module {name}")))?;
+        bytecode::load(ctx, bytes)
+    }
+}

@@ -1,0 +1,549 @@
+//! Functions: TypeScript and WASM handlers on `/fn/v1`, run in-process and sandboxed.
+//!
+//! [`Functions`] is the capability: a registry of loaded functions (each a compiled
+//! [`js::Program`] with its limits), the invoke path every caller shares (HTTP, and later
+//! Jobs), and the per-function logs. `source` turns a function's files into a module graph
+//! (oxc strips TypeScript); `js` runs one invocation in a fresh QuickJS context.
+
+pub mod http;
+pub mod js;
+pub mod logs;
+pub mod source;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use reactor_core::ApiError;
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::js::{Closed, Host, JsError, JsLimits, JsRequest, Level, Program};
+use crate::logs::LogBook;
+use crate::source::{SourceError, TranspileCache};
+
+/// Server-wide settings; a function's own limits in `reactor.toml` override the defaults.
+#[derive(Debug, Clone)]
+pub struct FunctionsConfig {
+    pub default_limits: Limits,
+    /// Largest request body a function is given.
+    pub max_body_bytes: usize,
+    /// Show a failing handler's error to the caller (on `reactor dev`); otherwise the caller
+    /// gets a generic message and the error goes to the function's logs only.
+    pub expose_errors: bool,
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        FunctionsConfig {
+            default_limits: Limits::default(),
+            max_body_bytes: 10 * 1024 * 1024,
+            expose_errors: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub memory_mb: u32,
+    pub timeout_ms: u64,
+    /// Invocations of one function running at once; the next is refused with 503.
+    pub concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            timeout_ms: 10_000,
+            concurrency: 64,
+        }
+    }
+}
+
+/// One function as declared: where its files are and the limits it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub dir: PathBuf,
+    pub entry: String,
+    pub memory_mb: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub concurrency: Option<u32>,
+}
+
+impl FunctionSpec {
+    /// The functions a project's `reactor.toml` declares.
+    pub fn from_manifest(manifest: &reactor_manifest::Manifest) -> Vec<FunctionSpec> {
+        manifest
+            .functions
+            .iter()
+            .map(|f| FunctionSpec {
+                name: f.name.clone(),
+                dir: manifest.root.join(&f.source),
+                entry: f.entry.clone(),
+                memory_mb: f.memory_mb,
+                timeout_ms: f.timeout_ms,
+                concurrency: f.concurrency,
+            })
+            .collect()
+    }
+}
+
+/// The result of (re)loading one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadReport {
+    Loaded {
+        name: String,
+        hash: String,
+    },
+    Unchanged {
+        name: String,
+    },
+    /// The code could not be loaded; `kept_previous` says whether an earlier version still
+    /// serves.
+    Failed {
+        name: String,
+        error: SourceError,
+        kept_previous: bool,
+    },
+    Removed {
+        name: String,
+    },
+}
+
+/// What `GET /fn/v1` says about a function.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub entry: String,
+    pub runtime: &'static str,
+    pub limits: Limits,
+    /// SHA-256 of the loaded code; absent when it never loaded.
+    pub hash: Option<String>,
+    /// Why the current files do not load, when they do not.
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Deployed {
+    spec: FunctionSpec,
+    limits: Limits,
+    program: Option<Arc<Program>>,
+    error: Option<SourceError>,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("no function named `{0}`")]
+    NotFound(String),
+    #[error("function `{name}` has no code that loads: {error}")]
+    NotLoaded { name: String, error: SourceError },
+    #[error("function `{0}` is running as many invocations as its concurrency limit allows")]
+    Busy(String),
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    Failed(JsError),
+    #[error("the invocation ended without a response")]
+    Lost,
+}
+
+impl FunctionError {
+    /// The caller's view: limits and failures are 5xx with a code a client can branch on;
+    /// the handler's own error text only when `expose` (development) allows it.
+    pub fn into_api(self, expose: bool) -> ApiError {
+        match self {
+            FunctionError::NotFound(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "function_not_found",
+                format!("no function named `{name}`"),
+            )
+            .with_hint("`reactor functions list` shows the deployed functions"),
+            FunctionError::NotLoaded { name, error } => {
+                let e = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "function_not_loaded",
+                    format!("function `{name}` could not be loaded"),
+                );
+                if expose {
+                    let e = e.with_details(error.to_string());
+                    match error.hint {
+                        Some(h) => e.with_hint(h),
+                        None => e,
+                    }
+                } else {
+                    e
+                }
+            }
+            FunctionError::Busy(name) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function_busy",
+                format!("function `{name}` is at its concurrency limit"),
+            )
+            .with_retry_after(1)
+            .with_hint("retry shortly, or raise `concurrency` for the function in reactor.toml"),
+            FunctionError::BodyTooLarge(max) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("the request body is larger than the {max} bytes a function accepts"),
+            ),
+            FunctionError::Failed(JsError::Timeout(limit)) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "function_timeout",
+                format!("the function ran past its time limit of {} ms", limit.as_millis()),
+            )
+            .with_hint("raise `timeout_ms` for the function in reactor.toml, or make it do less per request"),
+            FunctionError::Failed(JsError::Memory(limit)) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "function_memory_limit",
+                format!(
+                    "the function exceeded its memory limit of {} MiB",
+                    limit / (1024 * 1024)
+                ),
+            )
+            .with_hint("raise `memory_mb` for the function in reactor.toml"),
+            FunctionError::Failed(error) => {
+                let e = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "function_error",
+                    "the function failed",
+                );
+                if expose {
+                    e.with_details(error.to_string())
+                } else {
+                    e.with_hint("the function's logs (`reactor functions logs`) have the error")
+                }
+            }
+            FunctionError::Lost => ApiError::internal(),
+        }
+    }
+}
+
+/// What a caller sends to a function.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub method: String,
+    /// The full URL the handler sees as `req.url`.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Correlates the function's log lines with the request (its `x-request-id`).
+    pub id: String,
+}
+
+/// A function's answer: the head now, the body whole or as it is produced.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: AnswerBody,
+}
+
+#[derive(Debug)]
+pub enum AnswerBody {
+    Full(Vec<u8>),
+    /// Chunks as the handler's stream yields them; an `Err` cuts the response short.
+    Stream(mpsc::Receiver<Result<Vec<u8>, FunctionError>>),
+}
+
+/// The Functions capability. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Functions {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: FunctionsConfig,
+    cache: TranspileCache,
+    registry: RwLock<HashMap<String, Arc<Deployed>>>,
+    logs: LogBook,
+}
+
+impl Functions {
+    pub fn new(config: FunctionsConfig) -> Functions {
+        Functions {
+            inner: Arc::new(Inner {
+                config,
+                cache: TranspileCache::default(),
+                registry: RwLock::new(HashMap::new()),
+                logs: LogBook::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &FunctionsConfig {
+        &self.inner.config
+    }
+
+    pub fn logs(&self) -> &LogBook {
+        &self.inner.logs
+    }
+
+    /// Makes `specs` the set of functions: new ones load, changed ones reload (a function
+    /// whose new code fails keeps serving its previous code), missing ones are removed.
+    /// Transpiling and compiling happen here, never on a request.
+    pub fn load(&self, specs: &[FunctionSpec]) -> Vec<LoadReport> {
+        let current = self.read_registry().clone();
+        let mut next = HashMap::new();
+        let mut reports = Vec::new();
+        for spec in specs {
+            let previous = current.get(&spec.name);
+            let limits = self.limits_of(spec);
+            let loaded = self
+                .inner
+                .cache
+                .load(&spec.dir, &spec.entry)
+                .and_then(|graph| {
+                    Program::compile(Arc::new(graph)).map_err(|e| SourceError {
+                        file: e.module,
+                        line: 1,
+                        column: 1,
+                        message: e.message,
+                        hint: None,
+                    })
+                });
+            let deployed = match loaded {
+                Ok(program) => {
+                    let unchanged = previous.is_some_and(|p| {
+                        p.limits == limits
+                            && p.spec == *spec
+                            && p.error.is_none()
+                            && p.program.as_ref().map(|p| &p.graph.hash)
+                                == Some(&program.graph.hash)
+                    });
+                    if unchanged {
+                        reports.push(LoadReport::Unchanged {
+                            name: spec.name.clone(),
+                        });
+                        if let Some(p) = previous {
+                            next.insert(spec.name.clone(), p.clone());
+                        }
+                        continue;
+                    }
+                    reports.push(LoadReport::Loaded {
+                        name: spec.name.clone(),
+                        hash: program.graph.hash.clone(),
+                    });
+                    Deployed {
+                        spec: spec.clone(),
+                        limits,
+                        program: Some(Arc::new(program)),
+                        error: None,
+                        permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+                    }
+                }
+                Err(error) => {
+                    let kept = previous.and_then(|p| p.program.clone());
+                    let unchanged = previous.is_some_and(|p| p.error.as_ref() == Some(&error));
+                    if !unchanged {
+                        reports.push(LoadReport::Failed {
+                            name: spec.name.clone(),
+                            error: error.clone(),
+                            kept_previous: kept.is_some(),
+                        });
+                    }
+                    Deployed {
+                        spec: spec.clone(),
+                        limits,
+                        program: kept,
+                        error: Some(error),
+                        permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+                    }
+                }
+            };
+            next.insert(spec.name.clone(), Arc::new(deployed));
+        }
+        for name in current.keys() {
+            if !next.contains_key(name) {
+                reports.push(LoadReport::Removed { name: name.clone() });
+            }
+        }
+        *self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = next;
+        reports
+    }
+
+    fn limits_of(&self, spec: &FunctionSpec) -> Limits {
+        let d = self.inner.config.default_limits;
+        Limits {
+            memory_mb: spec.memory_mb.unwrap_or(d.memory_mb),
+            timeout_ms: spec.timeout_ms.unwrap_or(d.timeout_ms),
+            concurrency: spec.concurrency.unwrap_or(d.concurrency).max(1),
+        }
+    }
+
+    fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Deployed>>> {
+        // The registry is replaced whole under the write lock; it is never half-updated.
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<FunctionInfo> {
+        let mut out: Vec<FunctionInfo> = self
+            .read_registry()
+            .values()
+            .map(|d| FunctionInfo {
+                name: d.spec.name.clone(),
+                entry: d.spec.entry.clone(),
+                runtime: "js",
+                limits: d.limits,
+                hash: d.program.as_ref().map(|p| p.graph.hash.clone()),
+                error: d.error.as_ref().map(ToString::to_string),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.read_registry().contains_key(name)
+    }
+
+    /// Runs `name` on `invocation`: waits for the response head, then streams the body.
+    /// The handler runs on a blocking thread of its own; the caller's task only waits.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        invocation: Invocation,
+        env: BTreeMap<String, String>,
+    ) -> Result<Answer, FunctionError> {
+        let deployed = self
+            .read_registry()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| FunctionError::NotFound(name.to_string()))?;
+        let program = match (&deployed.program, &deployed.error) {
+            (Some(program), _) => program.clone(),
+            (None, Some(error)) => {
+                return Err(FunctionError::NotLoaded {
+                    name: name.to_string(),
+                    error: error.clone(),
+                });
+            }
+            (None, None) => return Err(FunctionError::NotFound(name.to_string())),
+        };
+        if invocation.body.len() > self.inner.config.max_body_bytes {
+            return Err(FunctionError::BodyTooLarge(
+                self.inner.config.max_body_bytes,
+            ));
+        }
+        let permit = deployed
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| FunctionError::Busy(name.to_string()))?;
+        let limits = JsLimits {
+            memory_bytes: deployed.limits.memory_mb as usize * 1024 * 1024,
+            timeout: Duration::from_millis(deployed.limits.timeout_ms),
+        };
+        let (head_tx, head_rx) = oneshot::channel();
+        let (body_tx, body_rx) = mpsc::channel(16);
+        let this = self.clone();
+        let function = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let id = invocation.id.clone();
+            let host = Rc::new(ChannelHost {
+                functions: this.clone(),
+                function: function.clone(),
+                invocation: id.clone(),
+                head: std::cell::RefCell::new(Some(head_tx)),
+                body: std::cell::RefCell::new(Some(body_tx)),
+            });
+            let request = JsRequest {
+                method: invocation.method,
+                url: invocation.url,
+                headers: invocation.headers,
+                body: invocation.body,
+            };
+            let result = js::invoke(&program, request, &env, limits, host.clone());
+            // The engine's functions may hold `host` until the runtime collects them; the
+            // body ends now, not then.
+            let body_tx = host.body.borrow_mut().take();
+            if let Err(error) = result {
+                if !matches!(error, JsError::Closed) {
+                    this.inner
+                        .logs
+                        .append(&function, &id, Level::Error, &error.to_string());
+                    tracing::warn!(function = %function, invocation = %id, error = %error, "function failed");
+                }
+                let head = host.head.borrow_mut().take();
+                match head {
+                    Some(head) => {
+                        let _ = head.send(Err(FunctionError::Failed(error)));
+                    }
+                    // The head went out: all that is left is to cut the body short.
+                    None => {
+                        if let Some(body_tx) = body_tx {
+                            let _ = body_tx.blocking_send(Err(FunctionError::Failed(error)));
+                        }
+                    }
+                }
+            }
+        });
+        match head_rx.await {
+            Ok(Ok((status, headers, body))) => Ok(Answer {
+                status,
+                headers,
+                body: match body {
+                    Some(bytes) => AnswerBody::Full(bytes),
+                    None => AnswerBody::Stream(body_rx),
+                },
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(FunctionError::Lost),
+        }
+    }
+}
+
+type Head = Result<(u16, Vec<(String, String)>, Option<Vec<u8>>), FunctionError>;
+
+type BodySender = mpsc::Sender<Result<Vec<u8>, FunctionError>>;
+
+/// The bridge from the engine's thread to the waiting request.
+struct ChannelHost {
+    functions: Functions,
+    function: String,
+    invocation: String,
+    head: std::cell::RefCell<Option<oneshot::Sender<Head>>>,
+    body: std::cell::RefCell<Option<BodySender>>,
+}
+
+impl Host for ChannelHost {
+    fn log(&self, level: Level, text: &str) {
+        self.functions
+            .inner
+            .logs
+            .append(&self.function, &self.invocation, level, text);
+    }
+
+    fn head(
+        &self,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(), Closed> {
+        let sender = self.head.borrow_mut().take().ok_or(Closed)?;
+        sender.send(Ok((status, headers, body))).map_err(|_| Closed)
+    }
+
+    fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let body = self.body.borrow();
+        let sender = body.as_ref().ok_or(Closed)?;
+        sender.blocking_send(Ok(bytes)).map_err(|_| Closed)
+    }
+}

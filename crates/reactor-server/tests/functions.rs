@@ -1,0 +1,466 @@
+//! `/fn/v1` as callers drive it: a real server on loopback running a project's functions,
+//! requests over HTTP, and the limits, logs and secrets around them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reactor_core::{KeyTier, keys};
+use reactor_db::Db;
+use reactor_server::config::ServerConfig;
+use reactor_server::{AppState, Server};
+use serde_json::{Value, json};
+
+const MANIFEST: &str = r#"project_id = "fn-test-0001"
+name = "functions test"
+
+[[functions]]
+name = "echo"
+source = "functions/echo"
+
+[[functions]]
+name = "worker"
+source = "functions/worker"
+entry = "worker.js"
+
+[[functions]]
+name = "stream"
+source = "functions/stream"
+
+[[functions]]
+name = "fail"
+source = "functions/fail"
+
+[[functions]]
+name = "spin"
+source = "functions/spin"
+timeout_ms = 300
+
+[[functions]]
+name = "hog"
+source = "functions/hog"
+memory_mb = 16
+
+[[functions]]
+name = "slow"
+source = "functions/slow"
+concurrency = 1
+
+[[functions]]
+name = "snoop"
+source = "functions/snoop"
+"#;
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "functions/echo/index.ts",
+        r#"import { shout } from "./lib/shout.ts";
+interface Echo { method: string; path: string; query: string | null; body: unknown; }
+export default async (req: Request, env: Record<string, string>): Promise<Response> => {
+  const url = new URL(req.url);
+  const text = await req.text();
+  console.log("echo", req.method, url.pathname);
+  const out: Echo & Record<string, unknown> = {
+    method: req.method,
+    path: url.pathname,
+    query: url.searchParams.get("q"),
+    body: text ? JSON.parse(text) : null,
+    loud: shout("hi"),
+    user: req.headers.get("x-reactor-user-id"),
+    role: req.headers.get("x-reactor-role"),
+    key: req.headers.get("x-reactor-key"),
+    forged: req.headers.get("x-reactor-forged"),
+    custom: req.headers.get("x-custom"),
+    secret: env.GREETING ?? null,
+  };
+  return Response.json(out, { status: 201, headers: { "x-fn": "echo" } });
+};
+"#,
+    ),
+    (
+        "functions/echo/lib/shout.ts",
+        "export const shout = (s: string): string => s.toUpperCase() + '!';\n",
+    ),
+    (
+        "functions/worker/worker.js",
+        "export default { fetch(req, env, ctx) { return new Response('worker ok', { headers: { 'content-type': 'text/plain' } }); } };\n",
+    ),
+    (
+        "functions/stream/index.ts",
+        r#"export default () => {
+  let i = 0;
+  return new Response(new ReadableStream({
+    async pull(c) {
+      await new Promise((r) => setTimeout(r, 5));
+      if (i === 4) return c.close();
+      c.enqueue(new TextEncoder().encode(`chunk ${i++}\n`));
+    },
+  }), { headers: { "content-type": "text/plain" } });
+};
+"#,
+    ),
+    (
+        "functions/fail/index.ts",
+        "export default () => { throw new Error('database password is hunter2'); };\n",
+    ),
+    (
+        "functions/spin/index.ts",
+        "export default () => { for (;;) {} };\n",
+    ),
+    (
+        "functions/hog/index.ts",
+        "export default () => { const a: string[] = []; for (;;) a.push('x'.repeat(4096) + a.length); };\n",
+    ),
+    (
+        "functions/slow/index.ts",
+        "export default async () => { await new Promise((r) => setTimeout(r, 400)); return new Response('slow'); };\n",
+    ),
+    (
+        "functions/snoop/index.ts",
+        r#"export default async () => {
+  const globals = [typeof process, typeof Deno, typeof require, typeof std, typeof os, typeof Bun];
+  let fsImport = "refused";
+  try { await import("fs"); fsImport = "loaded"; } catch (e) { fsImport = String(e); }
+  let evalled = "refused";
+  try { evalled = String(eval("1 + 1")); } catch (e) { evalled = "refused"; }
+  return Response.json({ globals, fsImport, evalled });
+};
+"#,
+    ),
+];
+
+fn write_project(dir: &Path) {
+    std::fs::write(dir.join("reactor.toml"), MANIFEST).expect("manifest");
+    for (name, text) in FILES {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+}
+
+struct Harness {
+    base: String,
+    public_key: String,
+    service_key: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(dev: bool) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_project(dir.path());
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .expect("db");
+        let public = keys::generate(KeyTier::Public);
+        db.insert_api_key(&public, "test").await.expect("key");
+        let service = keys::generate(KeyTier::Service);
+        db.insert_api_key(&service, "admin").await.expect("key");
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let endpoint = server.endpoint().expect("endpoint");
+        let config = ServerConfig {
+            listen: server.local_addr().expect("addr"),
+            database_url: String::new(),
+            capabilities: vec![
+                reactor_core::Capability::Identity,
+                reactor_core::Capability::Functions,
+            ],
+            identity: Default::default(),
+            data: Default::default(),
+            cors_origins: Vec::new(),
+            smtp: None,
+            master_key: Some(reactor_core::seal::MasterKey::generate()),
+            project: Some(dir.path().to_path_buf()),
+            functions: Default::default(),
+            dev,
+        };
+        let state = AppState::start(db, &config, &endpoint)
+            .await
+            .expect("state");
+        tokio::spawn(server.run(state, std::future::pending()));
+        Harness {
+            base: endpoint,
+            public_key: public.secret,
+            service_key: service.secret,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, key: &str) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("apikey", key)
+    }
+
+    async fn call(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, headers, res.text().await.expect("body"))
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let (status, _, text) = self.call(req).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn logs(&self, name: &str) -> Vec<Value> {
+        let (status, body) = self
+            .json(self.request("GET", &format!("/fn/v1/_logs/{name}"), &self.service_key))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["lines"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn handlers_answer_over_http_with_the_callers_identity() {
+    let h = Harness::start(false).await;
+
+    // A signed-in user's identity reaches the handler as verified headers; forged ones don't.
+    let (status, session) = h
+        .json(
+            h.request("POST", "/auth/v1/signup", &h.public_key)
+                .json(&json!({"email": "ada@example.com", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let token = session["access_token"].as_str().expect("token").to_string();
+    let user_id = session["user"]["id"].as_str().expect("id").to_string();
+
+    let (status, headers, text) = h
+        .call(
+            h.request("POST", "/fn/v1/echo/items/7?q=search", &h.public_key)
+                .bearer_auth(&token)
+                .header("x-reactor-forged", "admin")
+                .header("x-reactor-user-id", "someone-else")
+                .header("x-custom", "kept")
+                .json(&json!({"n": 1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(headers["x-fn"], "echo");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(
+        headers.contains_key("content-length"),
+        "a whole body is not chunked"
+    );
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/fn/v1/echo/items/7");
+    assert_eq!(body["query"], "search");
+    assert_eq!(body["body"], json!({"n": 1}));
+    assert_eq!(body["loud"], "HI!", "relative imports work");
+    assert_eq!(body["user"], user_id.as_str());
+    assert_eq!(body["key"], "pub");
+    assert_eq!(body["forged"], Value::Null);
+    assert_eq!(body["custom"], "kept");
+    assert_eq!(body["secret"], Value::Null);
+
+    // Anonymous callers have no user header; the object form with fetch() works too.
+    let (status, body) = h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await;
+    assert_eq!((status, body["user"].clone()), (201, Value::Null));
+    let (status, _, text) = h
+        .call(h.request("GET", "/fn/v1/worker", &h.public_key))
+        .await;
+    assert_eq!((status, text.as_str()), (200, "worker ok"));
+
+    // A key is required, and unknown functions are a JSON 404.
+    let (status, _) = h.json(h.http.get(format!("{}/fn/v1/echo", h.base))).await;
+    assert_eq!(status, 401);
+    let (status, body) = h.json(h.request("GET", "/fn/v1/nope", &h.public_key)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("function_not_found"))
+    );
+
+    // What the handler logged is kept, with the request id as the invocation id.
+    let lines = h.logs("echo").await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "echo POST /fn/v1/echo/items/7"),
+        "{lines:?}"
+    );
+    let (status, _) = h
+        .json(h.request("GET", "/fn/v1/_logs/echo", &h.public_key))
+        .await;
+    assert_eq!(status, 403, "logs are for the service key");
+
+    // The list says what runs, with limits from reactor.toml over the defaults.
+    let (status, list) = h.json(h.request("GET", "/fn/v1", &h.service_key)).await;
+    assert_eq!(status, 200);
+    let spin = list
+        .as_array()
+        .and_then(|l| l.iter().find(|f| f["name"] == "spin"))
+        .expect("spin listed");
+    assert_eq!(spin["limits"]["timeout_ms"], 300);
+    assert_eq!(spin["limits"]["memory_mb"], 64);
+}
+
+#[tokio::test]
+async fn streams_arrive_in_pieces() {
+    let h = Harness::start(false).await;
+    let mut res = h
+        .request("GET", "/fn/v1/stream", &h.public_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    assert!(!res.headers().contains_key("content-length"));
+    let mut chunks = Vec::new();
+    while let Some(chunk) = res.chunk().await.expect("chunk") {
+        chunks.push(String::from_utf8_lossy(&chunk).into_owned());
+    }
+    assert_eq!(chunks.concat(), "chunk 0\nchunk 1\nchunk 2\nchunk 3\n");
+    assert!(chunks.len() > 1, "sent as it was produced: {chunks:?}");
+}
+
+#[tokio::test]
+async fn failures_stay_inside_their_invocation() {
+    let h = Harness::start(false).await;
+
+    // A throw is a 500 whose text stays in the logs, out of the caller's sight in production.
+    let (status, body) = h.json(h.request("GET", "/fn/v1/fail", &h.public_key)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("function_error"))
+    );
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    let lines = h.logs("fail").await;
+    assert!(
+        lines.iter().any(|l| l["level"] == "error"
+            && l["message"].as_str().is_some_and(|m| m.contains("hunter2"))),
+        "{lines:?}"
+    );
+
+    // An endless loop is cut at its limit, and the server keeps serving meanwhile.
+    let started = Instant::now();
+    let spin = h.json(h.request("GET", "/fn/v1/spin", &h.public_key));
+    let echo = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await
+    };
+    let ((spin_status, spin_body), (echo_status, _)) = tokio::join!(spin, echo);
+    assert_eq!(
+        (spin_status, spin_body["code"].as_str()),
+        (504, Some("function_timeout"))
+    );
+    assert_eq!(echo_status, 201);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Unbounded allocation ends at the memory cap.
+    let (status, body) = h.json(h.request("GET", "/fn/v1/hog", &h.public_key)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("function_memory_limit")),
+        "{body}"
+    );
+    let (status, _) = h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await;
+    assert_eq!(status, 201, "the server is fine afterwards");
+
+    // Past the concurrency limit, callers are told to retry.
+    let first = h.call(h.request("GET", "/fn/v1/slow", &h.public_key));
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.call(h.request("GET", "/fn/v1/slow", &h.public_key)).await
+    };
+    let ((s1, _, t1), (s2, headers2, t2)) = tokio::join!(first, second);
+    assert_eq!((s1, t1.as_str()), (200, "slow"));
+    assert_eq!(s2, 503, "{t2}");
+    assert!(t2.contains("function_busy"));
+    assert_eq!(headers2["retry-after"], "1");
+
+    // Bodies over the limit are refused before the function runs.
+    let (status, body) = h
+        .json(
+            h.request("POST", "/fn/v1/echo", &h.public_key)
+                .body(vec![b'x'; 11 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("request_too_large"))
+    );
+}
+
+#[tokio::test]
+async fn handlers_see_no_host_and_errors_show_in_development() {
+    let h = Harness::start(true).await;
+    let (status, body) = h
+        .json(h.request("GET", "/fn/v1/snoop", &h.public_key))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["globals"], json!(vec!["undefined"; 6]));
+    assert!(
+        body["fsImport"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot import `fs`")),
+        "{body}"
+    );
+    assert_eq!(body["evalled"], "refused", "no eval of strings");
+
+    // On `reactor dev` the caller sees why the handler failed.
+    let (status, body) = h.json(h.request("GET", "/fn/v1/fail", &h.public_key)).await;
+    assert_eq!(status, 500);
+    assert!(
+        body["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("hunter2")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_reach_handlers_and_never_leave_the_server() {
+    let h = Harness::start(false).await;
+    let put = |name: &str, value: &str, key: &str| {
+        h.request("PUT", &format!("/v1/secrets/{name}"), key)
+            .json(&json!({ "value": value }))
+    };
+    let (status, _, _) = h
+        .call(put("GREETING", "hello from env", &h.public_key))
+        .await;
+    assert_eq!(status, 403, "only the service key manages secrets");
+    let (status, _, text) = h
+        .call(put("GREETING", "hello from env", &h.service_key))
+        .await;
+    assert_eq!(status, 204, "{text}");
+    let (status, body) = h.json(put("not-valid", "x", &h.service_key)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_secret"))
+    );
+    assert!(body["hint"].is_string());
+
+    let (status, list) = h
+        .json(h.request("GET", "/v1/secrets", &h.service_key))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["secrets"][0]["name"], "GREETING");
+    assert!(!list.to_string().contains("hello from env"), "{list}");
+
+    let (_, body) = h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await;
+    assert_eq!(body["secret"], "hello from env");
+
+    let (status, _, _) = h
+        .call(h.request("DELETE", "/v1/secrets/GREETING", &h.service_key))
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = h
+        .json(h.request("DELETE", "/v1/secrets/GREETING", &h.service_key))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (_, body) = h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await;
+    assert_eq!(body["secret"], Value::Null);
+}
