@@ -80,6 +80,7 @@ struct Dev {
     public_key: String,
     service_key: String,
     stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Dev {
@@ -102,6 +103,15 @@ fn start_dev(sandbox: &Sandbox, project: &Path) -> Dev {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = child.stderr.take().expect("stderr");
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
                 break;
             }
         }
@@ -135,6 +145,7 @@ fn start_dev(sandbox: &Sandbox, project: &Path) -> Dev {
         public_key: public_key.expect("banner prints the public key"),
         service_key: service_key.expect("banner prints the service key"),
         stdout: rx,
+        stderr: err_rx,
     }
 }
 
@@ -1121,4 +1132,138 @@ fn http_get(endpoint: &str, path: &str, key: &str) -> (u16, String) {
         .expect("status");
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
+}
+
+/// Polls `reactor functions invoke` until its stdout satisfies `done` (reloads take up to a
+/// second); the last stdout.
+fn until_output(
+    sb: &Sandbox,
+    project: &Path,
+    args: &[&str],
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = String::new();
+    for _ in 0..60 {
+        let out = sb.run(project, args);
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && done(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("reactor {args:?} never satisfied the check; last answer: {last}")
+}
+
+#[test]
+fn functions_from_scaffold_to_hot_reload() {
+    let sb = Sandbox::new();
+    let project = sb.init("fns");
+    let dev = start_dev(&sb, &project);
+
+    // The scaffold's function answers through the CLI, with its query string.
+    let out = sb.ok(
+        &project,
+        &["functions", "invoke", "hello", "--path", "?name=Ada"],
+    );
+    assert!(out.contains("Hello, Ada!"), "{out}");
+
+    // `functions new` scaffolds and registers; the running server picks it up.
+    let said = sb.ok(&project, &["functions", "new", "greet"]);
+    assert!(said.contains("functions/greet/index.ts"), "{said}");
+    let manifest = std::fs::read_to_string(project.join("reactor.toml")).expect("manifest");
+    assert!(
+        manifest.contains("name = \"greet\"") && manifest.contains("# The whole backend"),
+        "comments kept:\n{manifest}"
+    );
+    let out = until_output(
+        &sb,
+        &project,
+        &["functions", "invoke", "greet", "--data", r#"{"name":"Bo"}"#],
+        |o| o.contains("Hello, Bo!"),
+    );
+    assert!(out.contains("\"user\":null"), "{out}");
+    let err = sb.fails(&project, &["functions", "new", "greet"]);
+    assert!(err.contains("already declares"), "{err}");
+    let err = sb.fails(&project, &["functions", "new", "Bad Name"]);
+    assert!(
+        err.contains("not a valid function name") && err.contains("hint:"),
+        "{err}"
+    );
+
+    let list = sb.ok(&project, &["functions", "list"]);
+    assert!(
+        list.contains("greet") && list.contains("hello") && list.contains("64 MiB"),
+        "{list}"
+    );
+    let logs = sb.ok(&project, &["functions", "logs", "greet"]);
+    assert!(logs.contains("greeting Bo"), "{logs}");
+
+    // Secrets: the value comes from stdin, is never listed, and reaches the handler as env.
+    let out = with_stdin(&sb, &project, &["secrets", "set", "TOKEN"], "tok-123\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = sb.ok(&project, &["secrets", "list"]);
+    assert!(
+        list.contains("TOKEN") && !list.contains("tok-123"),
+        "{list}"
+    );
+    std::fs::write(
+        project.join("functions/greet/index.ts"),
+        "export default (req: Request, env: Record<string, string>) => new Response(`token=${env.TOKEN}`);\n",
+    )
+    .expect("write");
+    until_output(&sb, &project, &["functions", "invoke", "greet"], |o| {
+        o == "token=tok-123"
+    });
+
+    // A syntax error is reported with file, line and column; the previous code keeps serving.
+    std::fs::write(
+        project.join("functions/greet/index.ts"),
+        "export default () => {\n  return new Response(\"x\";\n};\n",
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("functions/greet/index.ts:2:"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no located error on stderr: {seen:?}"
+        );
+        if let Ok(line) = dev.stderr.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let out = sb.ok(&project, &["functions", "invoke", "greet"]);
+    assert_eq!(out, "token=tok-123");
+    let list = sb.ok(&project, &["functions", "list"]);
+    assert!(list.contains("serving previous code"), "{list}");
+
+    sb.ok(&project, &["secrets", "unset", "TOKEN"]);
+    let err = sb.fails(&project, &["secrets", "unset", "TOKEN"]);
+    assert!(err.contains("no secret named `TOKEN`"), "{err}");
+
+    // Unknown functions fail with a hint; a function's own error status is a failed command.
+    let err = sb.fails(&project, &["functions", "invoke", "nope"]);
+    assert!(
+        err.contains("no function named `nope`") && err.contains("reactor functions list"),
+        "{err}"
+    );
+    std::fs::write(
+        project.join("functions/greet/index.ts"),
+        "export default () => new Response('teapot', { status: 418 });\n",
+    )
+    .expect("write");
+    until_output(&sb, &project, &["functions", "list"], |o| {
+        !o.contains("error")
+    });
+    let out = sb.run(&project, &["functions", "invoke", "greet"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "teapot");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("418"));
 }
