@@ -8,6 +8,7 @@
 pub mod http;
 pub mod js;
 pub mod logs;
+pub mod outbound;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,14 @@ pub struct FunctionsConfig {
     /// Show a failing handler's error to the caller (on `reactor dev`); otherwise the caller
     /// gets a generic message and the error goes to the function's logs only.
     pub expose_errors: bool,
+    /// Hosts every function may `fetch`, beside those its own `allowed_hosts` names.
+    pub allowed_hosts: Vec<String>,
+    /// This server's own address (`http://host:port`): always reachable by `fetch`, and given
+    /// to handlers as `env.REACTOR_URL` so they can call the Data API.
+    pub self_origin: Option<String>,
+    /// Limits on one `fetch`: time (also bounded by the invocation's deadline) and body size.
+    pub fetch_timeout: Duration,
+    pub max_fetch_bytes: usize,
 }
 
 impl Default for FunctionsConfig {
@@ -42,6 +51,10 @@ impl Default for FunctionsConfig {
             default_limits: Limits::default(),
             max_body_bytes: 10 * 1024 * 1024,
             expose_errors: false,
+            allowed_hosts: Vec::new(),
+            self_origin: None,
+            fetch_timeout: Duration::from_secs(30),
+            max_fetch_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -73,6 +86,9 @@ pub struct FunctionSpec {
     pub memory_mb: Option<u32>,
     pub timeout_ms: Option<u64>,
     pub concurrency: Option<u32>,
+    /// Hosts this function may `fetch` (`api.example.com`, `api.example.com:8443`,
+    /// `*.example.com`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl FunctionSpec {
@@ -88,6 +104,7 @@ impl FunctionSpec {
                 memory_mb: f.memory_mb,
                 timeout_ms: f.timeout_ms,
                 concurrency: f.concurrency,
+                allowed_hosts: f.allowed_hosts.clone(),
             })
             .collect()
     }
@@ -260,6 +277,7 @@ pub struct Functions {
 #[derive(Debug)]
 struct Inner {
     config: FunctionsConfig,
+    http: reqwest::Client,
     cache: TranspileCache,
     registry: RwLock<HashMap<String, Arc<Deployed>>>,
     logs: LogBook,
@@ -269,6 +287,7 @@ impl Functions {
     pub fn new(config: FunctionsConfig) -> Functions {
         Functions {
             inner: Arc::new(Inner {
+                http: outbound::client(),
                 config,
                 cache: TranspileCache::default(),
                 registry: RwLock::new(HashMap::new()),
@@ -416,7 +435,7 @@ impl Functions {
         &self,
         name: &str,
         invocation: Invocation,
-        env: BTreeMap<String, String>,
+        mut env: BTreeMap<String, String>,
     ) -> Result<Answer, FunctionError> {
         let deployed = self
             .read_registry()
@@ -447,6 +466,15 @@ impl Functions {
             memory_bytes: deployed.limits.memory_mb as usize * 1024 * 1024,
             timeout: Duration::from_millis(deployed.limits.timeout_ms),
         };
+        if let Some(origin) = &self.inner.config.self_origin {
+            env.entry("REACTOR_URL".into())
+                .or_insert_with(|| origin.clone());
+        }
+        let policy = Arc::new(outbound::Policy::new(
+            &deployed.spec.allowed_hosts,
+            &self.inner.config,
+        ));
+        let runtime = tokio::runtime::Handle::current();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(16);
         let this = self.clone();
@@ -456,6 +484,8 @@ impl Functions {
             let id = invocation.id.clone();
             let host = Rc::new(ChannelHost {
                 functions: this.clone(),
+                policy,
+                runtime,
                 function: function.clone(),
                 invocation: id.clone(),
                 head: std::cell::RefCell::new(Some(head_tx)),
@@ -514,6 +544,8 @@ type BodySender = mpsc::Sender<Result<Vec<u8>, FunctionError>>;
 /// The bridge from the engine's thread to the waiting request.
 struct ChannelHost {
     functions: Functions,
+    policy: Arc<outbound::Policy>,
+    runtime: tokio::runtime::Handle,
     function: String,
     invocation: String,
     head: std::cell::RefCell<Option<oneshot::Sender<Head>>>,
@@ -536,6 +568,14 @@ impl Host for ChannelHost {
     ) -> Result<(), Closed> {
         let sender = self.head.borrow_mut().take().ok_or(Closed)?;
         sender.send(Ok((status, headers, body))).map_err(|_| Closed)
+    }
+
+    fn fetch(&self, request: js::OutboundRequest, done: js::FetchDone) {
+        let client = self.functions.inner.http.clone();
+        let policy = self.policy.clone();
+        self.runtime.spawn(async move {
+            done(outbound::send(&client, &policy, request).await);
+        });
     }
 
     fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed> {

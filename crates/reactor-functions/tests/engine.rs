@@ -8,7 +8,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reactor_functions::js::{self, Closed, Host, JsError, JsLimits, JsRequest, Level, Program};
+use reactor_functions::js::{
+    self, Closed, FetchDone, Host, JsError, JsLimits, JsRequest, Level, OutboundRequest,
+    OutboundResponse, Program,
+};
 use reactor_functions::source::TranspileCache;
 
 /// Status, headers, and whether the body streams.
@@ -38,6 +41,29 @@ impl Host for Recorder {
     fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed> {
         self.body.borrow_mut().push(bytes);
         Ok(())
+    }
+    /// Answers from another thread after a pause, echoing what was asked; `refused.test` is
+    /// refused the way the server refuses a host.
+    fn fetch(&self, request: OutboundRequest, done: FetchDone) {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            if request.url.contains("refused.test") {
+                return done(Err("refused.test:80 is not an allowed host".into()));
+            }
+            done(Ok(OutboundResponse {
+                status: 200,
+                status_text: "OK".into(),
+                headers: vec![("x-method".into(), request.method.clone())],
+                body: format!(
+                    "{} {} {}",
+                    request.method,
+                    request.url,
+                    String::from_utf8_lossy(&request.body)
+                )
+                .into_bytes(),
+                url: request.url,
+            }))
+        });
     }
 }
 
@@ -303,6 +329,46 @@ fn errors_limits_and_isolation() {
             .as_str()
             .is_some_and(|m| m.contains("cannot import `fs`")),
         "{body}"
+    );
+}
+
+#[test]
+fn fetches_run_concurrently_and_settle_their_promises() {
+    let code = load(&[(
+        "index.ts",
+        r#"
+        export default async () => {
+          const started = Date.now();
+          const [a, b] = await Promise.all([
+            fetch("https://api.test/a"),
+            fetch(new Request("https://api.test/b", { method: "POST", body: "hi" })),
+          ]);
+          let refused = "";
+          try { await fetch("http://refused.test/"); } catch (e) { refused = `${e.name}: ${e.message}`; }
+          return Response.json({
+            a: await a.text(), b: await b.text(), method: b.headers.get("x-method"),
+            status: a.status, ok: a.ok, refused, elapsed: Date.now() - started,
+          });
+        };
+        "#,
+    )]);
+    let (out, result) = run(&code, request("GET", "http://h/", ""), limits());
+    result.expect("runs");
+    let body: serde_json::Value = serde_json::from_str(&out.text()).expect("json");
+    assert_eq!(body["a"], "GET https://api.test/a ");
+    assert_eq!(body["b"], "POST https://api.test/b hi");
+    assert_eq!(body["method"], "POST");
+    assert_eq!(
+        (body["status"].as_u64(), body["ok"].as_bool()),
+        (Some(200), Some(true))
+    );
+    assert_eq!(
+        body["refused"],
+        "TypeError: fetch failed: refused.test:80 is not an allowed host"
+    );
+    assert!(
+        body["elapsed"].as_u64().is_some_and(|ms| ms < 60),
+        "the two ran at once: {body}"
     );
 }
 

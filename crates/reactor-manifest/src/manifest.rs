@@ -61,6 +61,52 @@ pub struct FunctionConfig {
     pub memory_mb: Option<u32>,
     pub timeout_ms: Option<u64>,
     pub concurrency: Option<u32>,
+    /// Hosts the function may `fetch` (see [`HostPattern`]).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// An entry of a function's `allowed_hosts`: `api.example.com`, `api.example.com:8443`,
+/// `*.example.com`, `[::1]:3000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase; without the `*.` of a wildcard.
+    pub host: String,
+    /// `*.example.com`: any subdomain of `host`, not `host` itself.
+    pub wildcard: bool,
+    /// Any port when absent.
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(entry: &str) -> Option<HostPattern> {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+            let (inside, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse().ok()?),
+            };
+            (format!("[{inside}]"), port)
+        } else {
+            match entry.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.parse().ok()?)),
+                None => (entry.clone(), None),
+            }
+        };
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (rest.to_string(), true),
+            None => (host, false),
+        };
+        let ok = !host.is_empty()
+            && host.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':')
+            });
+        ok.then_some(HostPattern {
+            host,
+            wildcard,
+            port,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +241,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "memory_mb",
     "timeout_ms",
     "concurrency",
+    "allowed_hosts",
 ];
 const SITE_KEYS: &[&str] = &["name", "source", "framework", "spa", "build", "output"];
 const JOB_KEYS: &[&str] = &["name", "function", "trigger"];
@@ -380,11 +427,26 @@ impl Checker<'_> {
         let memory_mb = self.check_range(f.memory_mb, "memory_mb", 1, 4096, "MiB");
         let timeout_ms = self.check_range(f.timeout_ms, "timeout_ms", 1, 900_000, "ms");
         let concurrency = self.check_range(f.concurrency, "concurrency", 1, 10_000, "invocations");
+        let mut allowed_hosts = Vec::new();
+        for host in f.allowed_hosts.unwrap_or_default() {
+            if HostPattern::parse(host.get_ref()).is_none() {
+                self.error(
+                    Some(host.span()),
+                    format!("`{}` is not a host", host.get_ref()),
+                )
+                .hint = Some(
+                    "write a host name, optionally with a port or a leading `*.`: \"api.example.com\", \"localhost:3000\", \"*.example.com\"".into(),
+                );
+            } else {
+                allowed_hosts.push(host.into_inner());
+            }
+        }
         FunctionConfig {
             name: f.name.into_inner(),
             source: PathBuf::from(f.source.into_inner()),
             runtime,
             entry: entry.into_inner(),
+            allowed_hosts,
             memory_mb: memory_mb.map(|v| v as u32),
             timeout_ms: timeout_ms.map(|v| v as u64),
             concurrency: concurrency.map(|v| v as u32),
@@ -677,6 +739,7 @@ struct RawFunction {
     memory_mb: Option<Spanned<i64>>,
     timeout_ms: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -301,3 +301,23 @@ fn function_limits_parse_and_are_range_checked() {
     assert!(e.contains("reactor.toml:18:13"), "{e}");
     assert!(e.contains("use 1 to 4096 MiB"), "{e}");
 }
+
+#[test]
+fn allowed_hosts_are_host_patterns() {
+    let dir = project();
+    let src = VALID.replace(
+        "entry = \"main.js\"",
+        "entry = \"main.js\"\nallowed_hosts = [\"api.example.com\", \"*.svc.test\", \"localhost:3000\"]",
+    );
+    let m = parse(dir.path(), &src).expect("valid");
+    assert_eq!(m.function("rollup").map(|f| f.allowed_hosts.len()), Some(3));
+    let e = error(&VALID.replace(
+        "entry = \"main.js\"",
+        "entry = \"main.js\"\nallowed_hosts = [\"https://api.example.com/v1\"]",
+    ));
+    assert!(
+        e.contains("`https://api.example.com/v1` is not a host"),
+        "{e}"
+    );
+    assert!(e.contains("reactor.toml:18:18"), "{e}");
+}

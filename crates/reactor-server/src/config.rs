@@ -98,6 +98,12 @@ pub struct FunctionSettings {
     pub concurrency: Option<u32>,
     /// Largest request body a function receives [default: 10].
     pub max_body_mb: Option<u32>,
+    /// Hosts every function may `fetch`, beside its own `allowed_hosts` [default: none].
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Time limit of one `fetch` [default: 30000].
+    pub fetch_timeout_ms: Option<u64>,
+    /// Largest response body `fetch` reads [default: 10].
+    pub max_fetch_mb: Option<u32>,
 }
 
 /// `[cors]` in the config file; `REACTOR_CORS_ORIGINS` (comma-separated) overrides it.
@@ -165,6 +171,8 @@ pub enum ConfigError {
     CorsOrigin(String, &'static str),
     #[error("invalid master key (from {1}): {0}")]
     MasterKey(reactor_core::seal::SealError, &'static str),
+    #[error("`{0}` in [functions].allowed_hosts is not a host")]
+    AllowedHost(String),
 }
 
 impl ConfigError {
@@ -172,12 +180,15 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url, capabilities, master_key, [identity], [data] and [smtp]"
+                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [cors] and [smtp]"
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
             ConfigError::MasterKey(..) => {
                 "make one with `openssl rand -base64 32`, and keep it: sealed data needs it".into()
+            }
+            ConfigError::AllowedHost(_) => {
+                "write host names, optionally with a port or a leading `*.`: \"api.example.com\", \"localhost:3000\", \"*.example.com\"".into()
             }
             ConfigError::CorsOrigin(..) => {
                 "an origin is scheme://host[:port] with no path, e.g. https://app.example.com".into()
@@ -291,6 +302,11 @@ impl ServerConfig {
         for o in &cors_origins {
             if !valid_origin(o) {
                 return Err(ConfigError::CorsOrigin(o.clone(), origin));
+            }
+        }
+        for host in file.functions.allowed_hosts.iter().flatten() {
+            if reactor_manifest::HostPattern::parse(host).is_none() {
+                return Err(ConfigError::AllowedHost(host.clone()));
             }
         }
         Ok(ServerConfig {

@@ -105,7 +105,7 @@ impl AppState {
         #[cfg(feature = "data")]
         let state = state.with_data(data);
         #[cfg(feature = "functions")]
-        let state = state.with_functions(start_functions(config)?);
+        let state = state.with_functions(start_functions(config, endpoint)?);
         let secrets = reactor_db::secrets::Secrets::start(&state.db, config.master_key.clone())
             .await
             .map_err(|e| StartError::Secrets(e.to_string()))?;
@@ -157,6 +157,7 @@ impl AppState {
 #[cfg(feature = "functions")]
 fn start_functions(
     config: &ServerConfig,
+    endpoint: &str,
 ) -> Result<Option<reactor_functions::Functions>, StartError> {
     if !config.capabilities.contains(&Capability::Functions) {
         return Ok(None);
@@ -174,6 +175,14 @@ fn start_functions(
             |mb| mb as usize * 1024 * 1024,
         ),
         expose_errors: config.dev,
+        allowed_hosts: settings.allowed_hosts.clone().unwrap_or_default(),
+        self_origin: Some(endpoint.to_string()),
+        fetch_timeout: std::time::Duration::from_millis(
+            settings.fetch_timeout_ms.unwrap_or(30_000),
+        ),
+        max_fetch_bytes: settings
+            .max_fetch_mb
+            .map_or(10 * 1024 * 1024, |mb| mb as usize * 1024 * 1024),
     });
     if let Some(dir) = &config.project {
         let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))

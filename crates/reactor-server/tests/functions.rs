@@ -48,6 +48,11 @@ concurrency = 1
 [[functions]]
 name = "snoop"
 source = "functions/snoop"
+
+[[functions]]
+name = "caller"
+source = "functions/caller"
+allowed_hosts = ["127.0.0.1"]
 "#;
 
 const FILES: &[(&str, &str)] = &[
@@ -126,7 +131,49 @@ export default async (req: Request, env: Record<string, string>): Promise<Respon
 };
 "#,
     ),
+    (
+        "functions/caller/index.ts",
+        r#"export default async (req: Request, env: Record<string, string>): Promise<Response> => {
+  const u = new URL(req.url);
+  const forward = { apikey: req.headers.get("apikey") ?? "" };
+  if (u.searchParams.get("what") === "data") {
+    const r = await fetch(`${env.REACTOR_URL}/data/v1/notes?select=body&order=id`, { headers: forward });
+    return new Response(await r.text(), { status: r.status, headers: { "content-type": "application/json" } });
+  }
+  try {
+    const target = u.searchParams.get("target")!;
+    const [a, b] = await Promise.all([fetch(target), fetch(target, { method: "POST", body: "ping" })]);
+    return Response.json({ a: await a.text(), b: await b.text(), status: a.status, up: a.headers.get("x-up") });
+  } catch (e) {
+    return Response.json({ error: String(e) }, { status: 502 });
+  }
+};
+"#,
+    ),
 ];
+
+/// A plain HTTP server on loopback for handlers to call: `/hello` answers, `/away` redirects
+/// to a host no function may reach, `/big` sends more than `fetch` reads.
+async fn upstream() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/hello",
+            get(|| async { ([("x-up", "yes")], "hello from upstream") })
+                .post(|body: String| async move { format!("got {body}") }),
+        )
+        .route(
+            "/away",
+            get(|| async { axum::response::Redirect::temporary("http://example.com/") }),
+        )
+        .route("/big", get(|| async { vec![b'x'; 11 * 1024 * 1024] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
 
 fn write_project(dir: &Path) {
     std::fs::write(dir.join("reactor.toml"), MANIFEST).expect("manifest");
@@ -165,6 +212,7 @@ impl Harness {
             database_url: String::new(),
             capabilities: vec![
                 reactor_core::Capability::Identity,
+                reactor_core::Capability::Data,
                 reactor_core::Capability::Functions,
             ],
             identity: Default::default(),
@@ -463,4 +511,69 @@ async fn secrets_reach_handlers_and_never_leave_the_server() {
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     let (_, body) = h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await;
     assert_eq!(body["secret"], Value::Null);
+}
+
+#[tokio::test]
+async fn fetch_reaches_allowed_hosts_and_the_server_itself_only() {
+    let h = Harness::start(false).await;
+    let up = upstream().await;
+    let call = |target: &str| {
+        h.request(
+            "GET",
+            &format!("/fn/v1/caller?target={target}"),
+            &h.public_key,
+        )
+    };
+
+    let (status, body) = h.json(call(&format!("{up}/hello"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["a"], "hello from upstream");
+    assert_eq!(body["b"], "got ping");
+    assert_eq!(body["up"], "yes");
+
+    // A host not in allowed_hosts is refused before any connection; so is a redirect to one.
+    let (status, body) = h.json(call("http://example.com/")).await;
+    assert_eq!(status, 502);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("example.com:80 is not an allowed host")),
+        "{body}"
+    );
+    let (_, body) = h.json(call(&format!("{up}/away"))).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not an allowed host")),
+        "{body}"
+    );
+    let (_, body) = h.json(call(&format!("{up}/big"))).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than")),
+        "{body}"
+    );
+    let (_, body) = h.json(call("file:///etc/passwd")).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot be fetched")),
+        "{body}"
+    );
+
+    // The server itself is always reachable: a handler reads the Data API as its caller.
+    let migrate = json!({"files": [{"name": "0001_notes.sql", "sql": "create table notes (id integer primary key, body text not null);\ninsert into notes (id, body) values (1, 'first'), (2, 'second');\n"}]});
+    let (status, body) = h
+        .json(
+            h.request("POST", "/data/v1/admin/migrations", &h.service_key)
+                .json(&migrate),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h
+        .json(h.request("GET", "/fn/v1/caller?what=data", &h.service_key))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([{"body": "first"}, {"body": "second"}]));
 }

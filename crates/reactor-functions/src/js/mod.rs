@@ -172,6 +172,44 @@ pub trait Host {
         body: Option<Vec<u8>>,
     ) -> Result<(), Closed>;
     fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed>;
+    /// Starts an outbound request for `fetch`; `done` is called once, from any thread, with
+    /// the answer or why there is none. Refusals (a host not allowed) call it at once.
+    fn fetch(&self, request: OutboundRequest, done: FetchDone);
+}
+
+/// What a handler's `fetch` asks the server to send.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// `fetch`'s `redirect` option: `follow` (the default), `manual` or `error`.
+    pub redirect: String,
+    /// The invocation's own deadline; no request outlives it.
+    pub deadline: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundResponse {
+    pub status: u16,
+    pub status_text: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// After redirects.
+    pub url: String,
+}
+
+/// Called with a `fetch`'s outcome; the error text becomes the rejection's message.
+pub type FetchDone = Box<dyn FnOnce(Result<OutboundResponse, String>) + Send>;
+
+type Completion = (u32, Result<OutboundResponse, String>);
+
+/// Outbound requests in flight for one invocation, and where their answers arrive.
+struct Ops {
+    pending: Cell<usize>,
+    sender: std::sync::mpsc::Sender<Completion>,
+    receiver: std::sync::mpsc::Receiver<Completion>,
 }
 
 /// Why an invocation did not complete.
@@ -242,9 +280,15 @@ pub fn invoke(
 
     let closed = Rc::new(Cell::new(false));
     let outcome = context.with(|ctx| {
+        let (sender, receiver) = std::sync::mpsc::channel();
         let run = Run {
             ctx: ctx.clone(),
             deadline,
+            ops: Rc::new(Ops {
+                pending: Cell::new(0),
+                sender,
+                receiver,
+            }),
         };
         let result = run.invoke(code, request, env, host, closed.clone());
         result.map_err(|e| run.classify(e))
@@ -293,6 +337,13 @@ enum Failure<'js> {
 struct Run<'js> {
     ctx: Ctx<'js>,
     deadline: Instant,
+    ops: Rc<Ops>,
+}
+
+/// The functions of `web.js` the event loop calls between turns.
+struct EventLoop<'js> {
+    run_timers: Function<'js>,
+    complete: Function<'js>,
 }
 
 impl<'js> Run<'js> {
@@ -312,19 +363,16 @@ impl<'js> Run<'js> {
         let factory: Function = web_module.get("default").map_err(|e| self.caught(e))?;
         let web: Object = factory.call((host_object,)).map_err(|e| self.caught(e))?;
         let serve: Function = web.get("serve").map_err(|e| self.caught(e))?;
-        let run_timers: Function = web.get("runTimers").map_err(|e| self.caught(e))?;
+        let events = EventLoop {
+            run_timers: web.get("runTimers").map_err(|e| self.caught(e))?,
+            complete: web.get("complete").map_err(|e| self.caught(e))?,
+        };
 
         let loaded = Module::import(ctx, code.graph.entry.as_str()).map_err(|e| self.caught(e))?;
-        let namespace: Object = self.settle(&loaded, Some(&run_timers))?;
+        let namespace: Object = self.settle(&loaded, Some(&events))?;
         let exported: Value = namespace.get("default").map_err(|e| self.caught(e))?;
 
-        let headers = Array::new(ctx.clone()).map_err(|e| self.caught(e))?;
-        for (i, (name, value)) in request.headers.into_iter().enumerate() {
-            let pair = Array::new(ctx.clone()).map_err(|e| self.caught(e))?;
-            pair.set(0, name).map_err(|e| self.caught(e))?;
-            pair.set(1, value).map_err(|e| self.caught(e))?;
-            headers.set(i, pair).map_err(|e| self.caught(e))?;
-        }
+        let headers = pairs(ctx, request.headers).map_err(|e| self.caught(e))?;
         let body = TypedArray::<u8>::new(ctx.clone(), request.body).map_err(|e| self.caught(e))?;
         let env_object = Object::new(ctx.clone()).map_err(|e| self.caught(e))?;
         for (name, value) in env {
@@ -342,15 +390,16 @@ impl<'js> Run<'js> {
                 env_object,
             ))
             .map_err(|e| self.caught(e))?;
-        let _: Value = self.settle(&done, Some(&run_timers))?;
+        let _: Value = self.settle(&done, Some(&events))?;
         Ok(())
     }
 
-    /// Runs jobs and timers until `promise` settles, the deadline passes, or nothing is left.
+    /// Runs jobs, timers and `fetch` answers until `promise` settles, the deadline passes, or
+    /// nothing is left that could settle it.
     fn settle<T: rquickjs::FromJs<'js>>(
         &self,
         promise: &Promise<'js>,
-        run_timers: Option<&Function<'js>>,
+        events: Option<&EventLoop<'js>>,
     ) -> Result<T, Failure<'js>> {
         loop {
             while self.ctx.execute_pending_job() {}
@@ -370,24 +419,71 @@ impl<'js> Run<'js> {
                 }
                 PromiseState::Pending => {}
             }
-            let next: i64 = match run_timers {
-                Some(run) => run.call(()).map_err(|e| self.caught(e))?,
-                None => -1,
+            let Some(events) = events else {
+                return Err(Failure::Unsettled);
             };
+            if let Ok(completion) = self.ops.receiver.try_recv() {
+                self.deliver(events, completion)?;
+                continue;
+            }
+            let next: i64 = events.run_timers.call(()).map_err(|e| self.caught(e))?;
             if self.ctx.execute_pending_job() {
                 continue;
             }
-            if next < 0 {
+            let in_flight = self.ops.pending.get() > 0;
+            if next < 0 && !in_flight {
                 return Err(Failure::Unsettled);
             }
             let now = Instant::now();
             if now >= self.deadline {
                 return Err(Failure::Timeout);
             }
-            let wait = Duration::from_millis(next as u64).min(self.deadline - now);
-            if !wait.is_zero() {
+            let mut wait = self.deadline - now;
+            if next >= 0 {
+                wait = wait.min(Duration::from_millis(next as u64));
+            }
+            if in_flight {
+                if let Ok(completion) = self.ops.receiver.recv_timeout(wait) {
+                    self.deliver(events, completion)?;
+                }
+            } else if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
+        }
+    }
+
+    /// Hands a `fetch` answer to `web.js`, which settles the handler's promise for it.
+    fn deliver(
+        &self,
+        events: &EventLoop<'js>,
+        (id, outcome): Completion,
+    ) -> Result<(), Failure<'js>> {
+        self.ops
+            .pending
+            .set(self.ops.pending.get().saturating_sub(1));
+        let ctx = &self.ctx;
+        let js = |e| self.caught(e);
+        match outcome {
+            Ok(response) => {
+                let headers = pairs(ctx, response.headers).map_err(js)?;
+                let body = TypedArray::<u8>::new(ctx.clone(), response.body).map_err(js)?;
+                events
+                    .complete
+                    .call::<_, ()>((
+                        id,
+                        true,
+                        response.status,
+                        response.status_text,
+                        headers,
+                        body,
+                        response.url,
+                    ))
+                    .map_err(js)
+            }
+            Err(message) => events
+                .complete
+                .call::<_, ()>((id, false, 0, message))
+                .map_err(js),
         }
     }
 
@@ -486,6 +582,44 @@ impl<'js> Run<'js> {
                 url_set(&href, &part, &value).map(|u| url_parts(&u))
             })?,
         )?;
+        let fetch_host = host.clone();
+        let ops = self.ops.clone();
+        let deadline = self.deadline;
+        object.set(
+            "fetch",
+            Function::new(
+                ctx.clone(),
+                move |id: u32,
+                      method: String,
+                      url: String,
+                      headers: Vec<Vec<String>>,
+                      body: TypedArray<'js, u8>,
+                      redirect: String| {
+                    ops.pending.set(ops.pending.get() + 1);
+                    let sender = ops.sender.clone();
+                    fetch_host.fetch(
+                        OutboundRequest {
+                            method,
+                            url,
+                            headers: headers
+                                .into_iter()
+                                .filter_map(|mut pair| {
+                                    let value = pair.pop()?;
+                                    let name = pair.pop()?;
+                                    Some((name, value))
+                                })
+                                .collect(),
+                            body: bytes::copy(&body),
+                            redirect,
+                            deadline,
+                        },
+                        Box::new(move |outcome| {
+                            let _ = sender.send((id, outcome));
+                        }),
+                    );
+                },
+            )?,
+        )?;
         let head_host = host.clone();
         let head_closed = closed.clone();
         object.set(
@@ -526,6 +660,18 @@ impl<'js> Run<'js> {
         )?;
         Ok(object)
     }
+}
+
+/// `[[name, value], …]` for `web.js`.
+fn pairs<'js>(ctx: &Ctx<'js>, list: Vec<(String, String)>) -> rquickjs::Result<Array<'js>> {
+    let array = Array::new(ctx.clone())?;
+    for (i, (name, value)) in list.into_iter().enumerate() {
+        let pair = Array::new(ctx.clone())?;
+        pair.set(0, name)?;
+        pair.set(1, value)?;
+        array.set(i, pair)?;
+    }
+    Ok(array)
 }
 
 /// Loading bytecode this process compiled (QuickJS trusts bytecode blindly, so nothing else

@@ -504,6 +504,39 @@ export default function (host) {
   }
   define("Response", Response);
 
+  // ---- fetch -----------------------------------------------------------------------------
+  // The server performs the request (with its allow-list, timeout and size cap); the answer
+  // comes back through `complete`, called by the engine's event loop.
+  let nextFetch = 1;
+  const inflight = new Map();
+  define("fetch", (input, init = {}) => {
+    try {
+      const req = input instanceof Request && Object.keys(init).length === 0 ? input : new Request(input, init);
+      if (req._stream) return Promise.reject(new TypeError("fetch: a streamed request body is not supported; pass a string or bytes"));
+      const id = nextFetch++;
+      const redirect = init.redirect || req.redirect || "follow";
+      return new Promise((resolve, reject) => {
+        inflight.set(id, { resolve, reject });
+        host.fetch(id, req.method, req.url, Headers._raw(req.headers).map(([k, v]) => [k, v]), req._bytes || new Uint8Array(0), String(redirect));
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  });
+  const complete = (id, ok, status, statusTextOrError, headers, body, url) => {
+    const waiting = inflight.get(id);
+    if (!waiting) return;
+    inflight.delete(id);
+    if (!ok) {
+      waiting.reject(new TypeError(`fetch failed: ${statusTextOrError}`));
+      return;
+    }
+    const empty = [204, 205, 304].includes(status);
+    const response = new Response(empty ? null : body, { status, statusText: statusTextOrError, headers });
+    response.url = url;
+    waiting.resolve(response);
+  };
+
   // ---- the handler call ------------------------------------------------------------------
   // Runs one invocation: builds the Request, calls the module's default export, and reports
   // the Response to the host (head, then body bytes or stream chunks).
@@ -529,5 +562,5 @@ export default function (host) {
       host.head(response.status, head, response._bytes || new Uint8Array(0));
     }
   };
-  return { serve, runTimers };
+  return { serve, runTimers, complete };
 }
