@@ -22,18 +22,13 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.path.join(ROOT, "bench", ".cache")
+from common import CACHE, ROOT, Process, build_reactor, free_port, run, wait_http, wrk
 PB_VERSION = "0.40.6"
 ROWS = 10_000
 OWNERS = 100
@@ -55,25 +50,6 @@ alter table items enable row level security;
 create policy items_read on items for select using (org = 'acme');
 create policy items_create on items for insert with check (org = 'acme');
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(port, path="/", timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", path)
-            c.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing answered on port {port}")
 
 
 class Http:
@@ -106,30 +82,6 @@ def rows():
         }
 
 
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
-
-
-def wrk(url, seconds, threads, conns, headers=(), script=None):
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
-    for h in headers:
-        cmd += ["-H", h]
-    if script:
-        cmd += ["-s", script]
-    out = run(cmd + [url]).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def pct(p):
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{url}: {non2xx.group(1)} failed responses\n{out}")
-    return {"rps": rps, "p50": pct(50), "p99": pct(99)}
-
-
 def post_script(directory, body, headers):
     path = os.path.join(directory, f"post-{uuid.uuid4().hex}.lua")
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
@@ -139,27 +91,6 @@ def post_script(directory, body, headers):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
-
-
-class Process:
-    def __init__(self, cmd, **kw):
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True, **kw)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def build_reactor():
-    print("building reactor (release)…", file=sys.stderr)
-    run(["cargo", "build", "--release", "--locked", "-p", "reactor-cli", "-p", "reactor-server"], cwd=ROOT)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, "release")
 
 
 def seed_reactor(port, service_key):

@@ -5,6 +5,7 @@
 //! Jobs), and the per-function logs. `source` turns a function's files into a module graph
 //! (oxc strips TypeScript); `js` runs one invocation in a fresh QuickJS context.
 
+mod exec;
 pub mod http;
 pub mod js;
 pub mod logs;
@@ -13,7 +14,6 @@ pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use reactor_core::ApiError;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::js::{Closed, Host, JsError, JsLimits, JsRequest, Level, Program};
+use crate::js::{JsError, JsLimits, Program};
 use crate::logs::LogBook;
 use crate::source::{SourceError, TranspileCache};
 
@@ -89,6 +89,19 @@ pub struct FunctionSpec {
     /// Hosts this function may `fetch` (`api.example.com`, `api.example.com:8443`,
     /// `*.example.com`).
     pub allowed_hosts: Vec<String>,
+    pub isolation: Isolation,
+}
+
+/// How far one request's JavaScript state reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A fresh context per request: nothing survives it (the default).
+    #[default]
+    Request,
+    /// A loaded instance per worker serves request after request: module state persists
+    /// between requests, as in Workers or Deno, and requests cost far less.
+    Instance,
 }
 
 impl FunctionSpec {
@@ -105,6 +118,10 @@ impl FunctionSpec {
                 timeout_ms: f.timeout_ms,
                 concurrency: f.concurrency,
                 allowed_hosts: f.allowed_hosts.clone(),
+                isolation: match f.isolation {
+                    reactor_manifest::Isolation::Request => Isolation::Request,
+                    reactor_manifest::Isolation::Instance => Isolation::Instance,
+                },
             })
             .collect()
     }
@@ -138,6 +155,7 @@ pub struct FunctionInfo {
     pub name: String,
     pub entry: String,
     pub runtime: &'static str,
+    pub isolation: Isolation,
     pub limits: Limits,
     /// SHA-256 of the loaded code; absent when it never loaded.
     pub hash: Option<String>,
@@ -152,6 +170,8 @@ struct Deployed {
     program: Option<Arc<Program>>,
     error: Option<SourceError>,
     permits: Arc<Semaphore>,
+    /// The workers of an `isolation = "instance"` function.
+    pool: Option<Arc<exec::Pool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +300,25 @@ struct Inner {
     http: reqwest::Client,
     cache: TranspileCache,
     registry: RwLock<HashMap<String, Arc<Deployed>>>,
-    logs: LogBook,
+    logs: Arc<LogBook>,
+}
+
+/// How long a request waits for a free slot under the concurrency limit before a 503.
+const QUEUE_WAIT: Duration = Duration::from_millis(250);
+
+/// Worker threads for an instance-isolated function: one per core (at least two), never more
+/// than its concurrency. A handler waiting on `fetch` or a timer holds its worker meanwhile.
+fn start_pool(spec: &FunctionSpec, limits: Limits) -> Option<Arc<exec::Pool>> {
+    if spec.isolation != Isolation::Instance {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = cores.max(2).min(limits.concurrency as usize);
+    Some(Arc::new(exec::Pool::start(
+        &spec.name,
+        workers,
+        limits.concurrency as usize,
+    )))
 }
 
 impl Functions {
@@ -291,7 +329,7 @@ impl Functions {
                 config,
                 cache: TranspileCache::default(),
                 registry: RwLock::new(HashMap::new()),
-                logs: LogBook::default(),
+                logs: Arc::new(LogBook::default()),
             }),
         }
     }
@@ -355,10 +393,12 @@ impl Functions {
                         program: Some(Arc::new(program)),
                         error: None,
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+                        pool: start_pool(spec, limits),
                     }
                 }
                 Err(error) => {
                     let kept = previous.and_then(|p| p.program.clone());
+                    let kept_pool = previous.and_then(|p| p.pool.clone());
                     let unchanged = previous.is_some_and(|p| p.error.as_ref() == Some(&error));
                     if !unchanged {
                         reports.push(LoadReport::Failed {
@@ -373,6 +413,7 @@ impl Functions {
                         program: kept,
                         error: Some(error),
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+                        pool: kept_pool,
                     }
                 }
             };
@@ -416,6 +457,7 @@ impl Functions {
                 name: d.spec.name.clone(),
                 entry: d.spec.entry.clone(),
                 runtime: "js",
+                isolation: d.spec.isolation,
                 limits: d.limits,
                 hash: d.program.as_ref().map(|p| p.graph.hash.clone()),
                 error: d.error.as_ref().map(ToString::to_string),
@@ -457,11 +499,13 @@ impl Functions {
                 self.inner.config.max_body_bytes,
             ));
         }
-        let permit = deployed
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| FunctionError::Busy(name.to_string()))?;
+        // At the limit, a request waits a moment for a slot (the invocation before it may be
+        // finishing after its answer went out), then is refused.
+        let permit = tokio::time::timeout(QUEUE_WAIT, deployed.permits.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| FunctionError::Busy(name.to_string()))?;
         let limits = JsLimits {
             memory_bytes: deployed.limits.memory_mb as usize * 1024 * 1024,
             timeout: Duration::from_millis(deployed.limits.timeout_ms),
@@ -474,54 +518,30 @@ impl Functions {
             &deployed.spec.allowed_hosts,
             &self.inner.config,
         ));
-        let runtime = tokio::runtime::Handle::current();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(16);
-        let this = self.clone();
-        let function = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let id = invocation.id.clone();
-            let host = Rc::new(ChannelHost {
-                functions: this.clone(),
-                policy,
-                runtime,
-                function: function.clone(),
-                invocation: id.clone(),
-                head: std::cell::RefCell::new(Some(head_tx)),
-                body: std::cell::RefCell::new(Some(body_tx)),
-            });
-            let request = JsRequest {
-                method: invocation.method,
-                url: invocation.url,
-                headers: invocation.headers,
-                body: invocation.body,
-            };
-            let result = js::invoke(&program, request, &env, limits, host.clone());
-            // The engine's functions may hold `host` until the runtime collects them; the
-            // body ends now, not then.
-            let body_tx = host.body.borrow_mut().take();
-            if let Err(error) = result {
-                if !matches!(error, JsError::Closed) {
-                    this.inner
-                        .logs
-                        .append(&function, &id, Level::Error, &error.to_string());
-                    tracing::warn!(function = %function, invocation = %id, error = %error, "function failed");
-                }
-                let head = host.head.borrow_mut().take();
-                match head {
-                    Some(head) => {
-                        let _ = head.send(Err(FunctionError::Failed(error)));
-                    }
-                    // The head went out: all that is left is to cut the body short.
-                    None => {
-                        if let Some(body_tx) = body_tx {
-                            let _ = body_tx.blocking_send(Err(FunctionError::Failed(error)));
-                        }
-                    }
+        let job = exec::Job {
+            function: name.to_string(),
+            program,
+            invocation,
+            env,
+            limits,
+            policy,
+            http: self.inner.http.clone(),
+            logs: self.inner.logs.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            head: head_tx,
+            body: body_tx,
+            permit,
+        };
+        match &deployed.pool {
+            Some(pool) => {
+                if pool.submit(job).is_err() {
+                    return Err(FunctionError::Lost);
                 }
             }
-        });
+            None => exec::fresh(job),
+        }
         match head_rx.await {
             Ok(Ok((status, headers, body))) => Ok(Answer {
                 status,
@@ -534,56 +554,5 @@ impl Functions {
             Ok(Err(error)) => Err(error),
             Err(_) => Err(FunctionError::Lost),
         }
-    }
-}
-
-type Head = Result<(u16, Vec<(String, String)>, Option<Vec<u8>>), FunctionError>;
-
-type BodySender = mpsc::Sender<Result<Vec<u8>, FunctionError>>;
-
-/// The bridge from the engine's thread to the waiting request.
-struct ChannelHost {
-    functions: Functions,
-    policy: Arc<outbound::Policy>,
-    runtime: tokio::runtime::Handle,
-    function: String,
-    invocation: String,
-    head: std::cell::RefCell<Option<oneshot::Sender<Head>>>,
-    body: std::cell::RefCell<Option<BodySender>>,
-}
-
-impl Host for ChannelHost {
-    fn log(&self, level: Level, text: &str) {
-        self.functions
-            .inner
-            .logs
-            .append(&self.function, &self.invocation, level, text);
-    }
-
-    fn head(
-        &self,
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Option<Vec<u8>>,
-    ) -> Result<(), Closed> {
-        let sender = self.head.borrow_mut().take().ok_or(Closed)?;
-        sender.send(Ok((status, headers, body))).map_err(|_| Closed)
-    }
-
-    fn fetch(&self, request: js::OutboundRequest, done: js::FetchDone) {
-        let client = self.functions.inner.http.clone();
-        let policy = self.policy.clone();
-        self.runtime.spawn(async move {
-            done(outbound::send(&client, &policy, request).await);
-        });
-    }
-
-    fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let body = self.body.borrow();
-        let sender = body.as_ref().ok_or(Closed)?;
-        sender.blocking_send(Ok(bytes)).map_err(|_| Closed)
     }
 }

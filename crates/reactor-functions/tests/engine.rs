@@ -373,6 +373,87 @@ fn fetches_run_concurrently_and_settle_their_promises() {
 }
 
 #[test]
+fn an_instance_keeps_module_state_between_invocations_until_it_fails() {
+    let code = load(&[(
+        "index.ts",
+        "let n = 0;\nexport default (req: Request) => {\n  if (new URL(req.url).pathname === '/spin') for (;;) {}\n  return new Response(String(++n));\n};\n",
+    )]);
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    let mut instance = js::Instance::new(&code, 64 << 20, deadline(), None).expect("loads");
+    for expected in ["1", "2", "3"] {
+        let out = Rc::new(Recorder::default());
+        let result = instance.serve(
+            request("GET", "http://h/", ""),
+            &Default::default(),
+            out.clone(),
+            deadline(),
+        );
+        assert!(instance.reusable(&result));
+        assert_eq!(out.text(), expected);
+    }
+    let out = Rc::new(Recorder::default());
+    let result = instance.serve(
+        request("GET", "http://h/spin", ""),
+        &Default::default(),
+        out,
+        Instant::now() + Duration::from_millis(100),
+    );
+    assert!(matches!(result, Err(JsError::Timeout(_))), "{result:?}");
+    assert!(
+        !instance.reusable(&result),
+        "an interrupted instance is replaced"
+    );
+
+    // A module whose top level throws or never ends fails to load, with the reason.
+    let broken = load(&[(
+        "index.ts",
+        "throw new Error('at load');\nexport default () => new Response('x');\n",
+    )]);
+    let error = js::Instance::new(&broken, 64 << 20, deadline(), None).expect_err("fails");
+    assert!(error.to_string().contains("at load"), "{error}");
+    let endless = load(&[(
+        "index.ts",
+        "for (;;) {}\nexport default () => new Response('x');\n",
+    )]);
+    let error = js::Instance::new(
+        &endless,
+        64 << 20,
+        Instant::now() + Duration::from_millis(100),
+        None,
+    )
+    .expect_err("fails");
+    assert!(matches!(error, JsError::Timeout(_)), "{error:?}");
+}
+
+#[test]
+#[ignore = "prints the cost of one invocation; run with --ignored --nocapture in release"]
+fn cost_of_a_warm_invocation() {
+    let code = load(&[(
+        "index.ts",
+        "export default () => Response.json({ hello: 'world' });\n",
+    )]);
+    let far = Instant::now() + Duration::from_secs(3600);
+    let mut instance = js::Instance::new(&code, 64 << 20, far, None).expect("loads");
+    let n: u32 = std::env::var("ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20000);
+    let started = Instant::now();
+    for _ in 0..n {
+        let out = Rc::new(Recorder::default());
+        instance
+            .serve(
+                request("GET", "http://h/", ""),
+                &Default::default(),
+                out,
+                far,
+            )
+            .expect("runs");
+    }
+    println!("{:?} per warm invocation", started.elapsed() / n);
+}
+
+#[test]
 #[ignore = "prints the cost of one invocation; run with --ignored --nocapture in release"]
 fn cost_of_an_invocation() {
     let code = load(&[(

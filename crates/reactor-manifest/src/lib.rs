@@ -17,8 +17,8 @@ pub use credentials::{CredentialStore, StoredIn};
 pub use diagnostic::{Diagnostic, did_you_mean};
 pub use discover::discover;
 pub use manifest::{
-    DataConfig, FunctionConfig, HostPattern, JobConfig, MANIFEST_FILE, Manifest, Runtime,
-    SiteConfig, Trigger,
+    DataConfig, FunctionConfig, HostPattern, Isolation, JobConfig, MANIFEST_FILE, Manifest,
+    Runtime, SiteConfig, Trigger,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -63,6 +63,17 @@ pub struct FunctionConfig {
     pub concurrency: Option<u32>,
     /// Hosts the function may `fetch` (see [`HostPattern`]).
     pub allowed_hosts: Vec<String>,
+    pub isolation: Isolation,
+}
+
+/// `isolation` of a function: how far one request's JavaScript state reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// A fresh context per request (the default).
+    #[default]
+    Request,
+    /// One loaded instance per worker serves request after request.
+    Instance,
 }
 
 /// An entry of a function's `allowed_hosts`: `api.example.com`, `api.example.com:8443`,
@@ -242,6 +253,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "timeout_ms",
     "concurrency",
     "allowed_hosts",
+    "isolation",
 ];
 const SITE_KEYS: &[&str] = &["name", "source", "framework", "spa", "build", "output"];
 const JOB_KEYS: &[&str] = &["name", "function", "trigger"];
@@ -441,12 +453,27 @@ impl Checker<'_> {
                 allowed_hosts.push(host.into_inner());
             }
         }
+        let isolation = match f.isolation.as_ref().map(|i| i.get_ref().as_str()) {
+            None | Some("request") => Isolation::Request,
+            Some("instance") => Isolation::Instance,
+            Some(other) => {
+                self.error(
+                    f.isolation.as_ref().map(Spanned::span),
+                    format!("unknown isolation `{other}`"),
+                )
+                .hint = Some(
+                    "use \"request\" (a fresh context per request, the default) or \"instance\" (state persists between requests)".into(),
+                );
+                Isolation::Request
+            }
+        };
         FunctionConfig {
             name: f.name.into_inner(),
             source: PathBuf::from(f.source.into_inner()),
             runtime,
             entry: entry.into_inner(),
             allowed_hosts,
+            isolation,
             memory_mb: memory_mb.map(|v| v as u32),
             timeout_ms: timeout_ms.map(|v| v as u64),
             concurrency: concurrency.map(|v| v as u32),
@@ -740,6 +767,7 @@ struct RawFunction {
     timeout_ms: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
     allowed_hosts: Option<Vec<Spanned<String>>>,
+    isolation: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

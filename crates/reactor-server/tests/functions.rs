@@ -50,6 +50,13 @@ name = "snoop"
 source = "functions/snoop"
 
 [[functions]]
+name = "counter"
+source = "functions/counter"
+isolation = "instance"
+concurrency = 1
+timeout_ms = 300
+
+[[functions]]
 name = "caller"
 source = "functions/caller"
 allowed_hosts = ["127.0.0.1"]
@@ -117,7 +124,7 @@ export default async (req: Request, env: Record<string, string>): Promise<Respon
     ),
     (
         "functions/slow/index.ts",
-        "export default async () => { await new Promise((r) => setTimeout(r, 400)); return new Response('slow'); };\n",
+        "export default async () => { await new Promise((r) => setTimeout(r, 1000)); return new Response('slow'); };\n",
     ),
     (
         "functions/snoop/index.ts",
@@ -130,6 +137,10 @@ export default async (req: Request, env: Record<string, string>): Promise<Respon
   return Response.json({ globals, fsImport, evalled });
 };
 "#,
+    ),
+    (
+        "functions/counter/index.ts",
+        "let n = 0;\nconsole.log('loaded');\nexport default (req: Request) => {\n  if (new URL(req.url).pathname.endsWith('/spin')) for (;;) {}\n  return new Response(String(++n));\n};\n",
     ),
     (
         "functions/caller/index.ts",
@@ -576,4 +587,45 @@ async fn fetch_reaches_allowed_hosts_and_the_server_itself_only() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!([{"body": "first"}, {"body": "second"}]));
+}
+
+#[tokio::test]
+async fn instance_isolation_keeps_state_until_a_limit_is_hit() {
+    let h = Harness::start(false).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (status, _, text) = h
+            .call(h.request("GET", "/fn/v1/counter", &h.public_key))
+            .await;
+        assert_eq!(status, 200);
+        seen.push(text);
+    }
+    assert_eq!(seen, ["1", "2", "3"], "one instance served all three");
+    let (status, body) = h
+        .json(h.request("GET", "/fn/v1/counter/spin", &h.public_key))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (504, Some("function_timeout"))
+    );
+    let (_, _, text) = h
+        .call(h.request("GET", "/fn/v1/counter", &h.public_key))
+        .await;
+    assert_eq!(
+        text, "1",
+        "the interrupted instance was replaced by a fresh one"
+    );
+    let loaded = h
+        .logs("counter")
+        .await
+        .iter()
+        .filter(|l| l["message"] == "loaded")
+        .count();
+    assert_eq!(loaded, 2, "the module loaded once per instance");
+    let (_, list) = h.json(h.request("GET", "/fn/v1", &h.service_key)).await;
+    let counter = list
+        .as_array()
+        .and_then(|l| l.iter().find(|f| f["name"] == "counter"))
+        .expect("listed");
+    assert_eq!(counter["isolation"], "instance");
 }

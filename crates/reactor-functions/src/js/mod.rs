@@ -5,7 +5,7 @@
 //! per runtime, and nothing one request leaves behind (globals, module state, pending timers)
 //! can be seen by the next.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -17,8 +17,8 @@ use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::{Declared, WriteOptions};
 use rquickjs::promise::PromiseState;
 use rquickjs::{
-    Array, CaughtError, Context, Ctx, Exception, Function, Module, Object, Promise, Runtime,
-    TypedArray, Value,
+    Array, CaughtError, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise,
+    Runtime, TypedArray, Value,
 };
 
 use crate::source::ModuleGraph;
@@ -232,7 +232,219 @@ pub enum JsError {
     Engine(String),
 }
 
-/// Runs one invocation of `code` to completion on the current thread.
+/// Per-invocation state that the host functions and the interrupt handler read. An instance
+/// swaps it for every invocation it serves, so nothing of one caller reaches the next.
+struct Slot {
+    host: RefCell<Option<Rc<dyn Host>>>,
+    deadline: Cell<Instant>,
+    interrupted: Cell<bool>,
+    closed: Cell<bool>,
+    ops: Ops,
+}
+
+impl Slot {
+    fn host(&self) -> Option<Rc<dyn Host>> {
+        self.host.borrow().clone()
+    }
+}
+
+/// A function's module, loaded in a context with the Web APIs, ready to serve invocations:
+/// once (a fresh context per request, the default) or one after another (`isolation =
+/// "instance"`, where module state persists between requests as in Workers or Deno).
+pub struct Instance {
+    /// Always present until drop, which releases them in this order: the saved handles, the
+    /// context, then the runtime (QuickJS asserts nothing outlives its runtime).
+    handles: Option<Handles>,
+    context: Option<Context>,
+    runtime: Option<Runtime>,
+    slot: Rc<Slot>,
+    memory_bytes: usize,
+    /// Whether the runtime goes back to this thread's spare slot on drop.
+    keep_runtime: bool,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.handles.take();
+        self.context.take();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.set_interrupt_handler(None);
+            if self.keep_runtime && !runtime.is_job_pending() {
+                SPARE_RUNTIME.with(|spare| *spare.borrow_mut() = Some(runtime));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("memory_bytes", &self.memory_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Builds a context for `code` and evaluates its modules (whose top level may log through
+    /// `host`), all before `deadline`.
+    pub fn new(
+        code: &Arc<Program>,
+        memory_bytes: usize,
+        deadline: Instant,
+        host: Option<Rc<dyn Host>>,
+    ) -> Result<Instance, JsError> {
+        let engine = |e: rquickjs::Error| JsError::Engine(e.to_string());
+        let runtime = match SPARE_RUNTIME.with(|spare| spare.borrow_mut().take()) {
+            Some(runtime) => runtime,
+            None => {
+                let runtime = Runtime::new().map_err(engine)?;
+                runtime.set_max_stack_size(MAX_STACK);
+                runtime
+            }
+        };
+        runtime.set_memory_limit(memory_bytes);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let slot = Rc::new(Slot {
+            host: RefCell::new(host),
+            deadline: Cell::new(deadline),
+            interrupted: Cell::new(false),
+            closed: Cell::new(false),
+            ops: Ops {
+                pending: Cell::new(0),
+                sender,
+                receiver,
+            },
+        });
+        let watched = slot.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let over = Instant::now() >= watched.deadline.get();
+            if over {
+                watched.interrupted.set(true);
+            }
+            over
+        })));
+        runtime.set_loader(GraphModules(code.clone()), GraphModules(code.clone()));
+        let context = Context::builder()
+            .with::<(
+                intrinsic::Date,
+                intrinsic::RegExpCompiler,
+                intrinsic::RegExp,
+                intrinsic::Json,
+                intrinsic::Proxy,
+                intrinsic::MapSet,
+                intrinsic::TypedArrays,
+                intrinsic::Promise,
+                intrinsic::WeakRef,
+                intrinsic::DOMException,
+                intrinsic::Performance,
+            )>()
+            .build(&runtime)
+            .map_err(engine)?;
+        let loaded = context.with(|ctx| {
+            let run = Run {
+                ctx: ctx.clone(),
+                slot: slot.clone(),
+            };
+            run.load(code).map_err(|e| run.classify(e))
+        });
+        *slot.host.borrow_mut() = None;
+        let timed_out = slot.interrupted.get();
+        let instance = Instance {
+            handles: loaded.as_ref().ok().cloned(),
+            context: Some(context),
+            runtime: Some(runtime),
+            slot,
+            memory_bytes,
+            keep_runtime: false,
+        };
+        match loaded {
+            Ok(_) => Ok(instance),
+            Err(e) => Err(classify_limits(e, timed_out, false, memory_bytes)),
+        }
+    }
+
+    /// Serves one invocation, which must end by `deadline`.
+    pub fn serve(
+        &mut self,
+        request: JsRequest,
+        env: &BTreeMap<String, String>,
+        host: Rc<dyn Host>,
+        deadline: Instant,
+    ) -> Result<(), JsError> {
+        let slot = &self.slot;
+        *slot.host.borrow_mut() = Some(host);
+        slot.deadline.set(deadline);
+        slot.interrupted.set(false);
+        slot.closed.set(false);
+        // Answers to an earlier invocation's requests are of no use to this one.
+        while slot.ops.receiver.try_recv().is_ok() {}
+        slot.ops.pending.set(0);
+        let (Some(context), Some(handles)) = (&self.context, &self.handles) else {
+            return Err(JsError::Engine("the instance was not loaded".into()));
+        };
+        let outcome = context.with(|ctx| {
+            let run = Run {
+                ctx: ctx.clone(),
+                slot: slot.clone(),
+            };
+            run.serve(handles, request, env)
+                .map_err(|e| run.classify(e))
+        });
+        // The host (and through it the response body) is released now, not when the
+        // collector finds the functions that held it.
+        *slot.host.borrow_mut() = None;
+        outcome.map_err(|e| {
+            classify_limits(
+                e,
+                slot.interrupted.get(),
+                slot.closed.get(),
+                self.memory_bytes,
+            )
+        })
+    }
+
+    /// Whether the instance may serve again after `outcome`: not after a limit was hit (a
+    /// runtime interrupted mid-allocation is not worth trusting) nor with work still queued.
+    pub fn reusable(&self, outcome: &Result<(), JsError>) -> bool {
+        matches!(
+            outcome,
+            Ok(()) | Err(JsError::Threw(_)) | Err(JsError::Unsettled)
+        ) && self.runtime.as_ref().is_some_and(|r| !r.is_job_pending())
+    }
+
+    /// Ends the instance; its runtime is kept for the next instance on this thread when
+    /// `reuse` says it is sound.
+    pub fn retire(mut self, reuse: bool) {
+        self.keep_runtime = reuse;
+    }
+}
+
+/// A limit hit shows as an engine error; the flags say which.
+fn classify_limits(
+    error: JsError,
+    interrupted: bool,
+    closed: bool,
+    memory_bytes: usize,
+) -> JsError {
+    match error {
+        _ if interrupted => JsError::Timeout(Duration::ZERO),
+        _ if closed => JsError::Closed,
+        JsError::Threw(message) if is_out_of_memory(&message) => JsError::Memory(memory_bytes),
+        other => other,
+    }
+}
+
+impl JsError {
+    /// A timeout names the limit that was hit (the engine only knows its deadline).
+    pub fn with_timeout(self, limit: Duration) -> JsError {
+        match self {
+            JsError::Timeout(_) => JsError::Timeout(limit),
+            other => other,
+        }
+    }
+}
+
+/// Runs one invocation of `code` to completion on the current thread, in a fresh context.
 pub fn invoke(
     code: &Arc<Program>,
     request: JsRequest,
@@ -240,87 +452,21 @@ pub fn invoke(
     limits: JsLimits,
     host: Rc<dyn Host>,
 ) -> Result<(), JsError> {
-    let engine = |e: rquickjs::Error| JsError::Engine(e.to_string());
-    let runtime = match SPARE_RUNTIME.with(|spare| spare.borrow_mut().take()) {
-        Some(runtime) => runtime,
-        None => {
-            let runtime = Runtime::new().map_err(engine)?;
-            runtime.set_max_stack_size(MAX_STACK);
-            runtime
-        }
-    };
-    runtime.set_memory_limit(limits.memory_bytes);
     let deadline = Instant::now() + limits.timeout;
-    let interrupted = Rc::new(Cell::new(false));
-    let flag = interrupted.clone();
-    runtime.set_interrupt_handler(Some(Box::new(move || {
-        let over = Instant::now() >= deadline;
-        if over {
-            flag.set(true);
-        }
-        over
-    })));
-    runtime.set_loader(GraphModules(code.clone()), GraphModules(code.clone()));
-    let context = Context::builder()
-        .with::<(
-            intrinsic::Date,
-            intrinsic::RegExpCompiler,
-            intrinsic::RegExp,
-            intrinsic::Json,
-            intrinsic::Proxy,
-            intrinsic::MapSet,
-            intrinsic::TypedArrays,
-            intrinsic::Promise,
-            intrinsic::WeakRef,
-            intrinsic::DOMException,
-            intrinsic::Performance,
-        )>()
-        .build(&runtime)
-        .map_err(engine)?;
-
-    let closed = Rc::new(Cell::new(false));
-    let outcome = context.with(|ctx| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let run = Run {
-            ctx: ctx.clone(),
-            deadline,
-            ops: Rc::new(Ops {
-                pending: Cell::new(0),
-                sender,
-                receiver,
-            }),
-        };
-        let result = run.invoke(code, request, env, host, closed.clone());
-        result.map_err(|e| run.classify(e))
-    });
-    drop(context);
-    let outcome = match outcome {
-        Err(_) if interrupted.get() => Err(JsError::Timeout(limits.timeout)),
-        Err(_) if closed.get() => Err(JsError::Closed),
-        Err(JsError::Threw(message)) if is_out_of_memory(&message) => {
-            Err(JsError::Memory(limits.memory_bytes))
-        }
-        other => other,
-    };
-    // The runtime serves the next invocation on this thread only if nothing of this one can
-    // reach it: no job left queued (it would run in the next invocation's turn) and no limit
-    // hit (a runtime interrupted mid-allocation is not worth trusting).
-    runtime.set_interrupt_handler(None);
-    if matches!(
-        outcome,
-        Ok(()) | Err(JsError::Threw(_)) | Err(JsError::Unsettled)
-    ) && !runtime.is_job_pending()
-    {
-        SPARE_RUNTIME.with(|spare| *spare.borrow_mut() = Some(runtime));
-    }
-    outcome
+    let with_limit = |e: JsError| e.with_timeout(limits.timeout);
+    let mut instance = Instance::new(code, limits.memory_bytes, deadline, Some(host.clone()))
+        .map_err(with_limit)?;
+    let outcome = instance.serve(request, env, host, deadline);
+    let reuse = instance.reusable(&outcome);
+    instance.retire(reuse);
+    outcome.map_err(with_limit)
 }
 
 thread_local! {
-    /// A runtime kept between invocations on this thread. Contexts are never reused, so no
-    /// global or module state carries over; what is saved is the runtime's own setup (its
-    /// atom table and shapes), a large part of an invocation's cost.
-    static SPARE_RUNTIME: std::cell::RefCell<Option<Runtime>> = const { std::cell::RefCell::new(None) };
+    /// A runtime kept between invocations on this thread. Contexts are never reused by
+    /// `invoke`, so no global or module state carries over; what is saved is the runtime's
+    /// own setup (its atom table and shapes).
+    static SPARE_RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
 }
 
 fn is_out_of_memory(message: &str) -> bool {
@@ -336,8 +482,7 @@ enum Failure<'js> {
 
 struct Run<'js> {
     ctx: Ctx<'js>,
-    deadline: Instant,
-    ops: Rc<Ops>,
+    slot: Rc<Slot>,
 }
 
 /// The functions of `web.js` the event loop calls between turns.
@@ -346,39 +491,62 @@ struct EventLoop<'js> {
     complete: Function<'js>,
 }
 
+/// What loading leaves for serving: `web.js`'s functions and the module's default export.
+#[derive(Clone)]
+struct Handles {
+    serve: Persistent<Function<'static>>,
+    run_timers: Persistent<Function<'static>>,
+    complete: Persistent<Function<'static>>,
+    exported: Persistent<Value<'static>>,
+}
+
 impl<'js> Run<'js> {
-    fn invoke(
+    /// Evaluates `web.js` and the function's modules in this context.
+    fn load(&self, code: &Arc<Program>) -> Result<Handles, Failure<'js>> {
+        let ctx = &self.ctx;
+        let js = |e| self.caught(e);
+        let host_object = self.host_object().map_err(js)?;
+        let web_module = bytecode::load(ctx, web_bytecode()).map_err(js)?;
+        let (web_module, web_ready) = web_module.eval().map_err(js)?;
+        let () = self.settle(&web_ready, None)?;
+        let factory: Function = web_module.get("default").map_err(js)?;
+        let web: Object = factory.call((host_object,)).map_err(js)?;
+        let serve: Function = web.get("serve").map_err(js)?;
+        let events = EventLoop {
+            run_timers: web.get("runTimers").map_err(js)?,
+            complete: web.get("complete").map_err(js)?,
+        };
+        let loaded = Module::import(ctx, code.graph.entry.as_str()).map_err(js)?;
+        let namespace: Object = self.settle(&loaded, Some(&events))?;
+        let exported: Value = namespace.get("default").map_err(js)?;
+        Ok(Handles {
+            serve: Persistent::save(ctx, serve),
+            run_timers: Persistent::save(ctx, events.run_timers),
+            complete: Persistent::save(ctx, events.complete),
+            exported: Persistent::save(ctx, exported),
+        })
+    }
+
+    /// Calls the handler through `web.js`'s `serve` and runs until the response is out.
+    fn serve(
         &self,
-        code: &Arc<Program>,
+        instance: &Handles,
         request: JsRequest,
         env: &BTreeMap<String, String>,
-        host: Rc<dyn Host>,
-        closed: Rc<Cell<bool>>,
     ) -> Result<(), Failure<'js>> {
         let ctx = &self.ctx;
-        let host_object = self.host_object(host, closed).map_err(|e| self.caught(e))?;
-        let web_module = bytecode::load(ctx, web_bytecode()).map_err(|e| self.caught(e))?;
-        let (web_module, web_ready) = web_module.eval().map_err(|e| self.caught(e))?;
-        let () = self.settle(&web_ready, None)?;
-        let factory: Function = web_module.get("default").map_err(|e| self.caught(e))?;
-        let web: Object = factory.call((host_object,)).map_err(|e| self.caught(e))?;
-        let serve: Function = web.get("serve").map_err(|e| self.caught(e))?;
+        let js = |e| self.caught(e);
+        let serve = instance.serve.clone().restore(ctx).map_err(js)?;
         let events = EventLoop {
-            run_timers: web.get("runTimers").map_err(|e| self.caught(e))?,
-            complete: web.get("complete").map_err(|e| self.caught(e))?,
+            run_timers: instance.run_timers.clone().restore(ctx).map_err(js)?,
+            complete: instance.complete.clone().restore(ctx).map_err(js)?,
         };
-
-        let loaded = Module::import(ctx, code.graph.entry.as_str()).map_err(|e| self.caught(e))?;
-        let namespace: Object = self.settle(&loaded, Some(&events))?;
-        let exported: Value = namespace.get("default").map_err(|e| self.caught(e))?;
-
-        let headers = pairs(ctx, request.headers).map_err(|e| self.caught(e))?;
-        let body = TypedArray::<u8>::new(ctx.clone(), request.body).map_err(|e| self.caught(e))?;
-        let env_object = Object::new(ctx.clone()).map_err(|e| self.caught(e))?;
+        let exported = instance.exported.clone().restore(ctx).map_err(js)?;
+        let headers = pairs(ctx, request.headers).map_err(js)?;
+        let body = TypedArray::<u8>::new(ctx.clone(), request.body).map_err(js)?;
+        let env_object = Object::new(ctx.clone()).map_err(js)?;
         for (name, value) in env {
-            env_object
-                .set(name.as_str(), value.as_str())
-                .map_err(|e| self.caught(e))?;
+            env_object.set(name.as_str(), value.as_str()).map_err(js)?;
         }
         let done: Promise = serve
             .call((
@@ -389,7 +557,7 @@ impl<'js> Run<'js> {
                 body,
                 env_object,
             ))
-            .map_err(|e| self.caught(e))?;
+            .map_err(js)?;
         let _: Value = self.settle(&done, Some(&events))?;
         Ok(())
     }
@@ -422,7 +590,7 @@ impl<'js> Run<'js> {
             let Some(events) = events else {
                 return Err(Failure::Unsettled);
             };
-            if let Ok(completion) = self.ops.receiver.try_recv() {
+            if let Ok(completion) = self.slot.ops.receiver.try_recv() {
                 self.deliver(events, completion)?;
                 continue;
             }
@@ -430,20 +598,21 @@ impl<'js> Run<'js> {
             if self.ctx.execute_pending_job() {
                 continue;
             }
-            let in_flight = self.ops.pending.get() > 0;
+            let in_flight = self.slot.ops.pending.get() > 0;
             if next < 0 && !in_flight {
                 return Err(Failure::Unsettled);
             }
             let now = Instant::now();
-            if now >= self.deadline {
+            let deadline = self.slot.deadline.get();
+            if now >= deadline {
                 return Err(Failure::Timeout);
             }
-            let mut wait = self.deadline - now;
+            let mut wait = deadline - now;
             if next >= 0 {
                 wait = wait.min(Duration::from_millis(next as u64));
             }
             if in_flight {
-                if let Ok(completion) = self.ops.receiver.recv_timeout(wait) {
+                if let Ok(completion) = self.slot.ops.receiver.recv_timeout(wait) {
                     self.deliver(events, completion)?;
                 }
             } else if !wait.is_zero() {
@@ -458,9 +627,8 @@ impl<'js> Run<'js> {
         events: &EventLoop<'js>,
         (id, outcome): Completion,
     ) -> Result<(), Failure<'js>> {
-        self.ops
-            .pending
-            .set(self.ops.pending.get().saturating_sub(1));
+        let pending = &self.slot.ops.pending;
+        pending.set(pending.get().saturating_sub(1));
         let ctx = &self.ctx;
         let js = |e| self.caught(e);
         match outcome {
@@ -509,18 +677,16 @@ impl<'js> Run<'js> {
     }
 
     /// The functions `web.js` builds on.
-    fn host_object(
-        &self,
-        host: Rc<dyn Host>,
-        closed: Rc<Cell<bool>>,
-    ) -> rquickjs::Result<Object<'js>> {
+    fn host_object(&self) -> rquickjs::Result<Object<'js>> {
         let ctx = &self.ctx;
         let object = Object::new(ctx.clone())?;
-        let log_host = host.clone();
+        let slot = self.slot.clone();
         object.set(
             "log",
             Function::new(ctx.clone(), move |level: String, text: String| {
-                log_host.log(Level::parse(&level), &text);
+                if let Some(host) = slot.host() {
+                    host.log(Level::parse(&level), &text);
+                }
             })?,
         )?;
         object.set(
@@ -582,22 +748,25 @@ impl<'js> Run<'js> {
                 url_set(&href, &part, &value).map(|u| url_parts(&u))
             })?,
         )?;
-        let fetch_host = host.clone();
-        let ops = self.ops.clone();
-        let deadline = self.deadline;
+        let slot = self.slot.clone();
         object.set(
             "fetch",
             Function::new(
                 ctx.clone(),
-                move |id: u32,
+                move |ctx: Ctx<'js>,
+                      id: u32,
                       method: String,
                       url: String,
                       headers: Vec<Vec<String>>,
                       body: TypedArray<'js, u8>,
                       redirect: String| {
+                    let Some(host) = slot.host() else {
+                        return Err(Exception::throw_type(&ctx, "fetch outside an invocation"));
+                    };
+                    let ops = &slot.ops;
                     ops.pending.set(ops.pending.get() + 1);
                     let sender = ops.sender.clone();
-                    fetch_host.fetch(
+                    host.fetch(
                         OutboundRequest {
                             method,
                             url,
@@ -611,17 +780,17 @@ impl<'js> Run<'js> {
                                 .collect(),
                             body: bytes::copy(&body),
                             redirect,
-                            deadline,
+                            deadline: slot.deadline.get(),
                         },
                         Box::new(move |outcome| {
                             let _ = sender.send((id, outcome));
                         }),
                     );
+                    Ok(())
                 },
             )?,
         )?;
-        let head_host = host.clone();
-        let head_closed = closed.clone();
+        let slot = self.slot.clone();
         object.set(
             "head",
             Function::new(
@@ -639,22 +808,27 @@ impl<'js> Run<'js> {
                         })
                         .collect();
                     let body = body.map(|b| bytes::copy(&b));
-                    head_host.head(status, headers, body).map_err(|Closed| {
-                        head_closed.set(true);
-                        Exception::throw_internal(&ctx, "the client went away")
-                    })
+                    let host = slot.host().ok_or(Closed);
+                    host.and_then(|h| h.head(status, headers, body))
+                        .map_err(|Closed| {
+                            slot.closed.set(true);
+                            Exception::throw_internal(&ctx, "the client went away")
+                        })
                 },
             )?,
         )?;
+        let slot = self.slot.clone();
         object.set(
             "chunk",
             Function::new(
                 ctx.clone(),
                 move |ctx: Ctx<'js>, bytes: TypedArray<'js, u8>| {
-                    host.chunk(bytes::copy(&bytes)).map_err(|Closed| {
-                        closed.set(true);
-                        Exception::throw_internal(&ctx, "the client went away")
-                    })
+                    let host = slot.host().ok_or(Closed);
+                    host.and_then(|h| h.chunk(bytes::copy(&bytes)))
+                        .map_err(|Closed| {
+                            slot.closed.set(true);
+                            Exception::throw_internal(&ctx, "the client went away")
+                        })
                 },
             )?,
         )?;

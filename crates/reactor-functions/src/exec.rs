@@ -1,0 +1,194 @@
+//! Where invocations run. `isolation = "request"` (the default): each on a blocking thread of
+//! tokio's pool, in a fresh context. `isolation = "instance"`: on the function's own worker
+//! threads, each keeping one loaded instance that serves request after request.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use crate::js::{self, Closed, Host, Instance, JsError, JsLimits, JsRequest, Level, Program};
+use crate::logs::LogBook;
+use crate::{FunctionError, Invocation, outbound};
+
+/// The head the waiting request receives: status, headers, and the whole body unless it
+/// streams.
+pub(crate) type Head = Result<(u16, Vec<(String, String)>, Option<Vec<u8>>), FunctionError>;
+
+pub(crate) type BodySender = mpsc::Sender<Result<Vec<u8>, FunctionError>>;
+
+/// One invocation, with everything it needs to run anywhere and answer its caller.
+pub(crate) struct Job {
+    pub function: String,
+    pub program: Arc<Program>,
+    pub invocation: Invocation,
+    pub env: BTreeMap<String, String>,
+    pub limits: JsLimits,
+    pub policy: Arc<outbound::Policy>,
+    pub http: reqwest::Client,
+    pub logs: Arc<LogBook>,
+    pub runtime: tokio::runtime::Handle,
+    pub head: oneshot::Sender<Head>,
+    pub body: BodySender,
+    /// Held until the invocation ends: the function's concurrency limit.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// What runs the JavaScript part of a job: a fresh context, or a worker's instance.
+type Engine<'a> = dyn FnMut(
+        &Arc<Program>,
+        JsRequest,
+        &BTreeMap<String, String>,
+        JsLimits,
+        Rc<dyn Host>,
+    ) -> Result<(), JsError>
+    + 'a;
+
+impl Job {
+    /// Runs on the current thread; failures go to the function's logs and to the caller
+    /// (as the head, or as a cut-short body once the head is out).
+    fn run(self, engine: &mut Engine<'_>) {
+        let _permit = self.permit;
+        let id = self.invocation.id.clone();
+        let host = Rc::new(ChannelHost {
+            logs: self.logs.clone(),
+            http: self.http,
+            policy: self.policy,
+            runtime: self.runtime,
+            function: self.function.clone(),
+            invocation: id.clone(),
+            head: std::cell::RefCell::new(Some(self.head)),
+            body: std::cell::RefCell::new(Some(self.body)),
+        });
+        let request = JsRequest {
+            method: self.invocation.method,
+            url: self.invocation.url,
+            headers: self.invocation.headers,
+            body: self.invocation.body,
+        };
+        let result = engine(&self.program, request, &self.env, self.limits, host.clone())
+            .map_err(|e| e.with_timeout(self.limits.timeout));
+        // The engine may hold `host` until its runtime collects it; the body ends now.
+        let body = host.body.borrow_mut().take();
+        let Err(error) = result else { return };
+        if !matches!(error, JsError::Closed) {
+            self.logs
+                .append(&self.function, &id, Level::Error, &error.to_string());
+            tracing::warn!(function = %self.function, invocation = %id, error = %error, "function failed");
+        }
+        let head = host.head.borrow_mut().take();
+        match (head, body) {
+            (Some(head), _) => {
+                let _ = head.send(Err(FunctionError::Failed(error)));
+            }
+            (None, Some(body)) => {
+                let _ = body.blocking_send(Err(FunctionError::Failed(error)));
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Runs `job` in a fresh context on tokio's blocking pool.
+pub(crate) fn fresh(job: Job) {
+    tokio::task::spawn_blocking(move || job.run(&mut js::invoke));
+}
+
+/// The worker threads of one `isolation = "instance"` function. Dropping the pool (a reload,
+/// a removal) lets the workers finish what they hold and exit.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Pool {
+    pub fn start(function: &str, workers: usize, queue: usize) -> Pool {
+        let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(queue.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..workers.max(1) {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("fn-{function}-{i}"))
+                .spawn(move || work(&receiver));
+            if let Err(e) = spawned {
+                tracing::error!(function = %function, error = %e, "cannot start a function worker");
+            }
+        }
+        Pool { jobs }
+    }
+
+    /// Queues `job`; it is handed back when no worker is left to take it.
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+        self.jobs.send(job).map_err(|e| Box::new(e.0))
+    }
+}
+
+/// A worker: one instance, loaded on the first job, kept while it stays sound.
+fn work(jobs: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut instance: Option<Instance> = None;
+    loop {
+        // Whoever holds the lock waits for the next job; the others wait for the lock.
+        let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(job) = next else { return };
+        job.run(&mut |program, request, env, limits, host| {
+            let deadline = Instant::now() + limits.timeout;
+            let mut current = match instance.take() {
+                Some(loaded) => loaded,
+                None => Instance::new(program, limits.memory_bytes, deadline, Some(host.clone()))?,
+            };
+            let outcome = current.serve(request, env, host, deadline);
+            if current.reusable(&outcome) {
+                instance = Some(current);
+            }
+            outcome
+        });
+    }
+}
+
+/// The bridge from the engine's thread to the waiting request.
+struct ChannelHost {
+    logs: Arc<LogBook>,
+    http: reqwest::Client,
+    policy: Arc<outbound::Policy>,
+    runtime: tokio::runtime::Handle,
+    function: String,
+    invocation: String,
+    head: std::cell::RefCell<Option<oneshot::Sender<Head>>>,
+    body: std::cell::RefCell<Option<BodySender>>,
+}
+
+impl Host for ChannelHost {
+    fn log(&self, level: Level, text: &str) {
+        self.logs
+            .append(&self.function, &self.invocation, level, text);
+    }
+
+    fn head(
+        &self,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(), Closed> {
+        let sender = self.head.borrow_mut().take().ok_or(Closed)?;
+        sender.send(Ok((status, headers, body))).map_err(|_| Closed)
+    }
+
+    fn chunk(&self, bytes: Vec<u8>) -> Result<(), Closed> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let body = self.body.borrow();
+        let sender = body.as_ref().ok_or(Closed)?;
+        sender.blocking_send(Ok(bytes)).map_err(|_| Closed)
+    }
+
+    fn fetch(&self, request: js::OutboundRequest, done: js::FetchDone) {
+        let client = self.http.clone();
+        let policy = self.policy.clone();
+        self.runtime.spawn(async move {
+            done(outbound::send(&client, &policy, request).await);
+        });
+    }
+}
