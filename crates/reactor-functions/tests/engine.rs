@@ -196,6 +196,12 @@ fn web_apis_behave() {
             out.headers = [...h];
             out.timer = await new Promise((r) => setTimeout(() => r("fired"), 20));
             out.sp = new URLSearchParams({ a: "x y", b: "é" }).toString();
+            const refused = (f) => { try { f(); return "accepted"; } catch (e) { return e.name; } };
+            out.badHeaders = [
+              refused(() => new Headers({ "a b": "1" })),
+              refused(() => new Headers({ "X-Ok": "x\r\ninjected: 1" })),
+              new Headers({ "X-Trim": "  padded\t" }).get("x-trim"),
+            ];
             return new Response(JSON.stringify(out));
           },
         };
@@ -224,6 +230,10 @@ fn web_apis_behave() {
     );
     assert_eq!(body["timer"], "fired");
     assert_eq!(body["sp"], "a=x+y&b=%C3%A9");
+    assert_eq!(
+        body["badHeaders"],
+        serde_json::json!(["TypeError", "TypeError", "padded"])
+    );
     assert_eq!(
         out.header("content-type").as_deref(),
         Some("text/plain;charset=UTF-8")

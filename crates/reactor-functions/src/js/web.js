@@ -260,14 +260,22 @@ export default function (host) {
 
   // ---- Headers -------------------------------------------------------------------------
   const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+  // Names seen valid, lowercased: handlers use the same few names over and over.
+  const knownNames = new Map();
   const headerName = (name) => {
     const n = String(name);
+    const known = knownNames.get(n);
+    if (known !== undefined) return known;
     if (!TOKEN.test(n)) throw new TypeError(`Invalid header name: ${n}`);
-    return n.toLowerCase();
+    const lower = n.toLowerCase();
+    if (knownNames.size < 256) knownNames.set(n, lower);
+    return lower;
   };
+  const isSpace = (c) => c === 32 || c === 9 || c === 10 || c === 13;
   const headerValue = (value) => {
-    const v = String(value).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
-    if (/[\0\r\n]/.test(v)) throw new TypeError("Invalid header value");
+    let v = String(value);
+    if (v.length && (isSpace(v.charCodeAt(0)) || isSpace(v.charCodeAt(v.length - 1)))) v = v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
+    if (v.indexOf("\r") >= 0 || v.indexOf("\n") >= 0 || v.indexOf("\0") >= 0) throw new TypeError("Invalid header value");
     return v;
   };
   class Headers {
@@ -292,6 +300,8 @@ export default function (host) {
       return values.length ? values.join(", ") : null;
     }
     getSetCookie() { return this.#list.filter(([k]) => k === "set-cookie").map(([, v]) => v); }
+    // Headers the server already parsed: valid and lowercase, so not checked again.
+    static _trusted(pairs) { const h = new Headers(); h.#list = pairs; return h; }
     has(name) { const n = headerName(name); return this.#list.some(([k]) => k === n); }
     set(name, value) {
       const n = headerName(name);
@@ -469,6 +479,19 @@ export default function (host) {
       if (this._used) throw new TypeError("Body has already been consumed");
       return new Request(this, { body: this._bytes ? this._bytes.slice() : null });
     }
+    // The incoming request, from what the server already parsed and checked.
+    static _incoming(method, url, pairs, body) {
+      const request = Object.create(Request.prototype);
+      request.url = url;
+      request.method = method;
+      request.headers = Headers._trusted(pairs);
+      request.redirect = "follow";
+      request.signal = undefined;
+      request._bytes = body && body.length ? body : null;
+      request._stream = null;
+      request._used = false;
+      return request;
+    }
   }
   define("Request", Request);
   const STATUS_TEXT = { 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable" };
@@ -546,7 +569,7 @@ export default function (host) {
     else if (exported && typeof exported.fetch === "function") handler = (req) => exported.fetch(req, env, context);
     else throw new TypeError("the module's default export must be a function (req) => Response, or an object with a fetch(req, env, ctx) method");
     const context = { waitUntil: (p) => { Promise.resolve(p).catch((e) => host.log("error", format(["waitUntil:", e]))); }, passThroughOnException() {} };
-    const request = new Request(url, { method, headers, body: body && body.length ? body : null });
+    const request = Request._incoming(method, url, headers, body);
     const response = await handler(request);
     if (!(response instanceof Response)) throw new TypeError(`the handler returned ${inspect(response, 1)}, not a Response`);
     const head = Headers._raw(response.headers).map(([k, v]) => [k, v]);
