@@ -9,13 +9,23 @@ import { fileURLToPath } from 'node:url'
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const binary = process.env.REACTOR_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'reactor')
 
-export async function startDev(migrations) {
+// `functions`: { name: { 'index.ts': source, … } }, declared in reactor.toml as they are.
+export async function startDev(migrations, { functions = {} } = {}) {
   if (!existsSync(binary)) throw new Error(`build the CLI first (cargo build -p reactor-cli): ${binary}`)
   const dir = mkdtempSync(join(tmpdir(), 'reactor-sdk-'))
   const project = join(dir, 'project')
   const target = join(project, 'data', 'migrations')
   mkdirSync(target, { recursive: true })
-  writeFileSync(join(project, 'reactor.toml'), 'project_id = "sdk-0a1b2c3d"\nname = "SDK"\n\n[data]\nmigrations_dir = "data/migrations"\n')
+  let manifest = 'project_id = "sdk-0a1b2c3d"\nname = "SDK"\n\n[data]\nmigrations_dir = "data/migrations"\n'
+  for (const [name, files] of Object.entries(functions)) {
+    for (const [file, text] of Object.entries(files)) {
+      const path = join(project, 'functions', name, file)
+      mkdirSync(dirname(path), { recursive: true })
+      writeFileSync(path, text)
+    }
+    manifest += `\n[[functions]]\nname = "${name}"\nsource = "functions/${name}"\n`
+  }
+  writeFileSync(join(project, 'reactor.toml'), manifest)
   migrations.forEach((file, i) => copyFileSync(join(root, file), join(target, `${String(i + 1).padStart(4, '0')}_${basename(file)}`)))
   const dev = spawn(binary, ['dev', '--port', '0'], {
     cwd: project,

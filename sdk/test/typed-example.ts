@@ -36,4 +36,9 @@ export async function example(): Promise<void> {
   // @ts-expect-error no such table
   reactor.from('nope')
   await reactor.auth.signInWithPassword({ email: 'a@example.com', password: 'correct horse battery' })
+  const hello = await reactor.functions.invoke<{ message: string }>('hello', { body: { name: 'Ada' } })
+  const message: string | undefined = hello.data?.message
+  void message
+  // @ts-expect-error methods are HTTP methods
+  await reactor.functions.invoke('hello', { method: 'FETCH' })
 }

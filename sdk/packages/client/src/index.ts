@@ -8,6 +8,7 @@
  * const reactor = createClient<Database>('http://127.0.0.1:8080', 'rk_pub_…')
  * await reactor.auth.signInWithPassword({ email, password })
  * const { data, error } = await reactor.from('todos').select('id, title').eq('done', false)
+ * const hello = await reactor.functions.invoke('hello', { body: { name: 'Ada' } })
  * ```
  *
  * Every request carries the project key, the signed-in user's access token (refreshed before
@@ -16,9 +17,11 @@
 
 import { AuthClient, type AuthOptions } from '@reactor/auth'
 import { DataClient, type ArgsOf, type Count, type FunctionName, type GenericDatabase, type TableName } from '@reactor/data'
+import { FunctionsClient } from '@reactor/functions'
 
 export * from '@reactor/auth'
 export * from '@reactor/data'
+export { FunctionsClient, type FunctionsError, type FunctionsResponse, type InvokeOptions } from '@reactor/functions'
 
 export interface ClientOptions {
   auth?: Omit<AuthOptions, 'url' | 'key' | 'fetch'>
@@ -33,6 +36,8 @@ export interface ClientOptions {
 export class ReactorClient<DB = GenericDatabase> {
   readonly auth: AuthClient
   readonly data: DataClient<DB>
+  /** `reactor.functions.invoke(name, { body, method, headers })` on `/fn/v1`. */
+  readonly functions: FunctionsClient
   /** The organization sent with every request, when set. */
   org: string | undefined
 
@@ -55,6 +60,7 @@ export class ReactorClient<DB = GenericDatabase> {
       return raw(u, { ...init, headers })
     }
     this.data = new DataClient<DB>(`${base}/data/v1`, authed)
+    this.functions = new FunctionsClient(`${base}/fn/v1`, authed)
   }
 
   /** Rows of a table or view: `reactor.from('todos').select()`. */
