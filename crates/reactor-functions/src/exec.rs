@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::js::{self, Closed, Host, Instance, JsError, JsLimits, JsRequest, Level, Program};
+use crate::js::{self, Closed, Host, Instance, JsError, JsLimits, JsRequest, Level};
 use crate::logs::LogBook;
-use crate::{FunctionError, Invocation, outbound};
+use crate::{Code, FunctionError, Invocation, outbound, wasm};
 
 /// The head the waiting request receives: status, headers, and the whole body unless it
 /// streams.
@@ -22,7 +22,7 @@ pub(crate) type BodySender = mpsc::Sender<Result<Vec<u8>, FunctionError>>;
 /// One invocation, with everything it needs to run anywhere and answer its caller.
 pub(crate) struct Job {
     pub function: String,
-    pub program: Arc<Program>,
+    pub code: Code,
     pub invocation: Invocation,
     pub env: BTreeMap<String, String>,
     pub limits: JsLimits,
@@ -36,9 +36,9 @@ pub(crate) struct Job {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// What runs the JavaScript part of a job: a fresh context, or a worker's instance.
+/// What runs the code of a job: a fresh context or instance, or a worker's instance.
 type Engine<'a> = dyn FnMut(
-        &Arc<Program>,
+        &Code,
         JsRequest,
         &BTreeMap<String, String>,
         JsLimits,
@@ -68,7 +68,7 @@ impl Job {
             headers: self.invocation.headers,
             body: self.invocation.body,
         };
-        let result = engine(&self.program, request, &self.env, self.limits, host.clone())
+        let result = engine(&self.code, request, &self.env, self.limits, host.clone())
             .map_err(|e| e.with_timeout(self.limits.timeout));
         // The engine may hold `host` until its runtime collects it; the body ends now.
         let body = host.body.borrow_mut().take();
@@ -91,9 +91,22 @@ impl Job {
     }
 }
 
-/// Runs `job` in a fresh context on tokio's blocking pool.
+/// Runs `job` in a fresh context (or WASM instance) on tokio's blocking pool.
 pub(crate) fn fresh(job: Job) {
-    tokio::task::spawn_blocking(move || job.run(&mut js::invoke));
+    tokio::task::spawn_blocking(move || job.run(&mut run_fresh));
+}
+
+fn run_fresh(
+    code: &Code,
+    request: JsRequest,
+    env: &BTreeMap<String, String>,
+    limits: JsLimits,
+    host: Rc<dyn Host>,
+) -> Result<(), JsError> {
+    match code {
+        Code::Js(program) => js::invoke(program, request, env, limits, host),
+        Code::Wasm(program) => wasm::invoke(program, request, env, limits, host),
+    }
 }
 
 /// The worker threads of one `isolation = "instance"` function. Dropping the pool (a reload,
@@ -132,7 +145,10 @@ fn work(jobs: &Mutex<std::sync::mpsc::Receiver<Job>>) {
         // Whoever holds the lock waits for the next job; the others wait for the lock.
         let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(job) = next else { return };
-        job.run(&mut |program, request, env, limits, host| {
+        job.run(&mut |code, request, env, limits, host| {
+            let Code::Js(program) = code else {
+                return run_fresh(code, request, env, limits, host);
+            };
             let deadline = Instant::now() + limits.timeout;
             let mut current = match instance.take() {
                 Some(loaded) => loaded,

@@ -11,6 +11,7 @@ pub mod js;
 pub mod logs;
 pub mod outbound;
 pub mod source;
+pub mod wasm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::js::{JsError, JsLimits, Program};
 use crate::logs::LogBook;
 use crate::source::{SourceError, TranspileCache};
+use sha2::{Digest, Sha256};
 
 /// Server-wide settings; a function's own limits in `reactor.toml` override the defaults.
 #[derive(Debug, Clone)]
@@ -163,11 +165,31 @@ pub struct FunctionInfo {
     pub error: Option<String>,
 }
 
+/// A function's loaded code.
+#[derive(Debug, Clone)]
+pub(crate) enum Code {
+    Js(Arc<Program>),
+    Wasm(Arc<wasm::WasmProgram>),
+}
+
+impl Code {
+    fn hash(&self) -> &str {
+        match self {
+            Code::Js(p) => &p.graph.hash,
+            Code::Wasm(w) => &w.hash,
+        }
+    }
+}
+
+fn is_wasm_entry(entry: &str) -> bool {
+    entry.ends_with(".wasm") || entry.ends_with(".wat")
+}
+
 #[derive(Debug)]
 struct Deployed {
     spec: FunctionSpec,
     limits: Limits,
-    program: Option<Arc<Program>>,
+    program: Option<Code>,
     error: Option<SourceError>,
     permits: Arc<Semaphore>,
     /// The workers of an `isolation = "instance"` function.
@@ -296,6 +318,8 @@ pub struct Functions {
 
 #[derive(Debug)]
 struct Inner {
+    /// Compiled WASM modules by the SHA-256 of their bytes.
+    wasm: std::sync::Mutex<HashMap<String, Arc<wasm::WasmProgram>>>,
     config: FunctionsConfig,
     http: reqwest::Client,
     cache: TranspileCache,
@@ -325,6 +349,7 @@ impl Functions {
     pub fn new(config: FunctionsConfig) -> Functions {
         Functions {
             inner: Arc::new(Inner {
+                wasm: std::sync::Mutex::new(HashMap::new()),
                 http: outbound::client(),
                 config,
                 cache: TranspileCache::default(),
@@ -352,27 +377,14 @@ impl Functions {
         for spec in specs {
             let previous = current.get(&spec.name);
             let limits = self.limits_of(spec);
-            let loaded = self
-                .inner
-                .cache
-                .load(&spec.dir, &spec.entry)
-                .and_then(|graph| {
-                    Program::compile(Arc::new(graph)).map_err(|e| SourceError {
-                        file: e.module,
-                        line: 1,
-                        column: 1,
-                        message: e.message,
-                        hint: None,
-                    })
-                });
+            let loaded = self.load_code(spec);
             let deployed = match loaded {
                 Ok(program) => {
                     let unchanged = previous.is_some_and(|p| {
                         p.limits == limits
                             && p.spec == *spec
                             && p.error.is_none()
-                            && p.program.as_ref().map(|p| &p.graph.hash)
-                                == Some(&program.graph.hash)
+                            && p.program.as_ref().map(Code::hash) == Some(program.hash())
                     });
                     if unchanged {
                         reports.push(LoadReport::Unchanged {
@@ -385,15 +397,17 @@ impl Functions {
                     }
                     reports.push(LoadReport::Loaded {
                         name: spec.name.clone(),
-                        hash: program.graph.hash.clone(),
+                        hash: program.hash().to_string(),
                     });
                     Deployed {
                         spec: spec.clone(),
                         limits,
-                        program: Some(Arc::new(program)),
+                        pool: matches!(program, Code::Js(_))
+                            .then(|| start_pool(spec, limits))
+                            .flatten(),
+                        program: Some(program),
                         error: None,
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
-                        pool: start_pool(spec, limits),
                     }
                 }
                 Err(error) => {
@@ -432,6 +446,59 @@ impl Functions {
         reports
     }
 
+    /// Reads, strips and compiles a function's code: a JavaScript module graph, or a WASM
+    /// module (compiled modules are kept by content hash, so an unchanged one is not
+    /// compiled again).
+    fn load_code(&self, spec: &FunctionSpec) -> Result<Code, SourceError> {
+        if is_wasm_entry(&spec.entry) {
+            let failed = |message: String, hint: Option<String>| SourceError {
+                file: spec.entry.clone(),
+                line: 1,
+                column: 1,
+                message,
+                hint,
+            };
+            let path = spec.dir.join(&spec.entry);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| failed(format!("cannot read {}: {e}", path.display()), None))?;
+            let hash = hex::encode(Sha256::digest(&bytes));
+            if let Some(hit) = self.lock_wasm().get(&hash) {
+                return Ok(Code::Wasm(hit.clone()));
+            }
+            let text = spec.entry.ends_with(".wat");
+            let program = wasm::WasmProgram::compile(&bytes, text, hash.clone()).map_err(|e| {
+                failed(
+                    e,
+                    Some(
+                        "a WASI preview 1 command module is served CGI-style; see the README"
+                            .into(),
+                    ),
+                )
+            })?;
+            let program = Arc::new(program);
+            let mut cache = self.lock_wasm();
+            if cache.len() >= 256 {
+                cache.clear();
+            }
+            cache.insert(hash, program.clone());
+            return Ok(Code::Wasm(program));
+        }
+        let graph = self.inner.cache.load(&spec.dir, &spec.entry)?;
+        let program = Program::compile(Arc::new(graph)).map_err(|e| SourceError {
+            file: e.module,
+            line: 1,
+            column: 1,
+            message: e.message,
+            hint: None,
+        })?;
+        Ok(Code::Js(Arc::new(program)))
+    }
+
+    fn lock_wasm(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<wasm::WasmProgram>>> {
+        // A cache: nothing in it can be half-written.
+        self.inner.wasm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn limits_of(&self, spec: &FunctionSpec) -> Limits {
         let d = self.inner.config.default_limits;
         Limits {
@@ -456,10 +523,14 @@ impl Functions {
             .map(|d| FunctionInfo {
                 name: d.spec.name.clone(),
                 entry: d.spec.entry.clone(),
-                runtime: "js",
+                runtime: match d.program {
+                    Some(Code::Wasm(_)) => "wasm",
+                    _ if is_wasm_entry(&d.spec.entry) => "wasm",
+                    _ => "js",
+                },
                 isolation: d.spec.isolation,
                 limits: d.limits,
-                hash: d.program.as_ref().map(|p| p.graph.hash.clone()),
+                hash: d.program.as_ref().map(|p| p.hash().to_string()),
                 error: d.error.as_ref().map(ToString::to_string),
             })
             .collect();
@@ -522,7 +593,7 @@ impl Functions {
         let (body_tx, body_rx) = mpsc::channel(16);
         let job = exec::Job {
             function: name.to_string(),
-            program,
+            code: program,
             invocation,
             env,
             limits,

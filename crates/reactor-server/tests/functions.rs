@@ -57,6 +57,11 @@ concurrency = 1
 timeout_ms = 300
 
 [[functions]]
+name = "cgi"
+source = "functions/cgi"
+entry = "echo.wat"
+
+[[functions]]
 name = "caller"
 source = "functions/caller"
 allowed_hosts = ["127.0.0.1"]
@@ -137,6 +142,10 @@ export default async (req: Request, env: Record<string, string>): Promise<Respon
   return Response.json({ globals, fsImport, evalled });
 };
 "#,
+    ),
+    (
+        "functions/cgi/echo.wat",
+        include_str!("../../reactor-functions/tests/fixtures/echo.wat"),
     ),
     (
         "functions/counter/index.ts",
@@ -628,4 +637,41 @@ async fn instance_isolation_keeps_state_until_a_limit_is_hit() {
         .and_then(|l| l.iter().find(|f| f["name"] == "counter"))
         .expect("listed");
     assert_eq!(counter["isolation"], "instance");
+}
+
+#[tokio::test]
+async fn wasm_commands_answer_over_http() {
+    let h = Harness::start(false).await;
+    let (status, headers, body) = h
+        .call(
+            h.request("POST", "/fn/v1/cgi/deep/path?x=1", &h.public_key)
+                .header("content-type", "text/plain")
+                .body("posted"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(headers["x-wasm"], "yes");
+    assert!(body.starts_with("posted|"), "{body}");
+    for var in [
+        "PATH_INFO=/deep/path",
+        "QUERY_STRING=x=1",
+        "HTTP_X_REACTOR_KEY=pub",
+    ] {
+        assert!(body.contains(&format!("{var}\0")), "{var} in {body:?}");
+    }
+    assert!(body.ends_with("|nofs"));
+    assert!(
+        h.logs("cgi")
+            .await
+            .iter()
+            .any(|l| l["message"] == "hello from wasm"),
+        "stderr goes to the logs"
+    );
+    let (_, list) = h.json(h.request("GET", "/fn/v1", &h.service_key)).await;
+    let cgi = list
+        .as_array()
+        .and_then(|l| l.iter().find(|f| f["name"] == "cgi"))
+        .expect("listed");
+    assert_eq!(cgi["runtime"], "wasm");
+    assert_eq!(cgi["hash"].as_str().map(str::len), Some(64));
 }
