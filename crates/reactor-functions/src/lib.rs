@@ -371,6 +371,7 @@ impl Functions {
     /// whose new code fails keeps serving its previous code), missing ones are removed.
     /// Transpiling and compiling happen here, never on a request.
     pub fn load(&self, specs: &[FunctionSpec]) -> Vec<LoadReport> {
+        js::prepare();
         let current = self.read_registry().clone();
         let mut next = HashMap::new();
         let mut reports = Vec::new();

@@ -365,6 +365,23 @@ async fn handlers_answer_over_http_with_the_callers_identity() {
         .await;
     assert_eq!(status, 403, "logs are for the service key");
 
+    // --follow: a long poll after the last line answers as soon as a new one is written.
+    let last = lines.last().and_then(|l| l["seq"].as_u64()).expect("seq");
+    let started = Instant::now();
+    let follow = h.json(h.request(
+        "GET",
+        &format!("/fn/v1/_logs/echo?after={last}&wait=20"),
+        &h.service_key,
+    ));
+    let invoke = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.call(h.request("GET", "/fn/v1/echo/later", &h.public_key)).await
+    };
+    let ((status, followed), _) = tokio::join!(follow, invoke);
+    assert_eq!(status, 200);
+    assert_eq!(followed["lines"][0]["message"], "echo GET /fn/v1/echo/later");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered without waiting out the poll");
+
     // The list says what runs, with limits from reactor.toml over the defaults.
     let (status, list) = h.json(h.request("GET", "/fn/v1", &h.service_key)).await;
     assert_eq!(status, 200);

@@ -98,6 +98,12 @@ fn compile_modules<'a>(
     })
 }
 
+/// Compiles `web.js` now rather than on the first invocation, so that a function's first
+/// request pays only for itself.
+pub fn prepare() {
+    web_bytecode();
+}
+
 /// `web.js`, compiled once per process.
 fn web_bytecode() -> &'static [u8] {
     static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
