@@ -375,12 +375,19 @@ async fn handlers_answer_over_http_with_the_callers_identity() {
     ));
     let invoke = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        h.call(h.request("GET", "/fn/v1/echo/later", &h.public_key)).await
+        h.call(h.request("GET", "/fn/v1/echo/later", &h.public_key))
+            .await
     };
     let ((status, followed), _) = tokio::join!(follow, invoke);
     assert_eq!(status, 200);
-    assert_eq!(followed["lines"][0]["message"], "echo GET /fn/v1/echo/later");
-    assert!(started.elapsed() < Duration::from_secs(10), "answered without waiting out the poll");
+    assert_eq!(
+        followed["lines"][0]["message"],
+        "echo GET /fn/v1/echo/later"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered without waiting out the poll"
+    );
 
     // The list says what runs, with limits from reactor.toml over the defaults.
     let (status, list) = h.json(h.request("GET", "/fn/v1", &h.service_key)).await;
