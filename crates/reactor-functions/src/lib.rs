@@ -194,6 +194,8 @@ struct Deployed {
     permits: Arc<Semaphore>,
     /// The workers of an `isolation = "instance"` function.
     pool: Option<Arc<exec::Pool>>,
+    /// Where its `fetch` may go.
+    policy: Arc<outbound::Policy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +411,10 @@ impl Functions {
                         program: Some(program),
                         error: None,
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+                        policy: Arc::new(outbound::Policy::new(
+                            &spec.allowed_hosts,
+                            &self.inner.config,
+                        )),
                     }
                 }
                 Err(error) => {
@@ -429,6 +435,10 @@ impl Functions {
                         error: Some(error),
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
                         pool: kept_pool,
+                        policy: Arc::new(outbound::Policy::new(
+                            &spec.allowed_hosts,
+                            &self.inner.config,
+                        )),
                     }
                 }
             };
@@ -586,10 +596,7 @@ impl Functions {
             env.entry("REACTOR_URL".into())
                 .or_insert_with(|| origin.clone());
         }
-        let policy = Arc::new(outbound::Policy::new(
-            &deployed.spec.allowed_hosts,
-            &self.inner.config,
-        ));
+        let policy = deployed.policy.clone();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(16);
         let job = exec::Job {
