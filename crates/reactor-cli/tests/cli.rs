@@ -1197,6 +1197,20 @@ fn functions_from_scaffold_to_hot_reload() {
     );
     let logs = sb.ok(&project, &["functions", "logs", "greet"]);
     assert!(logs.contains("greeting Bo"), "{logs}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut printed = Vec::new();
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("greet") && l.contains("greeting Bo"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reactor dev prints handlers' logs: {printed:?}"
+        );
+        if let Ok(line) = dev.stderr.recv_timeout(Duration::from_millis(200)) {
+            printed.push(line);
+        }
+    }
 
     // Secrets: the value comes from stdin, is never listed, and reaches the handler as env.
     let out = with_stdin(&sb, &project, &["secrets", "set", "TOKEN"], "tok-123\n");

@@ -34,8 +34,9 @@ pub struct FunctionsConfig {
     pub default_limits: Limits,
     /// Largest request body a function is given.
     pub max_body_bytes: usize,
-    /// Show a failing handler's error to the caller (on `reactor dev`); otherwise the caller
-    /// gets a generic message and the error goes to the function's logs only.
+    /// Development (`reactor dev`): show a failing handler's error to the caller, and print
+    /// log lines on stderr. Otherwise the caller gets a generic message and the error goes
+    /// to the function's logs only.
     pub expose_errors: bool,
     /// Hosts every function may `fetch`, beside those its own `allowed_hosts` names.
     pub allowed_hosts: Vec<String>,
@@ -353,10 +354,10 @@ impl Functions {
             inner: Arc::new(Inner {
                 wasm: std::sync::Mutex::new(HashMap::new()),
                 http: outbound::client(),
+                logs: Arc::new(LogBook::new(config.expose_errors)),
                 config,
                 cache: TranspileCache::default(),
                 registry: RwLock::new(HashMap::new()),
-                logs: Arc::new(LogBook::default()),
             }),
         }
     }

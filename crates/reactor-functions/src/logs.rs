@@ -26,12 +26,21 @@ pub struct LogLine {
 
 #[derive(Debug, Default)]
 pub struct LogBook {
+    /// Also print each line on stderr (`reactor dev`, where the terminal is the log).
+    echo: bool,
     seq: AtomicU64,
     lines: Mutex<HashMap<String, VecDeque<LogLine>>>,
     appended: Notify,
 }
 
 impl LogBook {
+    pub fn new(echo: bool) -> LogBook {
+        LogBook {
+            echo,
+            ..LogBook::default()
+        }
+    }
+
     pub fn append(&self, function: &str, invocation: &str, level: Level, message: &str) {
         let line = LogLine {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
@@ -40,6 +49,9 @@ impl LogBook {
             level: level.as_str(),
             message: message.to_string(),
         };
+        if self.echo {
+            eprintln!("{function} {:5} [{invocation}] {message}", line.level);
+        }
         {
             let mut lines = self.lock();
             let kept = lines.entry(function.to_string()).or_default();
