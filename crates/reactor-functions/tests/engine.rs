@@ -308,6 +308,26 @@ fn errors_limits_and_isolation() {
     );
     assert!(matches!(result, Err(JsError::Memory(_))), "{result:?}");
 
+    // Cyclic garbage far past the limit in total is still collected within the invocation.
+    let churn = load(&[(
+        "index.ts",
+        "export default () => {\n  let kept = 0;\n  for (let i = 0; i < 300000; i++) { const a: any = { pad: 'x'.repeat(64) + i }; a.self = a; kept += a.pad.length; }\n  return new Response(String(kept));\n};\n",
+    )]);
+    let (out, result) = run(
+        &churn,
+        request("GET", "http://h/", ""),
+        JsLimits {
+            memory_bytes: 16 << 20,
+            ..limits()
+        },
+    );
+    result.expect("garbage is collected, not counted against the limit");
+    assert!(
+        out.text().parse::<u64>().is_ok_and(|n| n > 16 << 20),
+        "{}",
+        out.text()
+    );
+
     let never = load(&[("index.ts", "export default () => new Promise(() => {});\n")]);
     let (_, result) = run(&never, request("GET", "http://h/", ""), limits());
     assert!(matches!(result, Err(JsError::Unsettled)), "{result:?}");

@@ -276,6 +276,9 @@ impl Drop for Instance {
         if let Some(runtime) = self.runtime.take() {
             runtime.set_interrupt_handler(None);
             if self.keep_runtime && !runtime.is_job_pending() {
+                // The dead context is all cycles: collect it now (its answer has gone out),
+                // so the next instance starts from a clean runtime.
+                runtime.run_gc();
                 SPARE_RUNTIME.with(|spare| *spare.borrow_mut() = Some(runtime));
             }
         }
@@ -309,6 +312,9 @@ impl Instance {
             }
         };
         runtime.set_memory_limit(memory_bytes);
+        // A kept runtime was collected when its last instance ended; the new context's own
+        // objects are all alive, so collecting while it is built would find nothing.
+        runtime.set_gc_threshold(gc_threshold(memory_bytes));
         let (sender, receiver) = std::sync::mpsc::channel();
         let slot = Rc::new(Slot {
             host: RefCell::new(host),
@@ -423,6 +429,13 @@ impl Instance {
     pub fn retire(mut self, reuse: bool) {
         self.keep_runtime = reuse;
     }
+}
+
+/// Allocation volume before the collector runs inside an invocation: a quarter of its memory
+/// limit, at most 16 MiB, so a handler making cyclic garbage is still collected long before
+/// it reaches the limit.
+fn gc_threshold(memory_bytes: usize) -> usize {
+    (memory_bytes / 4).clamp(256 * 1024, 16 * 1024 * 1024)
 }
 
 /// A limit hit shows as an engine error; the flags say which.
