@@ -424,4 +424,38 @@ mod tests {
         let e = ServerConfig::resolve(&args).expect_err("unknown key");
         assert!(e.to_string().contains("listen_addr"), "{e}");
     }
+
+    #[test]
+    fn functions_settings_and_the_project() {
+        let f = file(
+            "project = \"/srv/app\"\n[functions]\nmemory_mb = 32\ntimeout_ms = 500\nallowed_hosts = [\"api.example.com\", \"*.svc.test:8443\"]\n",
+        );
+        let args = ServerArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServerArgs::default()
+        };
+        let c = ServerConfig::resolve(&args).expect("resolve");
+        assert_eq!(c.project.as_deref(), Some(std::path::Path::new("/srv/app")));
+        assert_eq!(c.functions.memory_mb, Some(32));
+        assert_eq!(c.functions.allowed_hosts.as_ref().map(Vec::len), Some(2));
+        let flag = ServerArgs {
+            project: Some("/elsewhere".into()),
+            ..args
+        };
+        let c = ServerConfig::resolve(&flag).expect("resolve");
+        assert_eq!(
+            c.project.as_deref(),
+            Some(std::path::Path::new("/elsewhere")),
+            "the flag wins"
+        );
+
+        let f = file("[functions]\nallowed_hosts = [\"https://api.example.com/\"]\n");
+        let args = ServerArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServerArgs::default()
+        };
+        let e = ServerConfig::resolve(&args).expect_err("bad host");
+        assert!(e.to_string().contains("is not a host"), "{e}");
+        assert!(e.hint().contains("*."), "{}", e.hint());
+    }
 }
