@@ -95,17 +95,7 @@ pub struct FunctionSpec {
     pub isolation: Isolation,
 }
 
-/// How far one request's JavaScript state reaches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    /// A fresh context per request: nothing survives it (the default).
-    #[default]
-    Request,
-    /// A loaded instance per worker serves request after request: module state persists
-    /// between requests, as in Workers or Deno, and requests cost far less.
-    Instance,
-}
+pub use reactor_manifest::Isolation;
 
 impl FunctionSpec {
     /// The functions a project's `reactor.toml` declares.
@@ -121,10 +111,7 @@ impl FunctionSpec {
                 timeout_ms: f.timeout_ms,
                 concurrency: f.concurrency,
                 allowed_hosts: f.allowed_hosts.clone(),
-                isolation: match f.isolation {
-                    reactor_manifest::Isolation::Request => Isolation::Request,
-                    reactor_manifest::Isolation::Instance => Isolation::Instance,
-                },
+                isolation: f.isolation,
             })
             .collect()
     }

@@ -67,12 +67,14 @@ pub struct FunctionConfig {
 }
 
 /// `isolation` of a function: how far one request's JavaScript state reaches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Isolation {
-    /// A fresh context per request (the default).
+    /// A fresh context per request: nothing survives it (the default).
     #[default]
     Request,
-    /// One loaded instance per worker serves request after request.
+    /// A loaded instance per worker serves request after request: module state persists
+    /// between requests, as in Workers or Deno, and requests cost far less.
     Instance,
 }
 

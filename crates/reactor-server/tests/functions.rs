@@ -456,7 +456,8 @@ async fn failures_stay_inside_their_invocation() {
     assert_eq!(
         (status, body["code"].as_str()),
         (500, Some("function_memory_limit")),
-        "{body}"
+        "{body} {:?}",
+        h.logs("hog").await
     );
     let (status, _) = h.json(h.request("GET", "/fn/v1/echo", &h.public_key)).await;
     assert_eq!(status, 201, "the server is fine afterwards");

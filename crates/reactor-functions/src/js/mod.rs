@@ -72,7 +72,7 @@ fn compile_modules<'a>(
     let runtime = Runtime::new().map_err(|e| failed("", &e))?;
     // Compiling a module resolves its imports, so the compiler sees the graph's sources.
     if let Some(graph) = graph {
-        runtime.set_loader(SourceModules(graph.clone()), SourceModules(graph));
+        runtime.set_loader(GraphModules::source(&graph), GraphModules::source(&graph));
     }
     let context = Context::builder()
         .with::<(intrinsic::Eval, intrinsic::RegExpCompiler)>()
@@ -335,7 +335,7 @@ impl Instance {
             }
             over
         })));
-        runtime.set_loader(GraphModules(code.clone()), GraphModules(code.clone()));
+        runtime.set_loader(GraphModules::compiled(code), GraphModules::compiled(code));
         let context = Context::builder()
             .with::<(
                 intrinsic::Date,
@@ -488,8 +488,13 @@ thread_local! {
     static SPARE_RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
 }
 
+/// QuickJS's out-of-memory error, or what is left of it: when the limit is hit so hard that
+/// the error object itself cannot be made, the exception is a bare `null` (a handler that
+/// throws `null` itself is reported as out of memory too; both are 500s).
 fn is_out_of_memory(message: &str) -> bool {
-    message.starts_with("InternalError: out of memory") || message == "out of memory"
+    message.starts_with("InternalError: out of memory")
+        || message == "out of memory"
+        || message == "Uncaught null"
 }
 
 /// What a failure inside the context was, before the runtime's flags are consulted.
@@ -1003,26 +1008,27 @@ fn url_set(href: &str, part: &str, value: &str) -> Option<url::Url> {
     Some(u)
 }
 
-/// Serves a function's modules to QuickJS from its loaded graph: resolution replays what the
-/// graph recorded at load time, so no import reaches the disk at run time.
-struct GraphModules(Arc<Program>);
+/// Serves a function's modules to QuickJS: resolution replays what the graph recorded at load
+/// time, so no import reaches the disk at run time. Invocations load the compiled bytecode;
+/// the compiler (no bytecode yet) declares from source.
+struct GraphModules {
+    graph: Arc<ModuleGraph>,
+    compiled: Option<Arc<Program>>,
+}
 
-/// Resolution as the graph recorded it at load time.
-fn resolve_in<'js>(
-    graph: &ModuleGraph,
-    ctx: &Ctx<'js>,
-    base: &str,
-    name: &str,
-) -> rquickjs::Result<String> {
-    match graph.links.get(&(base.to_string(), name.to_string())) {
-        Some(target) => Ok(target.clone()),
-        None if graph.modules.contains_key(name) => Ok(name.to_string()),
-        None => Err(Exception::throw_type(
-            ctx,
-            &format!(
-                "cannot import `{name}` from {base}: only the function's own files, imported statically, can be loaded"
-            ),
-        )),
+impl GraphModules {
+    fn compiled(program: &Arc<Program>) -> GraphModules {
+        GraphModules {
+            graph: program.graph.clone(),
+            compiled: Some(program.clone()),
+        }
+    }
+
+    fn source(graph: &Arc<ModuleGraph>) -> GraphModules {
+        GraphModules {
+            graph: graph.clone(),
+            compiled: None,
+        }
     }
 }
 
@@ -1034,38 +1040,17 @@ impl Resolver for GraphModules {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<String> {
-        resolve_in(&self.0.graph, ctx, base, name)
-    }
-}
-
-/// The same graph, from source, for the compiler.
-struct SourceModules(Arc<ModuleGraph>);
-
-impl Resolver for SourceModules {
-    fn resolve<'js>(
-        &mut self,
-        ctx: &Ctx<'js>,
-        base: &str,
-        name: &str,
-        _attributes: Option<ImportAttributes<'js>>,
-    ) -> rquickjs::Result<String> {
-        resolve_in(&self.0, ctx, base, name)
-    }
-}
-
-impl Loader for SourceModules {
-    fn load<'js>(
-        &mut self,
-        ctx: &Ctx<'js>,
-        name: &str,
-        _attributes: Option<ImportAttributes<'js>>,
-    ) -> rquickjs::Result<Module<'js, Declared>> {
-        let source = self
-            .0
-            .modules
-            .get(name)
-            .ok_or_else(|| Exception::throw_type(ctx, &format!("no module {name}")))?;
-        Module::declare(ctx.clone(), name, source.as_bytes())
+        let graph = &self.graph;
+        match graph.links.get(&(base.to_string(), name.to_string())) {
+            Some(target) => Ok(target.clone()),
+            None if graph.modules.contains_key(name) => Ok(name.to_string()),
+            None => Err(Exception::throw_type(
+                ctx,
+                &format!(
+                    "cannot import `{name}` from {base}: only the function's own files, imported statically, can be loaded"
+                ),
+            )),
+        }
     }
 }
 
@@ -1076,11 +1061,13 @@ impl Loader for GraphModules {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js, Declared>> {
-        let bytes = self
-            .0
-            .bytecode
-            .get(name)
-            .ok_or_else(|| Exception::throw_type(ctx, &format!("no module {name}")))?;
-        bytecode::load(ctx, bytes)
+        let missing = || Exception::throw_type(ctx, &format!("no module {name}"));
+        match &self.compiled {
+            Some(program) => bytecode::load(ctx, program.bytecode.get(name).ok_or_else(missing)?),
+            None => {
+                let source = self.graph.modules.get(name).ok_or_else(missing)?;
+                Module::declare(ctx.clone(), name, source.as_bytes())
+            }
+        }
     }
 }
