@@ -27,7 +27,7 @@ pub(crate) struct Job {
     pub env: BTreeMap<String, String>,
     pub limits: JsLimits,
     pub policy: Arc<outbound::Policy>,
-    pub http: reqwest::Client,
+    pub http: Result<reqwest::Client, String>,
     pub logs: Arc<LogBook>,
     pub runtime: tokio::runtime::Handle,
     pub head: oneshot::Sender<Head>,
@@ -166,7 +166,7 @@ fn work(jobs: &Mutex<std::sync::mpsc::Receiver<Job>>) {
 /// The bridge from the engine's thread to the waiting request.
 struct ChannelHost {
     logs: Arc<LogBook>,
-    http: reqwest::Client,
+    http: Result<reqwest::Client, String>,
     policy: Arc<outbound::Policy>,
     runtime: tokio::runtime::Handle,
     function: String,
@@ -201,7 +201,10 @@ impl Host for ChannelHost {
     }
 
     fn fetch(&self, request: js::OutboundRequest, done: js::FetchDone) {
-        let client = self.http.clone();
+        let client = match &self.http {
+            Ok(client) => client.clone(),
+            Err(e) => return done(Err(e.clone())),
+        };
         let policy = self.policy.clone();
         self.runtime.spawn(async move {
             done(outbound::send(&client, &policy, request).await);

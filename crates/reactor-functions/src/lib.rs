@@ -311,7 +311,7 @@ struct Inner {
     /// Compiled WASM modules by the SHA-256 of their bytes.
     wasm: std::sync::Mutex<HashMap<String, Arc<wasm::WasmProgram>>>,
     config: FunctionsConfig,
-    http: reqwest::Client,
+    http: Result<reqwest::Client, String>,
     cache: TranspileCache,
     registry: RwLock<HashMap<String, Arc<Deployed>>>,
     logs: Arc<LogBook>,

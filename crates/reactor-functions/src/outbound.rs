@@ -12,13 +12,14 @@ use crate::js::{OutboundRequest, OutboundResponse};
 const MAX_REDIRECTS: usize = 10;
 
 /// One client for every function: connections are pooled across invocations. Redirects are
-/// followed by [`send`] itself, so each hop meets the allow-list.
-pub fn client() -> reqwest::Client {
+/// followed by [`send`] itself, so each hop meets the allow-list; a client that cannot be
+/// built that way is an error every `fetch` reports, never a client that follows redirects.
+pub fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("reactor-functions/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_default()
+        .map_err(|e| format!("outbound HTTP is unavailable on this server: {e}"))
 }
 
 /// Where one function's `fetch` may go.

@@ -37,13 +37,15 @@ const EINVAL: i32 = 28;
 const ENOSYS: i32 = 52;
 const ESPIPE: i32 = 70;
 
-/// The shared engine; its ticker thread starts with it.
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+/// The shared engine, with epoch interruption (without it there is no time limit, so no
+/// engine at all); its ticker thread starts with it.
+fn engine() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    let engine = ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).unwrap_or_default();
+        let engine =
+            Engine::new(&config).map_err(|e| format!("the WASM engine cannot start: {e:#}"))?;
         let ticking = engine.clone();
         let started = std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -53,11 +55,14 @@ fn engine() -> &'static Engine {
                     ticking.increment_epoch();
                 }
             });
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start the WASM epoch ticker; time limits will not hold");
+        match started {
+            Ok(_) => Ok(engine),
+            Err(e) => Err(format!(
+                "the WASM epoch ticker cannot start, so time limits could not hold: {e}"
+            )),
         }
-        engine
-    })
+    });
+    engine.as_ref().map_err(Clone::clone)
 }
 
 /// A compiled, pre-linked module.
@@ -107,7 +112,7 @@ impl WasmProgram {
         } else {
             bytes.to_vec()
         };
-        let engine = engine();
+        let engine = engine()?;
         let module = Module::new(engine, &binary).map_err(|e| format!("{e:#}"))?;
         if module.get_export("_start").is_none() {
             return Err(
@@ -150,7 +155,8 @@ pub fn invoke(
         stdout: Vec::new(),
         stderr: Vec::new(),
     };
-    let mut store = Store::new(engine(), state);
+    let engine = engine().map_err(JsError::Engine)?;
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
     let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
     store.set_epoch_deadline(ticks);
