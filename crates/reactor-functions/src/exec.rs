@@ -138,6 +138,83 @@ impl Pool {
     }
 }
 
+/// The workers of a per-request (default isolation) JavaScript function. Each keeps one
+/// context built ahead and never used, so a request pays only for running its handler; the
+/// context serves that one request and the worker builds the next. A request that finds no
+/// worker waiting runs in a fresh context on the blocking pool, as without workers, so slow
+/// handlers never queue behind each other.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Prepared {
+    pub fn start(
+        function: &str,
+        program: Arc<js::Program>,
+        limits: JsLimits,
+        workers: usize,
+    ) -> Prepared {
+        // A rendezvous: a job is taken only by a worker waiting for it.
+        let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(0);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..workers.max(1) {
+            let receiver = receiver.clone();
+            let program = program.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("fn-{function}-{i}"))
+                .spawn(move || prepare(&program, limits, &receiver));
+            if let Err(e) = spawned {
+                tracing::error!(function = %function, error = %e, "cannot start a function worker");
+            }
+        }
+        Prepared { jobs }
+    }
+
+    /// Hands `job` to a waiting worker, or back when none waits.
+    pub fn offer(&self, job: Job) -> Result<(), Box<Job>> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(job)
+            | std::sync::mpsc::TrySendError::Disconnected(job) => Box::new(job),
+        })
+    }
+}
+
+/// A per-request worker: builds a context, waits for a job, serves it once, retires it.
+fn prepare(
+    program: &Arc<js::Program>,
+    limits: JsLimits,
+    jobs: &Mutex<std::sync::mpsc::Receiver<Job>>,
+) {
+    loop {
+        // The module's top level runs now, under the function's own time limit.
+        let mut ready = Instance::new(
+            program,
+            limits.memory_bytes,
+            Instant::now() + limits.timeout,
+            None,
+        )
+        .ok();
+        let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(job) = next else { return };
+        job.run(&mut |code, request, env, limits, host| {
+            let Code::Js(program) = code else {
+                return run_fresh(code, request, env, limits, host);
+            };
+            let deadline = Instant::now() + limits.timeout;
+            let mut instance = match ready.take() {
+                Some(built) => built,
+                // Loading failed ahead of time: fail (or succeed) again, now with a caller.
+                None => Instance::new(program, limits.memory_bytes, deadline, Some(host.clone()))?,
+            };
+            let outcome = instance.serve(request, env, host, deadline);
+            let reuse = instance.reusable(&outcome);
+            instance.retire(reuse);
+            outcome
+        });
+    }
+}
+
 /// A worker: one instance, loaded on the first job, kept while it stays sound.
 fn work(jobs: &Mutex<std::sync::mpsc::Receiver<Job>>) {
     let mut instance: Option<Instance> = None;

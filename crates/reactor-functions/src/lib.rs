@@ -182,6 +182,8 @@ struct Deployed {
     permits: Arc<Semaphore>,
     /// The workers of an `isolation = "instance"` function.
     pool: Option<Arc<exec::Pool>>,
+    /// The workers of a per-request JavaScript function, each with a context built ahead.
+    prepared: Option<Arc<exec::Prepared>>,
     /// Where its `fetch` may go.
     policy: Arc<outbound::Policy>,
 }
@@ -335,6 +337,26 @@ fn start_pool(spec: &FunctionSpec, limits: Limits) -> Option<Arc<exec::Pool>> {
     )))
 }
 
+/// Workers with contexts built ahead, for a per-request JavaScript function: one per core,
+/// never more than its concurrency.
+fn start_prepared(spec: &FunctionSpec, limits: Limits, code: &Code) -> Option<Arc<exec::Prepared>> {
+    let Code::Js(program) = code else { return None };
+    if spec.isolation != Isolation::Request {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = cores.min(limits.concurrency as usize);
+    Some(Arc::new(exec::Prepared::start(
+        &spec.name,
+        program.clone(),
+        JsLimits {
+            memory_bytes: limits.memory_mb as usize * 1024 * 1024,
+            timeout: Duration::from_millis(limits.timeout_ms),
+        },
+        workers,
+    )))
+}
+
 impl Functions {
     pub fn new(config: FunctionsConfig) -> Functions {
         Functions {
@@ -396,6 +418,7 @@ impl Functions {
                         pool: matches!(program, Code::Js(_))
                             .then(|| start_pool(spec, limits))
                             .flatten(),
+                        prepared: start_prepared(spec, limits, &program),
                         program: Some(program),
                         error: None,
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
@@ -408,6 +431,7 @@ impl Functions {
                 Err(error) => {
                     let kept = previous.and_then(|p| p.program.clone());
                     let kept_pool = previous.and_then(|p| p.pool.clone());
+                    let kept_prepared = previous.and_then(|p| p.prepared.clone());
                     let unchanged = previous.is_some_and(|p| p.error.as_ref() == Some(&error));
                     if !unchanged {
                         reports.push(LoadReport::Failed {
@@ -423,6 +447,7 @@ impl Functions {
                         error: Some(error),
                         permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
                         pool: kept_pool,
+                        prepared: kept_prepared,
                         policy: Arc::new(outbound::Policy::new(
                             &spec.allowed_hosts,
                             &self.inner.config,
@@ -601,13 +626,18 @@ impl Functions {
             body: body_tx,
             permit,
         };
-        match &deployed.pool {
-            Some(pool) => {
+        match (&deployed.pool, &deployed.prepared) {
+            (Some(pool), _) => {
                 if pool.submit(job).is_err() {
                     return Err(FunctionError::Lost);
                 }
             }
-            None => exec::fresh(job),
+            (None, Some(prepared)) => {
+                if let Err(job) = prepared.offer(job) {
+                    exec::fresh(*job);
+                }
+            }
+            (None, None) => exec::fresh(job),
         }
         match head_rx.await {
             Ok(Ok((status, headers, body))) => Ok(Answer {

@@ -57,6 +57,10 @@ concurrency = 1
 timeout_ms = 300
 
 [[functions]]
+name = "fresh"
+source = "functions/fresh"
+
+[[functions]]
 name = "cgi"
 source = "functions/cgi"
 entry = "echo.wat"
@@ -142,6 +146,10 @@ export default async (req: Request, env: Record<string, string>): Promise<Respon
   return Response.json({ globals, fsImport, evalled });
 };
 "#,
+    ),
+    (
+        "functions/fresh/index.ts",
+        "let n = 0;\nconsole.log('module evaluated');\nexport default () => new Response(String(++n));\n",
     ),
     (
         "functions/cgi/echo.wat",
@@ -699,4 +707,29 @@ async fn wasm_commands_answer_over_http() {
         .expect("listed");
     assert_eq!(cgi["runtime"], "wasm");
     assert_eq!(cgi["hash"].as_str().map(str::len), Some(64));
+}
+
+#[tokio::test]
+async fn every_request_gets_a_context_no_request_used_before() {
+    let h = Harness::start(false).await;
+    // One after another (served by workers with a context built ahead) and several at once
+    // (some of them on fresh contexts built on demand): never any state from before.
+    for _ in 0..5 {
+        let (status, _, text) = h.call(h.request("GET", "/fn/v1/fresh", &h.public_key)).await;
+        assert_eq!((status, text.as_str()), (200, "1"));
+    }
+    let calls: Vec<_> = (0..8)
+        .map(|_| h.call(h.request("GET", "/fn/v1/fresh", &h.public_key)))
+        .collect();
+    for (status, _, text) in futures_util::future::join_all(calls).await {
+        assert_eq!((status, text.as_str()), (200, "1"));
+    }
+    // What the module's top level logged reaches the logs of the request it served.
+    let evaluated = h
+        .logs("fresh")
+        .await
+        .iter()
+        .filter(|l| l["message"] == "module evaluated")
+        .count();
+    assert_eq!(evaluated, 13, "one evaluation per request");
 }

@@ -115,6 +115,9 @@ fn web_bytecode() -> &'static [u8] {
     })
 }
 
+/// Lines kept from a module's top level until its first invocation.
+const EARLY_LINES: usize = 100;
+
 /// Native stack QuickJS may use; deep recursion fails with a RangeError well before the
 /// thread's own stack (tokio's blocking threads have 2 MiB) is at risk.
 const MAX_STACK: usize = 1024 * 1024;
@@ -242,6 +245,9 @@ pub enum JsError {
 /// swaps it for every invocation it serves, so nothing of one caller reaches the next.
 struct Slot {
     host: RefCell<Option<Rc<dyn Host>>>,
+    /// Lines logged while no invocation was being served (a module's top level, evaluated
+    /// ahead of its request), handed to the next invocation's host.
+    early: RefCell<Vec<(Level, String)>>,
     deadline: Cell<Instant>,
     interrupted: Cell<bool>,
     closed: Cell<bool>,
@@ -318,6 +324,7 @@ impl Instance {
         let (sender, receiver) = std::sync::mpsc::channel();
         let slot = Rc::new(Slot {
             host: RefCell::new(host),
+            early: RefCell::new(Vec::new()),
             deadline: Cell::new(deadline),
             interrupted: Cell::new(false),
             closed: Cell::new(false),
@@ -384,6 +391,9 @@ impl Instance {
         deadline: Instant,
     ) -> Result<(), JsError> {
         let slot = &self.slot;
+        for (level, text) in slot.early.borrow_mut().drain(..) {
+            host.log(level, &text);
+        }
         *slot.host.borrow_mut() = Some(host);
         slot.deadline.set(deadline);
         slot.interrupted.set(false);
@@ -708,8 +718,14 @@ impl<'js> Run<'js> {
         object.set(
             "log",
             Function::new(ctx.clone(), move |level: String, text: String| {
-                if let Some(host) = slot.host() {
-                    host.log(Level::parse(&level), &text);
+                match slot.host() {
+                    Some(host) => host.log(Level::parse(&level), &text),
+                    None => {
+                        let mut early = slot.early.borrow_mut();
+                        if early.len() < EARLY_LINES {
+                            early.push((Level::parse(&level), text));
+                        }
+                    }
                 }
             })?,
         )?;
