@@ -715,7 +715,9 @@ async fn every_request_gets_a_context_no_request_used_before() {
     // One after another (served by workers with a context built ahead) and several at once
     // (some of them on fresh contexts built on demand): never any state from before.
     for _ in 0..5 {
-        let (status, _, text) = h.call(h.request("GET", "/fn/v1/fresh", &h.public_key)).await;
+        let (status, _, text) = h
+            .call(h.request("GET", "/fn/v1/fresh", &h.public_key))
+            .await;
         assert_eq!((status, text.as_str()), (200, "1"));
     }
     let calls: Vec<_> = (0..8)
