@@ -140,14 +140,10 @@ def bench_reactor(release, seconds, tmp):
         server.stop()
 
 
-def bench_deno(deno, seconds, tmp):
-    script = os.path.join(tmp, "deno.js")
-    with open(script, "w") as f:
-        f.write(DENO_JS)
-    port = free_port()
-    env = dict(os.environ, DENO_DIR=os.path.join(CACHE, "deno-dir"), DENO_NO_UPDATE_CHECK="1", NO_COLOR="1")
+def bench_peer(cmd, port, seconds, **kw):
+    """Starts a peer server, times process start → first 200, then loads it."""
     started = time.perf_counter()
-    server = Process([deno, "run", "--allow-net", script, str(port)], env=env)
+    server = Process(cmd, **kw)
     try:
         until_ok(port, "/fn/v1/hello")
         start = time.perf_counter() - started
@@ -156,6 +152,15 @@ def bench_deno(deno, seconds, tmp):
         return result
     finally:
         server.stop()
+
+
+def bench_deno(deno, seconds, tmp):
+    script = os.path.join(tmp, "deno.js")
+    with open(script, "w") as f:
+        f.write(DENO_JS)
+    port = free_port()
+    env = dict(os.environ, DENO_DIR=os.path.join(CACHE, "deno-dir"), DENO_NO_UPDATE_CHECK="1", NO_COLOR="1")
+    return bench_peer([deno, "run", "--allow-net", script, str(port)], port, seconds, env=env)
 
 
 def bench_workerd(workerd, seconds, tmp):
@@ -166,16 +171,7 @@ def bench_workerd(workerd, seconds, tmp):
         f.write(HANDLER_JS)
     with open(os.path.join(directory, "config.capnp"), "w") as f:
         f.write(WORKERD_CAPNP.replace("PORT", str(port)))
-    started = time.perf_counter()
-    server = Process([workerd, "serve", "config.capnp"], cwd=directory)
-    try:
-        until_ok(port, "/fn/v1/hello")
-        start = time.perf_counter() - started
-        result = load(port, "/fn/v1/hello", seconds)
-        result["start"] = start
-        return result
-    finally:
-        server.stop()
+    return bench_peer([workerd, "serve", "config.capnp"], port, seconds, cwd=directory)
 
 
 def main():

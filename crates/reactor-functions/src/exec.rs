@@ -198,21 +198,39 @@ fn prepare(
         let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(job) = next else { return };
         job.run(&mut |code, request, env, limits, host| {
-            let Code::Js(program) = code else {
-                return run_fresh(code, request, env, limits, host);
-            };
-            let deadline = Instant::now() + limits.timeout;
-            let mut instance = match ready.take() {
-                Some(built) => built,
-                // Loading failed ahead of time: fail (or succeed) again, now with a caller.
-                None => Instance::new(program, limits.memory_bytes, deadline, Some(host.clone()))?,
-            };
-            let outcome = instance.serve(request, env, host, deadline);
-            let reuse = instance.reusable(&outcome);
-            instance.retire(reuse);
-            outcome
+            serve_js(&mut ready, false, code, request, env, limits, host)
         });
     }
+}
+
+/// Serves a job with the instance in `slot` (or one built now, with the caller there to see
+/// what its loading logs or why it fails). With `keep`, a sound instance goes back into the
+/// slot for the next job; otherwise it ends here, its runtime kept if it is sound.
+fn serve_js(
+    slot: &mut Option<Instance>,
+    keep: bool,
+    code: &Code,
+    request: JsRequest,
+    env: &BTreeMap<String, String>,
+    limits: JsLimits,
+    host: Rc<dyn Host>,
+) -> Result<(), JsError> {
+    let Code::Js(program) = code else {
+        return run_fresh(code, request, env, limits, host);
+    };
+    let deadline = Instant::now() + limits.timeout;
+    let mut instance = match slot.take() {
+        Some(built) => built,
+        None => Instance::new(program, limits.memory_bytes, deadline, Some(host.clone()))?,
+    };
+    let outcome = instance.serve(request, env, host, deadline);
+    let sound = instance.reusable(&outcome);
+    if keep && sound {
+        *slot = Some(instance);
+    } else {
+        instance.retire(sound);
+    }
+    outcome
 }
 
 /// A worker: one instance, loaded on the first job, kept while it stays sound.
@@ -223,19 +241,7 @@ fn work(jobs: &Mutex<std::sync::mpsc::Receiver<Job>>) {
         let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(job) = next else { return };
         job.run(&mut |code, request, env, limits, host| {
-            let Code::Js(program) = code else {
-                return run_fresh(code, request, env, limits, host);
-            };
-            let deadline = Instant::now() + limits.timeout;
-            let mut current = match instance.take() {
-                Some(loaded) => loaded,
-                None => Instance::new(program, limits.memory_bytes, deadline, Some(host.clone()))?,
-            };
-            let outcome = current.serve(request, env, host, deadline);
-            if current.reusable(&outcome) {
-                instance = Some(current);
-            }
-            outcome
+            serve_js(&mut instance, true, code, request, env, limits, host)
         });
     }
 }

@@ -80,6 +80,7 @@ impl std::fmt::Debug for WasmProgram {
 }
 
 /// What one invocation's WASI calls read and write.
+#[derive(Default)]
 struct State {
     limits: StoreLimits,
     args: Vec<String>,
@@ -292,38 +293,8 @@ fn parse_cgi(stdout: Vec<u8>) -> Result<CgiResponse, JsError> {
 
 /// Reactor's WASI preview 1 functions.
 fn wasi(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        WASI,
-        "args_sizes_get",
-        |mut c: Caller<'_, State>, count: i32, size: i32| {
-            let (n, bytes) = sizes(&c.data().args);
-            Ok(write_u32s(&mut c, &[(count, n), (size, bytes)]))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "args_get",
-        |mut c: Caller<'_, State>, argv: i32, buf: i32| {
-            let list = c.data().args.clone();
-            Ok(write_strings(&mut c, &list, argv, buf))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_sizes_get",
-        |mut c: Caller<'_, State>, count: i32, size: i32| {
-            let (n, bytes) = sizes(&c.data().env);
-            Ok(write_u32s(&mut c, &[(count, n), (size, bytes)]))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_get",
-        |mut c: Caller<'_, State>, environ: i32, buf: i32| {
-            let list = c.data().env.clone();
-            Ok(write_strings(&mut c, &list, environ, buf))
-        },
-    )?;
+    string_list(linker, "args", |s| &s.args)?;
+    string_list(linker, "environ", |s| &s.env)?;
     linker.func_wrap(
         WASI,
         "fd_write",
@@ -476,30 +447,37 @@ fn wasi(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// `<prefix>_sizes_get` and `<prefix>_get`: arguments and environment share their layout.
+fn string_list(
+    linker: &mut Linker<State>,
+    prefix: &str,
+    list: fn(&State) -> &Vec<String>,
+) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        WASI,
+        &format!("{prefix}_sizes_get"),
+        move |mut c: Caller<'_, State>, count: i32, size: i32| {
+            let (n, bytes) = sizes(list(c.data()));
+            Ok(write_u32s(&mut c, &[(count, n), (size, bytes)]))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        &format!("{prefix}_get"),
+        move |mut c: Caller<'_, State>, ptrs: i32, buf: i32| {
+            let strings = list(c.data()).clone();
+            Ok(write_strings(&mut c, &strings, ptrs, buf))
+        },
+    )?;
+    Ok(())
+}
+
 /// Every other `wasi_snapshot_preview1` function the module imports: `ENOSYS`.
 fn stub_unknown_wasi(linker: &mut Linker<State>, module: &Module) -> wasmtime::Result<()> {
-    let known: Vec<String> = [
-        "args_sizes_get",
-        "args_get",
-        "environ_sizes_get",
-        "environ_get",
-        "fd_write",
-        "fd_read",
-        "fd_close",
-        "fd_seek",
-        "fd_fdstat_get",
-        "fd_prestat_get",
-        "fd_prestat_dir_name",
-        "proc_exit",
-        "clock_time_get",
-        "clock_res_get",
-        "random_get",
-        "sched_yield",
-    ]
-    .map(String::from)
-    .to_vec();
+    // What `wasi` defined, asked of the linker itself rather than kept in a second list.
+    let mut scratch = Store::new(module.engine(), State::default());
     for import in module.imports() {
-        if import.module() != WASI || known.iter().any(|k| k == import.name()) {
+        if import.module() != WASI || linker.get(&mut scratch, WASI, import.name()).is_ok() {
             continue;
         }
         let Some(ty) = import.ty().func().cloned() else {
