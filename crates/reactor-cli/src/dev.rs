@@ -60,6 +60,10 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         // Functions load from the project below, where reloads can be reported.
         project: None,
         functions: Default::default(),
+        storage: reactor_server::config::StorageSettings {
+            path: Some(state_dir.join("storage")),
+            ..Default::default()
+        },
         dev: true,
     };
     let state = AppState::start(db, &config, &endpoint).await?;

@@ -909,6 +909,7 @@ async fn data_migrations_against_a_postgres_server() {
         master_key: None,
         project: None,
         functions: Default::default(),
+        storage: Default::default(),
         dev: false,
     };
     let state = reactor_server::AppState::start(db, &config, &endpoint)

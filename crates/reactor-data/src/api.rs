@@ -92,6 +92,23 @@ impl Data {
         self.schema.get()
     }
 
+    /// O1: the SQL predicate standing for the row-level security policies of a table another
+    /// capability keeps in the project database (`storage.objects`), for `role` and
+    /// `command` (`check`: the `WITH CHECK` side). An unknown table gives `0`: nothing passes.
+    pub fn system_policy_predicate(
+        &self,
+        table: &str,
+        role: reactor_core::DbRole,
+        command: &str,
+        check: bool,
+    ) -> String {
+        let schema = self.schema();
+        match schema.system_tables.get(table) {
+            Some(t) => crate::render::policy_predicate(&schema, t, command, check, role, 0),
+            None => "0".to_string(),
+        }
+    }
+
     pub async fn reload_schema(&self) -> Result<(), DataError> {
         self.schema
             .reload(&self.db)

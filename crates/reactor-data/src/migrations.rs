@@ -168,8 +168,10 @@ const SQLITE_TABLES: &[Migration] = &[
     Migration {
         version: 2,
         name: "row-level security and functions recorded from translated migrations",
-        sql: "create table _reactor_rls (table_name text primary key);
-          create table _reactor_policies (
+        // `if not exists`: Storage records the default policies of `storage.objects` in
+        // the same tables and may be first to create them.
+        sql: "create table if not exists _reactor_rls (table_name text primary key);
+          create table if not exists _reactor_policies (
               table_name text not null,
               name text not null,
               record text not null,
@@ -333,8 +335,11 @@ pub async fn reset(db: &Db) -> Result<(), MigrationError> {
             ))?;
         }
         tx.execute_batch(
-            "delete from _reactor_user_migrations; delete from _reactor_policies;
-             delete from _reactor_rls; delete from _reactor_functions;",
+            "delete from _reactor_user_migrations;
+             delete from _reactor_policies
+                 where table_name <> 'storage.objects' or name not like 'reactor: %';
+             delete from _reactor_rls where table_name <> 'storage.objects';
+             delete from _reactor_functions;",
         )?;
         tx.commit()?;
         Ok(())

@@ -1127,7 +1127,7 @@ struct EmbedScope<'s> {
 const MAX_POLICY_DEPTH: usize = 8;
 
 /// `table`'s policies for `command` as one predicate, for `role` (see [`Builder::policy`]).
-fn policy_predicate(
+pub(crate) fn policy_predicate(
     schema: &SchemaCache,
     table: &Table,
     command: &str,

@@ -16,6 +16,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default)]
 pub struct SchemaCache {
     pub tables: HashMap<String, Table>,
+    /// O1: tables other capabilities keep in the project database under row-level security
+    /// (`storage.objects`), by the name policies give them; not reachable through `/data/v1`.
+    pub system_tables: HashMap<String, Table>,
     /// Overloads share a name.
     pub functions: HashMap<String, Vec<Function>>,
     /// O1: policy expressions already rewritten for a role (see `render::policy_tables`).
@@ -205,6 +208,7 @@ impl From<Catalog> for SchemaCache {
         SchemaCache {
             tables: c.tables.into_iter().map(|t| (t.name.clone(), t)).collect(),
             functions,
+            system_tables: HashMap::new(),
             policy_texts: Arc::default(),
         }
     }

@@ -57,6 +57,14 @@ fn read_security(conn: &Connection, cache: &mut SchemaCache) -> Result<(), DbErr
             table.policies = Some(Vec::new());
         }
     }
+    // Storage's object rows: always under row-level security, by the name policies use.
+    if has_table(conn, "_reactor_storage_objects")? {
+        let mut table = read_table(conn, "_reactor_storage_objects", false)?;
+        table.policies = Some(Vec::new());
+        cache
+            .system_tables
+            .insert("storage.objects".to_string(), table);
+    }
     let mut stmt =
         conn.prepare("select record from _reactor_policies order by table_name, name")?;
     let records = stmt
@@ -67,6 +75,7 @@ fn read_security(conn: &Connection, cache: &mut SchemaCache) -> Result<(), DbErr
         if let Some(Some(policies)) = cache
             .tables
             .get_mut(&policy.table)
+            .or_else(|| cache.system_tables.get_mut(&policy.table))
             .map(|t| t.policies.as_mut())
         {
             policies.push(policy);

@@ -271,6 +271,22 @@ fn refuse<T>(what: impl Into<String>) -> Result<T, Refusal> {
     ))
 }
 
+/// Storage's tables, which policies may name: their name in a policy record, and the SQLite
+/// table holding them.
+const STORAGE_TABLES: &[(&str, &str)] = &[
+    ("storage.objects", "_reactor_storage_objects"),
+    ("storage.buckets", "_reactor_storage_buckets"),
+];
+
+/// The table a policy is on: a project table, or `storage.objects` (Storage's object rows).
+fn policy_table(name: &ObjectName) -> Result<String, Refusal> {
+    let text = name.to_string().replace('"', "");
+    if text == "storage.objects" {
+        return Ok(text);
+    }
+    table_name(name)
+}
+
 /// `public.todos` → `todos`; any other schema is refused.
 fn table_name(name: &ObjectName) -> Result<String, Refusal> {
     let parts: Vec<String> = name
@@ -467,7 +483,7 @@ fn statement_steps(mut statement: Statement, steps: &mut Vec<Step>) -> Result<()
             }
         }
         Statement::CreatePolicy(policy) => {
-            let table = table_name(&policy.table_name)?;
+            let table = policy_table(&policy.table_name)?;
             let command = match policy.command {
                 None | Some(CreatePolicyCommand::All) => "all",
                 Some(CreatePolicyCommand::Select) => "select",
@@ -515,7 +531,7 @@ fn statement_steps(mut statement: Statement, steps: &mut Vec<Step>) -> Result<()
         }
         Statement::DropPolicy(drop) => {
             steps.push(Step::DropPolicy {
-                table: table_name(&drop.table_name)?,
+                table: policy_table(&drop.table_name)?,
                 name: drop.name.value.clone(),
             });
         }
@@ -822,7 +838,10 @@ fn rewrite_statement(statement: &mut Statement) -> Result<(), Refusal> {
 pub fn rewrite_expr(mut expr: Expr) -> Result<Expr, Refusal> {
     let mut failure = None;
     let _ = visit_relations_mut(&mut expr, |name| {
-        if let Ok(t) = table_name(name) {
+        let text = name.to_string().replace('"', "");
+        if let Some((_, local)) = STORAGE_TABLES.iter().find(|(pg, _)| *pg == text) {
+            *name = ObjectName::from(vec![sqlparser::ast::Ident::new(*local)]);
+        } else if let Ok(t) = table_name(name) {
             *name = ObjectName::from(vec![sqlparser::ast::Ident::new(t)]);
         }
         ControlFlow::<()>::Continue(())

@@ -56,6 +56,8 @@ struct FileConfig {
     project: Option<PathBuf>,
     #[serde(default)]
     functions: FunctionSettings,
+    #[serde(default)]
+    storage: StorageSettings,
 }
 
 /// `[identity]` in the config file. Unset values keep the capability's defaults.
@@ -106,6 +108,29 @@ pub struct FunctionSettings {
     pub max_fetch_mb: Option<u32>,
 }
 
+/// `[storage]` in the config file: where object bytes live. The S3 credentials fall back to
+/// the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `fs` (a local directory) or `s3` [default: fs].
+    pub backend: Option<String>,
+    /// The directory of the `fs` backend; `REACTOR_STORAGE_PATH` overrides it [default:
+    /// `storage` beside the SQLite database, else `./reactor-storage`].
+    pub path: Option<PathBuf>,
+    pub s3_bucket: Option<String>,
+    /// [default: us-east-1]
+    pub s3_region: Option<String>,
+    /// An S3-compatible server (MinIO, R2…) [default: AWS].
+    pub s3_endpoint: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO wants [default: false].
+    pub s3_path_style: Option<bool>,
+    /// Largest object, in MiB; a bucket's own limit may only be lower [default: 5120].
+    pub max_upload_mb: Option<u64>,
+}
+
 /// `[cors]` in the config file; `REACTOR_CORS_ORIGINS` (comma-separated) overrides it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +170,7 @@ pub struct ServerConfig {
     /// The project whose functions to run (`--project`).
     pub project: Option<PathBuf>,
     pub functions: FunctionSettings,
+    pub storage: StorageSettings,
     /// `reactor dev`: emails go to the console and the dev mailbox.
     pub dev: bool,
 }
@@ -173,6 +199,8 @@ pub enum ConfigError {
     MasterKey(reactor_core::seal::SealError, &'static str),
     #[error("`{0}` in [functions].allowed_hosts is not a host")]
     AllowedHost(String),
+    #[error("invalid [storage] setting: {0}")]
+    Storage(String),
 }
 
 impl ConfigError {
@@ -180,10 +208,13 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [cors] and [smtp]"
+                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [cors] and [smtp]"
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
+            ConfigError::Storage(_) => {
+                "backend = \"fs\" takes path; backend = \"s3\" needs s3_bucket (and s3_endpoint for MinIO or R2)".into()
+            }
             ConfigError::MasterKey(..) => {
                 "make one with `openssl rand -base64 32`, and keep it: sealed data needs it".into()
             }
@@ -309,6 +340,24 @@ impl ServerConfig {
                 return Err(ConfigError::AllowedHost(host.clone()));
             }
         }
+        let mut storage = file.storage;
+        if let Some(path) = std::env::var_os("REACTOR_STORAGE_PATH") {
+            storage.path = Some(path.into());
+        }
+        match storage.backend.as_deref() {
+            None | Some("fs") => {}
+            Some("s3") if storage.s3_bucket.is_some() => {}
+            Some("s3") => {
+                return Err(ConfigError::Storage(
+                    "backend = \"s3\" without s3_bucket".into(),
+                ));
+            }
+            Some(other) => {
+                return Err(ConfigError::Storage(format!(
+                    "backend = \"{other}\"; it is \"fs\" or \"s3\""
+                )));
+            }
+        }
         Ok(ServerConfig {
             listen,
             database_url,
@@ -320,6 +369,7 @@ impl ServerConfig {
             master_key,
             project: args.project.clone().or(file.project),
             functions: file.functions,
+            storage,
             dev: false,
         })
     }
@@ -423,6 +473,34 @@ mod tests {
         };
         let e = ServerConfig::resolve(&args).expect_err("unknown key");
         assert!(e.to_string().contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn storage_settings() {
+        let f = file(
+            "[storage]\nbackend = \"s3\"\ns3_bucket = \"objects\"\ns3_endpoint = \"http://127.0.0.1:9000\"\ns3_path_style = true\nmax_upload_mb = 100\n",
+        );
+        let args = ServerArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServerArgs::default()
+        };
+        let c = ServerConfig::resolve(&args).expect("resolve");
+        assert_eq!(c.storage.s3_bucket.as_deref(), Some("objects"));
+        assert_eq!(c.storage.s3_path_style, Some(true));
+        assert_eq!(c.storage.max_upload_mb, Some(100));
+        for (text, says) in [
+            ("[storage]\nbackend = \"s3\"\n", "without s3_bucket"),
+            ("[storage]\nbackend = \"gcs\"\n", "\"gcs\""),
+            ("[storage]\nbucket = \"x\"\n", "bucket"),
+        ] {
+            let f = file(text);
+            let args = ServerArgs {
+                config: Some(f.path().to_path_buf()),
+                ..ServerArgs::default()
+            };
+            let e = ServerConfig::resolve(&args).expect_err(text);
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     #[test]

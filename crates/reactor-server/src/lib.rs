@@ -50,6 +50,9 @@ pub struct AppState {
     /// Present when the functions capability is enabled.
     #[cfg(feature = "functions")]
     pub functions: Option<reactor_functions::Functions>,
+    /// Present when the storage capability is enabled.
+    #[cfg(feature = "storage")]
+    pub storage: Option<reactor_storage::Storage>,
     /// The project's secrets (`/v1/secrets`); absent only in states built by tests.
     pub secrets: Option<reactor_db::secrets::Secrets>,
     /// Project keys seen in the last second (see `auth::KeyCache`).
@@ -106,6 +109,11 @@ impl AppState {
         let state = state.with_data(data);
         #[cfg(feature = "functions")]
         let state = state.with_functions(start_functions(config, endpoint)?);
+        #[cfg(feature = "storage")]
+        let state = {
+            let storage = start_storage(&state, config).await?;
+            state.with_storage(storage)
+        };
         let secrets = reactor_db::secrets::Secrets::start(&state.db, config.master_key.clone())
             .await
             .map_err(|e| StartError::Secrets(e.to_string()))?;
@@ -131,6 +139,8 @@ impl AppState {
             data: None,
             #[cfg(feature = "functions")]
             functions: None,
+            #[cfg(feature = "storage")]
+            storage: None,
             secrets: None,
             keys: Arc::new(auth::KeyCache::default()),
             cors_origins: Arc::new(Vec::new()),
@@ -144,12 +154,110 @@ impl AppState {
         self
     }
 
+    /// Adds the storage capability.
+    #[cfg(feature = "storage")]
+    pub fn with_storage(mut self, storage: Option<reactor_storage::Storage>) -> AppState {
+        self.storage = storage;
+        self
+    }
+
     /// Adds the functions capability.
     #[cfg(feature = "functions")]
     pub fn with_functions(mut self, functions: Option<reactor_functions::Functions>) -> AppState {
         self.functions = functions;
         self
     }
+}
+
+/// O1's row-level security for Storage, from the Data capability's policy simulation.
+#[cfg(all(feature = "storage", feature = "data"))]
+#[derive(Debug)]
+struct DataPolicies(reactor_data::Data);
+
+#[cfg(all(feature = "storage", feature = "data"))]
+impl reactor_storage::Policies for DataPolicies {
+    fn predicate(
+        &self,
+        role: reactor_core::DbRole,
+        command: reactor_storage::Command,
+        check: bool,
+    ) -> String {
+        self.0
+            .system_policy_predicate("storage.objects", role, command.name(), check)
+    }
+}
+
+/// The storage capability over the configured backend, its sweeper running. On SQLite the
+/// Data capability evaluates the policies; without it only the service key reaches objects.
+#[cfg(feature = "storage")]
+async fn start_storage(
+    state: &AppState,
+    config: &ServerConfig,
+) -> Result<Option<reactor_storage::Storage>, StartError> {
+    if !config.capabilities.contains(&Capability::Storage) {
+        return Ok(None);
+    }
+    let settings = &config.storage;
+    let failed = |e: String| StartError::Capability(Capability::Storage, e);
+    let backend = match settings.backend.as_deref() {
+        Some("s3") => reactor_storage::Backend::S3(reactor_storage::S3Config {
+            bucket: settings.s3_bucket.clone().unwrap_or_default(),
+            region: settings
+                .s3_region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".into()),
+            endpoint: settings.s3_endpoint.clone(),
+            access_key_id: settings
+                .s3_access_key_id
+                .clone()
+                .or_else(|| std::env::var("AWS_ACCESS_KEY_ID").ok()),
+            secret_access_key: settings
+                .s3_secret_access_key
+                .clone()
+                .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok()),
+            path_style: settings.s3_path_style.unwrap_or(false),
+        }),
+        _ => reactor_storage::Backend::Fs(match (&settings.path, &state.db) {
+            (Some(p), _) => p.clone(),
+            (None, Db::Sqlite(pool)) => pool
+                .path()
+                .parent()
+                .map_or_else(|| "storage".into(), |d| d.join("storage")),
+            (None, Db::Postgres(_)) => "reactor-storage".into(),
+        }),
+    };
+    let mut storage_config = reactor_storage::StorageConfig::new(backend);
+    if let Some(mb) = settings.max_upload_mb {
+        storage_config.max_upload_bytes = mb.saturating_mul(1024 * 1024);
+    }
+    #[cfg(feature = "data")]
+    let policies: Option<Arc<dyn reactor_storage::Policies>> = state
+        .data
+        .clone()
+        .map(|d| Arc::new(DataPolicies(d)) as Arc<dyn reactor_storage::Policies>);
+    #[cfg(not(feature = "data"))]
+    let policies = None;
+    let storage = reactor_storage::Storage::start(
+        state.db.clone(),
+        storage_config,
+        config.master_key.as_ref(),
+        policies,
+    )
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    // The schema cache was read before Storage made its tables.
+    #[cfg(feature = "data")]
+    if let Some(data) = &state.data {
+        data.reload_schema()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    tokio::spawn(
+        storage
+            .clone()
+            .run_sweeper(std::time::Duration::from_secs(60)),
+    );
+    Ok(Some(storage))
 }
 
 /// The functions capability, with the project's functions loaded when the server was given
@@ -279,6 +387,8 @@ impl AppState {
             Capability::Data => self.data.is_some(),
             #[cfg(feature = "functions")]
             Capability::Functions => self.functions.is_some(),
+            #[cfg(feature = "storage")]
+            Capability::Storage => self.storage.is_some(),
             _ => false,
         }
     }

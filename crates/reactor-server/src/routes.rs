@@ -67,6 +67,9 @@ fn cors(origins: &[String]) -> CorsLayer {
         "cache-control",
         "if-none-match",
         "if-modified-since",
+        "x-metadata",
+        "content-md5",
+        "x-checksum-sha256",
     ]
     .map(HeaderName::from_static);
     let exposed = [
@@ -76,6 +79,10 @@ fn cors(origins: &[String]) -> CorsLayer {
         "x-request-id",
         "etag",
         "retry-after",
+        "content-disposition",
+        "content-length",
+        "accept-ranges",
+        "last-modified",
     ]
     .map(HeaderName::from_static);
     let layer = CorsLayer::new()
@@ -105,6 +112,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let cors_layer = cors(&state.cors_origins);
     // Everything here needs a project key; capability routers nest under it.
     let (capabilities, public_capabilities) = capability_routers(&state);
+    let (streams, public_streams) = streaming_routers(&state);
     let api = Router::new()
         .route("/v1/info", get(info))
         .route("/v1/keys", get(list_keys).post(create_key))
@@ -117,19 +125,32 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             auth::resolve_principal,
         ));
+    // (A layer on no routes is refused, so only when some capability streams.)
+    let streams = if streams.has_routes() {
+        streams.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::resolve_principal,
+        ))
+    } else {
+        streams
+    };
     let public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
         .merge(public_capabilities);
 
+    // Everything but the streaming routes answers within a minute; an upload or download of
+    // gigabytes takes as long as its bytes take.
     public
         .merge(api)
-        .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ))
+        .merge(streams)
+        .merge(public_streams)
+        .fallback(not_found)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req
@@ -141,6 +162,28 @@ pub(crate) fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(cors_layer)
+}
+
+/// The routers that stream request or response bodies of any size, so no request timeout
+/// applies: those behind the key middleware, and those anyone may call.
+#[cfg_attr(not(feature = "storage"), allow(unused_variables))]
+fn streaming_routers(state: &AppState) -> (Router, Router) {
+    let routers = (Router::new(), Router::new());
+    #[cfg(feature = "storage")]
+    let routers = match &state.storage {
+        Some(storage) => (
+            routers.0.nest(
+                "/storage/v1",
+                reactor_storage::http::router(storage.clone()),
+            ),
+            routers.1.nest(
+                "/storage/v1",
+                reactor_storage::http::public_router(storage.clone()),
+            ),
+        ),
+        None => routers,
+    };
+    routers
 }
 
 /// The routers of the enabled capabilities: those behind the key middleware, and those

@@ -142,6 +142,7 @@ impl Harness {
             master_key: None,
             project: None,
             functions: Default::default(),
+            storage: Default::default(),
             dev: false,
         };
         let state = AppState::start(db, &config, &endpoint)

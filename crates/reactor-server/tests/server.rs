@@ -13,6 +13,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_reactor-server");
 struct Running {
     child: Child,
     base: String,
+    /// Where the server keeps object bytes; removed with it.
+    _objects: tempfile::TempDir,
 }
 
 impl Drop for Running {
@@ -24,8 +26,10 @@ impl Drop for Running {
 
 /// Starts the server and waits for its "listening" log line, which names the bound port.
 fn start(database_url: &str) -> Running {
+    let objects = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(BIN)
         .env("REACTOR_DATABASE_URL", database_url)
+        .env("REACTOR_STORAGE_PATH", objects.path())
         .env("REACTOR_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -50,6 +54,7 @@ fn start(database_url: &str) -> Running {
     Running {
         child,
         base: format!("http://{addr}"),
+        _objects: objects,
     }
 }
 
@@ -135,8 +140,9 @@ async fn exercise(database_url: &str, topology: &str) {
     };
     assert_eq!(status("identity"), Some(serde_json::json!("serving")));
     assert_eq!(status("data"), Some(serde_json::json!("serving")));
+    assert_eq!(status("storage"), Some(serde_json::json!("serving")));
     assert_eq!(
-        status("storage"),
+        status("jobs"),
         Some(serde_json::json!("planned")),
         "switched on, not built yet"
     );
@@ -446,8 +452,10 @@ async fn browsers_pass_cors() {
     drop(server);
 
     // Narrowed to one origin: others get no CORS headers, so browsers refuse them.
+    let objects = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(BIN)
         .env("REACTOR_DATABASE_URL", &url)
+        .env("REACTOR_STORAGE_PATH", objects.path())
         .env("REACTOR_LISTEN", "127.0.0.1:0")
         .env("REACTOR_CORS_ORIGINS", "https://app.example.com")
         .stdout(Stdio::piped())
@@ -466,6 +474,7 @@ async fn browsers_pass_cors() {
     let narrowed = Running {
         child,
         base: format!("http://{addr}"),
+        _objects: objects,
     };
     let ask = |origin: &'static str| {
         http.request(
