@@ -129,6 +129,9 @@ pub struct StorageSettings {
     pub s3_path_style: Option<bool>,
     /// Largest object, in MiB; a bucket's own limit may only be lower [default: 5120].
     pub max_upload_mb: Option<u64>,
+    /// How long a resumable upload may take before it is abandoned and its bytes removed
+    /// [default: 86400].
+    pub upload_expiry_secs: Option<u64>,
 }
 
 /// `[cors]` in the config file; `REACTOR_CORS_ORIGINS` (comma-separated) overrides it.

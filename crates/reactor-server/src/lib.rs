@@ -230,6 +230,14 @@ async fn start_storage(
     if let Some(mb) = settings.max_upload_mb {
         storage_config.max_upload_bytes = mb.saturating_mul(1024 * 1024);
     }
+    if let Some(secs) = settings.upload_expiry_secs {
+        storage_config.abandon_uploads_after = std::time::Duration::from_secs(secs.max(1));
+    }
+    // At least twice per expiry, so nothing outlives it by much.
+    let sweep_every = (storage_config.abandon_uploads_after / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
     #[cfg(feature = "data")]
     let policies: Option<Arc<dyn reactor_storage::Policies>> = state
         .data
@@ -252,11 +260,7 @@ async fn start_storage(
             .await
             .map_err(|e| failed(e.to_string()))?;
     }
-    tokio::spawn(
-        storage
-            .clone()
-            .run_sweeper(std::time::Duration::from_secs(60)),
-    );
+    tokio::spawn(storage.clone().run_sweeper(sweep_every));
     Ok(Some(storage))
 }
 

@@ -70,6 +70,10 @@ fn cors(origins: &[String]) -> CorsLayer {
         "x-metadata",
         "content-md5",
         "x-checksum-sha256",
+        "tus-resumable",
+        "upload-length",
+        "upload-offset",
+        "upload-metadata",
     ]
     .map(HeaderName::from_static);
     let exposed = [
@@ -83,6 +87,12 @@ fn cors(origins: &[String]) -> CorsLayer {
         "content-length",
         "accept-ranges",
         "last-modified",
+        "tus-resumable",
+        "tus-version",
+        "tus-extension",
+        "upload-offset",
+        "upload-length",
+        "upload-expires",
     ]
     .map(HeaderName::from_static);
     let layer = CorsLayer::new()

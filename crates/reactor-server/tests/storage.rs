@@ -123,7 +123,7 @@ impl Reply {
 }
 
 impl Harness {
-    async fn start(url: &str, bytes: Bytes, label: &str) -> Harness {
+    async fn start(url: &str, bytes: Bytes, label: &str, expiry: Option<u64>) -> Harness {
         let db = Db::connect(url).await.expect("db");
         let public = keys::generate(KeyTier::Public);
         db.insert_api_key(&public, "test").await.expect("key");
@@ -133,7 +133,7 @@ impl Harness {
             .await
             .expect("bind");
         let endpoint = server.endpoint().expect("endpoint");
-        let storage = match &bytes {
+        let mut storage = match &bytes {
             Bytes::Fs(dir) => StorageSettings {
                 path: Some(dir.path().to_path_buf()),
                 max_upload_mb: Some(64),
@@ -150,6 +150,7 @@ impl Harness {
                 ..Default::default()
             },
         };
+        storage.upload_expiry_secs = expiry;
         let config = ServerConfig {
             listen: server.local_addr().expect("addr"),
             database_url: url.to_string(),
@@ -381,7 +382,7 @@ create policy "acme-files: admins write" on storage.objects
 "#;
 
 async fn contract(url: &str, bytes: Bytes, label: &str) {
-    let h = Harness::start(url, bytes, label).await;
+    let h = Harness::start(url, bytes, label, None).await;
     let say = |w: &str| h.say(w);
 
     // --- buckets -------------------------------------------------------------------------
@@ -1137,6 +1138,8 @@ async fn contract(url: &str, bytes: Bytes, label: &str) {
         .await;
     assert!(r.status == 200 || r.status == 403, "{}", say(&r.text()));
 
+    resumable(&h).await;
+
     // --- list, move, copy, delete ----------------------------------------------------------
     let r = h
         .call(Who::User("alice"), "POST", "/storage/v1/object/list/docs", Some(json!({"prefix": "alice/", "search": "txt", "sortBy": {"column": "name", "order": "desc"}, "limit": 3})))
@@ -1291,6 +1294,298 @@ async fn contract(url: &str, bytes: Bytes, label: &str) {
         .call(Who::Service, "GET", "/storage/v1/bucket/acme-files", None)
         .await;
     assert_eq!(r.status, 404);
+
+    storage_js(&h).await;
+}
+
+/// Runs tests/js/storage.mjs: the unmodified `@supabase/storage-js` and `tus-js-client`
+/// against this server, from node.
+async fn storage_js(h: &Harness) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/@supabase/storage-js").exists(),
+        "run `npm ci --prefix crates/reactor-server/tests/js` (scripts/test does)"
+    );
+    let (_, token, _) = h
+        .users
+        .iter()
+        .find(|(n, _, _)| *n == "alice")
+        .expect("alice");
+    let mut node = std::process::Command::new("node");
+    node.arg("storage.mjs")
+        .current_dir(&dir)
+        .env("REACTOR_STORAGE_URL", format!("{}/storage/v1", h.base))
+        .env("REACTOR_SERVICE_KEY", &h.service_key)
+        .env("REACTOR_PUBLIC_KEY", &h.public_key)
+        .env("REACTOR_USER_TOKEN", token);
+    let out = tokio::task::spawn_blocking(move || node.output())
+        .await
+        .expect("join")
+        .expect("node runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        h.say(&format!(
+            "storage-js:\n{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    );
+}
+
+fn tus_meta(pairs: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k} {}",
+                base64::engine::general_purpose::STANDARD.encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Harness {
+    fn tus(&self, who: Who, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.request(who, method, path)
+            .header("tus-resumable", "1.0.0")
+    }
+
+    /// Creates a resumable upload; its path.
+    async fn tus_create(&self, who: Who, bucket: &str, name: &str, length: usize) -> Reply {
+        self.send(
+            self.tus(who, "POST", "/storage/v1/upload/resumable")
+                .header("upload-length", length.to_string())
+                .header(
+                    "upload-metadata",
+                    tus_meta(&[
+                        ("bucketName", bucket),
+                        ("objectName", name),
+                        ("contentType", "application/octet-stream"),
+                    ]),
+                ),
+        )
+        .await
+    }
+
+    async fn tus_patch(&self, who: Who, location: &str, offset: usize, bytes: Vec<u8>) -> Reply {
+        self.send(
+            self.tus(who, "PATCH", location)
+                .header("upload-offset", offset.to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .body(bytes),
+        )
+        .await
+    }
+
+    async fn tus_offset(&self, who: Who, location: &str) -> (u16, Option<usize>) {
+        let r = self.send(self.tus(who, "HEAD", location)).await;
+        (
+            r.status,
+            r.header("upload-offset").and_then(|v| v.parse().ok()),
+        )
+    }
+}
+
+/// TUS: create, send in parts, a wrong offset, a dropped connection resumed from the offset
+/// the server reports, someone else's upload, the limits, termination.
+async fn resumable(h: &Harness) {
+    let say = |w: &str| h.say(w);
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let r = h
+        .send(
+            h.request(Who::User("alice"), "POST", "/storage/v1/upload/resumable")
+                .header("upload-length", "10"),
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", say("no Tus-Resumable"));
+    let r = h
+        .tus_create(Who::User("alice"), "docs", "alice/huge.bin", 5_000_000)
+        .await;
+    assert_eq!(
+        r.status,
+        413,
+        "{}",
+        say("over docs' limit, refused before any byte")
+    );
+    let r = h.tus_create(Who::User("alice"), "docs", "../x", 10).await;
+    assert_eq!(r.status, 400, "{}", say("a bad path"));
+
+    let r = h
+        .tus_create(Who::User("alice"), "pics", "resumed.bin", data.len())
+        .await;
+    assert_eq!(r.status, 201, "{}", say(&r.text()));
+    assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
+    assert!(
+        r.header("tus-extension")
+            .is_some_and(|e| e.contains("creation")),
+        "{}",
+        say("what this server supports")
+    );
+    let location = r.header("location").expect("location").to_string();
+    assert!(r.header("upload-expires").is_some());
+    assert_eq!(
+        h.tus_offset(Who::User("alice"), &location).await,
+        (200, Some(0))
+    );
+    assert_eq!(
+        h.tus_offset(Who::User("bob"), &location).await.0,
+        404,
+        "{}",
+        say("bob cannot see alice's upload")
+    );
+    let r = h
+        .tus_patch(Who::User("bob"), &location, 0, data[..10].to_vec())
+        .await;
+    assert_eq!(r.status, 404, "{}", say("nor write to it"));
+
+    let first = 1024 * 1024;
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 0, data[..first].to_vec())
+        .await;
+    assert_eq!(
+        (r.status, r.header("upload-offset")),
+        (204, Some("1048576")),
+        "{}",
+        say(&r.text())
+    );
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 0, data[..first].to_vec())
+        .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (409, Some("offset_mismatch")),
+        "{}",
+        say("a stale offset")
+    );
+    assert_eq!(
+        h.download(Who::User("alice"), "pics/resumed.bin")
+            .await
+            .status,
+        404,
+        "{}",
+        say("not visible while incomplete")
+    );
+
+    // The connection drops 300 KB into a 1 MB PATCH; the bytes that arrived are kept.
+    let (_, token, _) = h
+        .users
+        .iter()
+        .find(|(n, _, _)| *n == "alice")
+        .expect("alice");
+    let addr = h.base.trim_start_matches("http://").to_string();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nhost: {addr}\r\napikey: {}\r\nauthorization: Bearer {token}\r\nx-reactor-org: acme\r\ntus-resumable: 1.0.0\r\nupload-offset: {first}\r\ncontent-type: application/offset+octet-stream\r\ncontent-length: {first}\r\n\r\n",
+        h.public_key
+    );
+    let part = data[first..first + 300_000].to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.write_all(head.as_bytes()).expect("head");
+        s.write_all(&part).expect("part");
+        s.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(300));
+    })
+    .await
+    .expect("join");
+    let mut offset = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        offset = h.tus_offset(Who::User("alice"), &location).await.1;
+        if offset != Some(first) {
+            break;
+        }
+    }
+    let offset = offset.expect("an offset");
+    assert!(
+        offset > first && offset <= first + 300_000,
+        "{}",
+        say(&format!("kept the bytes that arrived: {offset}"))
+    );
+    let r = h
+        .tus_patch(
+            Who::User("alice"),
+            &location,
+            offset,
+            data[offset..].to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("upload-offset").map(str::to_string)),
+        (204, Some(data.len().to_string())),
+        "{}",
+        say(&r.text())
+    );
+    let r = h.download(Who::User("alice"), "pics/resumed.bin").await;
+    assert_eq!(
+        (r.body.len(), sha256_hex(&r.body)),
+        (data.len(), sha256_hex(&data)),
+        "{}",
+        say("resumed object whole")
+    );
+    let r = h
+        .call(
+            Who::User("alice"),
+            "GET",
+            "/storage/v1/object/info/pics/resumed.bin",
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.json()["sha256"],
+        json!(sha256_hex(&data)),
+        "{}",
+        say("its checksum")
+    );
+    assert_eq!(
+        h.tus_offset(Who::User("alice"), &location).await.0,
+        404,
+        "{}",
+        say("a finished upload is gone")
+    );
+
+    // One PATCH for a whole object; then one abandoned by its client.
+    let r = h
+        .tus_create(Who::User("alice"), "pics", "whole.bin", 1000)
+        .await;
+    let location = r.header("location").expect("location").to_string();
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 0, data[..1000].to_vec())
+        .await;
+    assert_eq!(r.status, 204, "{}", say(&r.text()));
+    assert_eq!(
+        h.download(Who::User("alice"), "pics/whole.bin").await.body,
+        &data[..1000]
+    );
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 1000, vec![1])
+        .await;
+    assert_eq!(r.status, 404, "{}", say("nothing more to send"));
+    let before = h.stored_blobs().await.len();
+    let r = h
+        .tus_create(Who::User("alice"), "pics", "dropped.bin", 5000)
+        .await;
+    let location = r.header("location").expect("location").to_string();
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 0, data[..2000].to_vec())
+        .await;
+    assert_eq!(r.status, 204);
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 2000, data[..4000].to_vec())
+        .await;
+    assert_eq!(r.status, 413, "{}", say("more than the declared length"));
+    assert_eq!(h.stored_blobs().await.len(), before + 1);
+    let r = h.send(h.tus(Who::User("alice"), "DELETE", &location)).await;
+    assert_eq!(r.status, 204, "{}", say(&r.text()));
+    assert_eq!(h.tus_offset(Who::User("alice"), &location).await.0, 404);
+    assert_eq!(
+        h.stored_blobs().await.len(),
+        before,
+        "{}",
+        say("a terminated upload's bytes are gone")
+    );
 }
 
 /// A request sent byte for byte as written (HTTP clients normalise `..` away), as alice;
@@ -1402,4 +1697,49 @@ async fn postgres_on_s3() {
     };
     let Some(moto) = moto().await else { return };
     contract(&url, Bytes::S3(moto), "postgres+s3").await;
+}
+
+/// An upload nobody finishes is removed after its expiry, bytes and all.
+#[tokio::test]
+async fn abandoned_resumable_uploads_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(
+        &format!("sqlite://{}", dir.path().join("o1.db").display()),
+        Bytes::Fs(tempfile::tempdir().expect("tempdir")),
+        "expiry",
+        Some(2),
+    )
+    .await;
+    let r = h
+        .call(
+            Who::Service,
+            "POST",
+            "/storage/v1/bucket",
+            Some(json!({"id": "up"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.tus_create(Who::User("alice"), "up", "a.bin", 100).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").expect("location").to_string();
+    let r = h
+        .tus_patch(Who::User("alice"), &location, 0, vec![7; 40])
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(h.stored_blobs().await.len(), 1);
+    let mut gone = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if h.tus_offset(Who::User("alice"), &location).await.0 == 404
+            && h.stored_blobs().await.is_empty()
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(
+        gone,
+        "the upload and its bytes outlived the expiry: {:?}",
+        h.stored_blobs().await
+    );
 }

@@ -80,17 +80,21 @@ pub fn content_type(declared: Option<&str>, path: &str) -> String {
 pub struct Written {
     pub size: u64,
     pub sha256: String,
+    /// The body was cut off and `keep_partial` kept what had arrived.
+    pub interrupted: bool,
 }
 
 /// Streams `body` into the store at `key`, hashing it on the way. Refused — with nothing
-/// left in the store — when it grows past `limit`, is cut off, or does not match a checksum
-/// the client declared.
+/// left in the store — when it grows past `limit`, does not match a checksum the client
+/// declared, or is cut off (unless `keep_partial`: a resumable upload keeps what arrived, and
+/// the client goes on from there).
 pub async fn write(
     store: &dyn ObjectStore,
     key: &str,
     mut body: UploadBody,
     limit: u64,
     options: &UploadOptions,
+    keep_partial: bool,
 ) -> Result<Written, StorageError> {
     let path = StorePath::from(key);
     let mut sha = Sha256::new();
@@ -106,9 +110,14 @@ pub async fn write(
         }
         Err(e)
     };
+    let mut interrupted = false;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
+            Err(_) if keep_partial && size > 0 => {
+                interrupted = true;
+                break;
+            }
             Err(e) => return failed(multipart, StorageError::Interrupted(e.to_string())).await,
         };
         size += chunk.len() as u64;
@@ -138,14 +147,14 @@ pub async fn write(
         }
     }
     let sha256 = hex::encode(sha.finalize());
-    if let Some(declared) = &options.sha256 {
+    if let Some(declared) = options.sha256.as_ref().filter(|_| !interrupted) {
         let ok = declared.eq_ignore_ascii_case(&sha256)
             || base64_decode(declared).is_some_and(|d| hex::encode(d) == sha256);
         if !ok {
             return failed(multipart, StorageError::ChecksumMismatch("SHA-256")).await;
         }
     }
-    if let Some(declared) = &options.md5_base64 {
+    if let Some(declared) = options.md5_base64.as_ref().filter(|_| !interrupted) {
         let md5 = md5.finalize();
         if base64_decode(declared).as_deref() != Some(md5.as_slice()) {
             return failed(multipart, StorageError::ChecksumMismatch("MD5")).await;
@@ -159,7 +168,11 @@ pub async fn write(
             store.put(&path, PutPayload::from_iter(small)).await?;
         }
     }
-    Ok(Written { size, sha256 })
+    Ok(Written {
+        size,
+        sha256,
+        interrupted,
+    })
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
@@ -271,6 +284,15 @@ pub async fn read(
         GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
     };
     Ok(Download { span, stream })
+}
+
+/// The whole of stored bytes as a stream.
+pub async fn stream(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<BoxStream<'static, Result<Bytes, std::io::Error>>, StorageError> {
+    let got = store.get(&StorePath::from(key)).await?;
+    Ok(got.into_stream().map_err(std::io::Error::other).boxed())
 }
 
 pub async fn copy(store: &dyn ObjectStore, from: &str, to: &str) -> Result<(), StorageError> {

@@ -40,6 +40,13 @@ pub fn router(storage: Storage) -> Router {
             "/object/authenticated/{bucket}/{*path}",
             get(download).head(download),
         )
+        .route("/upload/resumable", post(tus_create))
+        .route(
+            "/upload/resumable/{id}",
+            axum::routing::head(tus_head)
+                .patch(tus_patch)
+                .delete(tus_delete),
+        )
         .route("/object/{bucket}", axum::routing::delete(delete_many))
         .route(
             "/object/{bucket}/{*path}",
@@ -67,6 +74,237 @@ pub fn public_router(storage: Storage) -> Router {
             axum::routing::put(upload_signed),
         )
         .with_state(storage)
+}
+
+// --- TUS 1.0 resumable uploads ----------------------------------------------------------------
+
+const TUS_VERSION: &str = "1.0.0";
+
+/// Every TUS answer says which protocol version and extensions it speaks (a bare `OPTIONS`
+/// is a CORS preflight here, so discovery rides on every answer).
+fn tus(status: StatusCode, mut headers: HeaderMap) -> Response {
+    headers.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    headers.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    headers.insert(
+        "tus-extension",
+        HeaderValue::from_static("creation,creation-with-upload,termination,expiration"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (status, headers).into_response()
+}
+
+fn tus_error(e: impl Into<ApiError>) -> Response {
+    let mut r = e.into().into_response();
+    r.headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    r
+}
+
+fn tus_headers(upload: &crate::tus::Upload) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("upload-offset", HeaderValue::from(upload.offset));
+    h.insert("upload-length", HeaderValue::from(upload.length));
+    let expires =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(upload.expires_at.max(0) as u64);
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
+        h.insert("upload-expires", v);
+    }
+    h
+}
+
+/// The refusal when the client does not speak TUS 1.0.0.
+fn tus_refusal(headers: &HeaderMap) -> Option<Response> {
+    match header_str(headers, "tus-resumable") {
+        Some(TUS_VERSION) => None,
+        _ => {
+            let mut h = HeaderMap::new();
+            h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+            let mut r = tus_error(
+                ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "tus_version",
+                    "this server speaks TUS 1.0.0",
+                )
+                .with_hint("send `Tus-Resumable: 1.0.0` (tus-js-client does)"),
+            );
+            r.headers_mut().extend(h);
+            Some(r)
+        }
+    }
+}
+
+/// `Upload-Metadata`: `key base64,key base64,…`.
+fn tus_metadata(
+    headers: &HeaderMap,
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    use base64::Engine;
+    let mut out = std::collections::HashMap::new();
+    let Some(text) = header_str(headers, "upload-metadata") else {
+        return Ok(out);
+    };
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once(' ').unwrap_or((pair, ""));
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_metadata",
+                    format!("Upload-Metadata `{key}` is not base64 of UTF-8 text"),
+                )
+            })?;
+        out.insert(key.to_string(), value);
+    }
+    Ok(out)
+}
+
+async fn tus_create(
+    State(storage): State<Storage>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(r) = tus_refusal(&headers) {
+        return r;
+    }
+    let created = async {
+        let length: u64 = header_str(&headers, "upload-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "upload_length",
+                    "Upload-Length is missing or not a number",
+                )
+                .with_hint("declare the object's size in bytes; deferred lengths are not supported")
+            })?;
+        let meta = tus_metadata(&headers)?;
+        let field = |k: &str| meta.get(k).cloned();
+        let new = crate::tus::NewUpload {
+            bucket_id: field("bucketName").unwrap_or_default(),
+            name: field("objectName").unwrap_or_default(),
+            length,
+            content_type: field("contentType"),
+            cache_control: field("cacheControl").as_deref().map(cache_control),
+            metadata: match field("metadata") {
+                Some(m) => Some(parse_metadata(&m).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_metadata",
+                        "the `metadata` entry is not a JSON object",
+                    )
+                })?),
+                None => None,
+            },
+            upsert: header_str(&headers, "x-upsert")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        };
+        if new.bucket_id.is_empty() || new.name.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_metadata",
+                "Upload-Metadata needs bucketName and objectName",
+            ));
+        }
+        Ok::<_, ApiError>(storage.tus_create(&principal, new).await?)
+    }
+    .await;
+    let upload = match created {
+        Ok(u) => u,
+        Err(e) => return tus_error(e),
+    };
+    let mut h = tus_headers(&upload);
+    if let Ok(v) = HeaderValue::from_str(&format!("/storage/v1/upload/resumable/{}", upload.id)) {
+        h.insert(header::LOCATION, v);
+    }
+    // creation-with-upload: the first bytes may come with the POST.
+    let with_bytes = header_str(&headers, "content-type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("application/offset+octet-stream"));
+    if with_bytes && upload.length > 0 {
+        match storage
+            .tus_patch(&principal, &upload.id, 0, body_stream(body))
+            .await
+        {
+            Ok(p) => {
+                h.extend(tus_headers(&p.upload));
+            }
+            Err(e) => return tus_error(e),
+        }
+    } else if upload.length == 0 {
+        // An empty object is complete as soon as it is declared.
+        let empty = futures_util::stream::empty().boxed();
+        if let Err(e) = storage.tus_patch(&principal, &upload.id, 0, empty).await {
+            return tus_error(e);
+        }
+    }
+    tus(StatusCode::CREATED, h)
+}
+
+async fn tus_head(
+    State(storage): State<Storage>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = tus_refusal(&headers) {
+        return r;
+    }
+    match storage.tus_state(&principal, &id).await {
+        Ok(u) => tus(StatusCode::OK, tus_headers(&u)),
+        Err(e) => tus_error(e),
+    }
+}
+
+async fn tus_patch(
+    State(storage): State<Storage>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(r) = tus_refusal(&headers) {
+        return r;
+    }
+    if !header_str(&headers, "content-type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("application/offset+octet-stream"))
+    {
+        return tus_error(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "a PATCH carries Content-Type: application/offset+octet-stream",
+        ));
+    }
+    let Some(offset) = header_str(&headers, "upload-offset").and_then(|v| v.parse().ok()) else {
+        return tus_error(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "upload_offset",
+            "Upload-Offset is missing or not a number",
+        ));
+    };
+    match storage
+        .tus_patch(&principal, &id, offset, body_stream(body))
+        .await
+    {
+        Ok(p) => tus(StatusCode::NO_CONTENT, tus_headers(&p.upload)),
+        Err(e) => tus_error(e),
+    }
+}
+
+async fn tus_delete(
+    State(storage): State<Storage>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = tus_refusal(&headers) {
+        return r;
+    }
+    match storage.tus_delete(&principal, &id).await {
+        Ok(()) => tus(StatusCode::NO_CONTENT, HeaderMap::new()),
+        Err(e) => tus_error(e),
+    }
 }
 
 fn bucket_json(b: &Bucket) -> Value {
@@ -202,6 +440,69 @@ fn uploaded(row: &ObjectRow) -> Json<Value> {
     Json(json!({ "Id": row.id, "Key": key, "id": row.id, "path": row.name, "fullPath": key }))
 }
 
+/// The bytes and options of an upload: the raw body with its headers, or — as Supabase's
+/// clients send a `Blob` — a `multipart/form-data` form whose text fields (`cacheControl`,
+/// `metadata`) come before the file part, which is streamed like a raw body.
+async fn upload_parts(
+    headers: &HeaderMap,
+    body: Body,
+    put: bool,
+) -> ApiResult<(UploadOptions, UploadBody)> {
+    let mut options = upload_options(headers, put)?;
+    let Some(boundary) = header_str(headers, "content-type")
+        .filter(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"))
+        .map(|t| {
+            multer::parse_boundary(t)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_form", e.to_string()))
+        })
+        .transpose()?
+    else {
+        return Ok((options, body_stream(body)));
+    };
+    let bad_form = |e: multer::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_form", e.to_string())
+            .with_hint("send the file as a form part after the text fields, or send the raw bytes")
+    };
+    let mut form = multer::Multipart::with_constraints(
+        body.into_data_stream(),
+        boundary,
+        // Text fields are small; the file part has no limit here (the bucket's applies).
+        multer::Constraints::new().size_limit(
+            multer::SizeLimit::new()
+                .for_field("cacheControl", 1024)
+                .for_field("metadata", 64 * 1024),
+        ),
+    );
+    options.content_length = None;
+    options.content_type = None;
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if field.file_name().is_some() || name.is_empty() {
+            options.content_type = field.content_type().map(|m| m.to_string());
+            return Ok((options, field.map_err(std::io::Error::other).boxed()));
+        }
+        let text = field.text().await.map_err(bad_form)?;
+        match name.as_str() {
+            "cacheControl" => options.cache_control = Some(cache_control(&text)),
+            "metadata" => {
+                options.metadata = Some(parse_metadata(&text).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_metadata",
+                        "the metadata field is not a JSON object",
+                    )
+                })?)
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_form",
+        "the form has no file part",
+    ))
+}
+
 async fn upload(
     State(storage): State<Storage>,
     Extension(principal): Extension<Principal>,
@@ -210,9 +511,9 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let options = upload_options(&headers, method == Method::PUT)?;
+    let (options, body) = upload_parts(&headers, body, method == Method::PUT).await?;
     let row = storage
-        .upload(&principal, &bucket, &path, options, body_stream(body))
+        .upload(&principal, &bucket, &path, options, body)
         .await?;
     Ok(uploaded(&row))
 }
@@ -245,10 +546,8 @@ async fn upload_signed(
         &path,
         crate::now_secs(),
     )?;
-    let options = upload_options(&headers, false)?;
-    let row = storage
-        .upload_signed(&grant, options, body_stream(body))
-        .await?;
+    let (options, body) = upload_parts(&headers, body, false).await?;
+    let row = storage.upload_signed(&grant, options, body).await?;
     Ok(uploaded(&row))
 }
 
@@ -567,25 +866,9 @@ struct SignBody {
     paths: Vec<String>,
 }
 
+/// The path is left as it is, as Supabase answers it: its clients `encodeURI` the whole URL.
 fn signed_url(bucket: &str, path: &str, token: &str) -> String {
-    format!(
-        "/object/sign/{}/{}?token={token}",
-        encode_path(bucket),
-        encode_path(path)
-    )
-}
-
-/// Percent-encodes what a URL path segment cannot hold, keeping `/` between segments.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("/object/sign/{bucket}/{path}?token={token}")
 }
 
 async fn sign_one(
@@ -638,7 +921,7 @@ async fn sign_upload(
         .sign_upload(&principal, &bucket, &path, upsert)
         .await?;
     Ok(Json(json!({
-        "url": format!("/object/upload/sign/{}/{}?token={token}", encode_path(&bucket), encode_path(&path)),
+        "url": format!("/object/upload/sign/{bucket}/{path}?token={token}"),
         "token": token,
     })))
 }

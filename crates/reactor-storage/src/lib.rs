@@ -19,6 +19,7 @@ pub mod path;
 mod postgres;
 pub mod sign;
 mod sqlite;
+pub mod tus;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -151,6 +152,10 @@ pub enum StorageError {
     ChecksumMismatch(&'static str),
     #[error("the upload was cut off: {0}")]
     Interrupted(String),
+    #[error("no upload `{0}` (finished, abandoned, expired, or someone else's)")]
+    UploadNotFound(String),
+    #[error("the upload is at byte {expected}")]
+    OffsetMismatch { expected: u64 },
     #[error("the signature is invalid")]
     BadSignature,
     #[error("the signed URL has expired")]
@@ -184,6 +189,8 @@ impl StorageError {
             E::MimeNotAllowed(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_mime_type"),
             E::ChecksumMismatch(_) => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
             E::Interrupted(_) => (StatusCode::BAD_REQUEST, "upload_interrupted"),
+            E::UploadNotFound(_) => (StatusCode::NOT_FOUND, "upload_not_found"),
+            E::OffsetMismatch { .. } => (StatusCode::CONFLICT, "offset_mismatch"),
             E::BadSignature => (StatusCode::FORBIDDEN, "invalid_signature"),
             E::SignatureExpired => (StatusCode::FORBIDDEN, "signature_expired"),
             E::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range"),
@@ -205,6 +212,10 @@ impl StorageError {
             E::MimeNotAllowed(_) => Some("the bucket's allowed_mime_types lists what it takes"),
             E::ChecksumMismatch(_) => Some("nothing was stored; send the upload again"),
             E::BadSignature => Some("ask for a new signed URL; tokens cannot be edited"),
+            E::OffsetMismatch { .. } => {
+                Some("send a HEAD for the upload's Upload-Offset and continue from there")
+            }
+            E::UploadNotFound(_) => Some("create a new upload"),
             E::SignatureExpired => Some("ask for a new signed URL with a longer expiresIn"),
             _ => None,
         };
@@ -354,15 +365,15 @@ pub struct ListEntry {
 /// The Storage capability over one database and one object store.
 #[derive(Clone)]
 pub struct Storage {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    db: Db,
-    store: Arc<dyn object_store::ObjectStore>,
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) store: Arc<dyn object_store::ObjectStore>,
     policies: Option<Arc<dyn Policies>>,
     signer: Signer,
-    config: StorageConfig,
+    pub(crate) config: StorageConfig,
 }
 
 impl fmt::Debug for Storage {
@@ -406,7 +417,7 @@ impl Storage {
         &self.inner.signer
     }
 
-    fn meta(&self, principal: &Principal) -> meta::Meta<'_> {
+    pub(crate) fn meta(&self, principal: &Principal) -> meta::Meta<'_> {
         meta::Meta {
             db: &self.inner.db,
             principal: principal.clone(),
@@ -414,7 +425,7 @@ impl Storage {
         }
     }
 
-    fn system(&self) -> meta::Meta<'_> {
+    pub(crate) fn system(&self) -> meta::Meta<'_> {
         meta::Meta::system(&self.inner.db)
     }
 
@@ -562,7 +573,7 @@ impl Storage {
         .await
     }
 
-    async fn bucket_for_write(
+    pub(crate) async fn bucket_for_write(
         &self,
         principal: &Principal,
         bucket_id: &str,
@@ -590,11 +601,7 @@ impl Storage {
         owner: Option<String>,
     ) -> Result<ObjectRow, StorageError> {
         path::object_path(name)?;
-        let limit = bucket
-            .file_size_limit
-            .map_or(self.inner.config.max_upload_bytes, |l| {
-                l.min(self.inner.config.max_upload_bytes)
-            });
+        let limit = self.limit_for(bucket);
         if options.content_length.is_some_and(|n| n > limit) {
             return Err(StorageError::TooLarge { limit });
         }
@@ -603,31 +610,28 @@ impl Storage {
             return Err(StorageError::MimeNotAllowed(mime));
         }
         let blob = format!("{}/{}", bucket.id, uuid::Uuid::new_v4());
-        let mut row = ObjectRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            bucket_id: bucket.id.clone(),
-            name: name.to_string(),
-            owner_id: owner,
-            org_id: bucket.org_id.clone(),
-            size: 0,
-            mime_type: mime,
-            sha256: String::new(),
-            blob: blob.clone(),
-            metadata: options
-                .metadata
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({})),
-            cache_control: options.cache_control.clone(),
-            created_at: String::new(),
-            updated_at: String::new(),
-        };
+        let mut row = self.new_row(bucket, name, mime, owner);
+        row.blob = blob.clone();
+        row.metadata = options
+            .metadata
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        row.cache_control = options.cache_control.clone();
         meta.may_write(&row, options.upsert).await?;
         // From here the bytes may exist before their row: recorded, so a crash leaves a
         // pending entry the sweep removes, never an orphan.
         self.system()
             .pending_add(&blob, meta::Pending::Upload)
             .await?;
-        let written = blob::write(self.inner.store.as_ref(), &blob, body, limit, &options).await;
+        let written = blob::write(
+            self.inner.store.as_ref(),
+            &blob,
+            body,
+            limit,
+            &options,
+            false,
+        )
+        .await;
         let written = match written {
             Ok(w) => w,
             Err(e) => {
@@ -637,15 +641,30 @@ impl Storage {
         };
         row.size = written.size as i64;
         row.sha256 = written.sha256;
-        match meta.commit(&row, options.upsert).await {
+        self.commit_or_reclaim(&meta, &row, options.upsert, Vec::new())
+            .await
+    }
+
+    /// Commits `row`, whose bytes are stored at `row.blob`, then removes what is no longer
+    /// pointed to: the bytes it replaced and `spent` when it commits; its own bytes and
+    /// `spent` when it does not.
+    pub(crate) async fn commit_or_reclaim(
+        &self,
+        meta: &meta::Meta<'_>,
+        row: &ObjectRow,
+        upsert: bool,
+        mut spent: Vec<String>,
+    ) -> Result<ObjectRow, StorageError> {
+        let committed = meta.commit(row, upsert).await;
+        match committed {
             Ok((stored, replaced)) => {
-                if let Some(old) = replaced {
-                    self.reclaim(vec![old]).await;
-                }
+                spent.extend(replaced);
+                self.reclaim(spent).await;
                 Ok(stored)
             }
             Err(e) => {
-                self.reclaim(vec![blob]).await;
+                spent.push(row.blob.clone());
+                self.reclaim(spent).await;
                 Err(e)
             }
         }
@@ -800,18 +819,8 @@ impl Storage {
             self.reclaim(vec![blob]).await;
             return Err(e);
         }
-        match meta.commit(&row, upsert).await {
-            Ok((stored, replaced)) => {
-                if let Some(old) = replaced {
-                    self.reclaim(vec![old]).await;
-                }
-                Ok(stored)
-            }
-            Err(e) => {
-                self.reclaim(vec![blob]).await;
-                Err(e)
-            }
-        }
+        self.commit_or_reclaim(&meta, &row, upsert, Vec::new())
+            .await
     }
 
     /// A token for downloading an object the caller may read, valid `expires_in` seconds.
@@ -850,21 +859,12 @@ impl Storage {
     ) -> Result<String, StorageError> {
         let bucket = self.bucket_for_write(principal, bucket_id).await?;
         path::object_path(name)?;
-        let probe = ObjectRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            bucket_id: bucket.id.clone(),
-            name: name.to_string(),
-            owner_id: principal.user_id.clone(),
-            org_id: bucket.org_id.clone(),
-            size: 0,
-            mime_type: "application/octet-stream".into(),
-            sha256: String::new(),
-            blob: String::new(),
-            metadata: serde_json::json!({}),
-            cache_control: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        };
+        let probe = self.new_row(
+            &bucket,
+            name,
+            "application/octet-stream".into(),
+            principal.user_id.clone(),
+        );
         self.meta(principal).may_write(&probe, upsert).await?;
         Ok(self.inner.signer.sign(&Grant {
             op: Op::Upload,
@@ -881,6 +881,13 @@ impl Storage {
     /// uploads never committed once they are older than `abandon_uploads_after`. Runs after
     /// every delete and periodically ([`Storage::run_sweeper`]); safe on every replica at once.
     pub async fn sweep(&self) -> Result<usize, StorageError> {
+        for gone in tus::expire(&self.inner.db).await? {
+            for chunk in gone.chunks {
+                self.system()
+                    .pending_add(&chunk.key, meta::Pending::Delete)
+                    .await?;
+            }
+        }
         let due = self
             .system()
             .pending_due(self.inner.config.abandon_uploads_after)
@@ -903,7 +910,7 @@ impl Storage {
 
     /// Marks `blobs` for deletion and deletes them now; whatever fails here stays pending for
     /// the sweep.
-    async fn reclaim(&self, blobs: Vec<String>) {
+    pub(crate) async fn reclaim(&self, blobs: Vec<String>) {
         if blobs.is_empty() {
             return;
         }

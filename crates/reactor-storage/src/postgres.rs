@@ -10,13 +10,15 @@ use sqlx::{PgPool, Row};
 
 use crate::StorageError;
 use crate::meta::{Bucket, ObjectRow, Pending};
+use crate::tus::{Chunk, Upload};
 
 /// The default policies here and the records in `sqlite.rs` are the same rules: keep the
 /// two in step.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "buckets, objects, pending bytes, signing key, default policies",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "buckets, objects, pending bytes, signing key, default policies",
+        sql: r#"
         create schema if not exists storage;
         create table storage.buckets (
             id text primary key,
@@ -73,7 +75,30 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             using (org_id = reactor.org_id())
             with check (org_id = reactor.org_id());
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "resumable uploads",
+        sql: r#"
+        create table storage.uploads (
+            id uuid primary key,
+            bucket_id text not null,
+            name text not null,
+            user_id uuid,
+            service boolean not null,
+            length bigint not null,
+            received bigint not null default 0,
+            mime_type text not null,
+            cache_control text,
+            metadata jsonb not null default '{}',
+            upsert boolean not null default false,
+            chunks jsonb not null default '[]',
+            expires_at bigint not null
+        );
+        revoke all on storage.uploads from public;
+    "#,
+    },
+];
 
 /// Timestamps as RFC 3339 UTC with milliseconds, as O1 stores them.
 macro_rules! ts {
@@ -492,5 +517,112 @@ pub async fn signing_key(pool: &PgPool, candidate: &str) -> Result<String, Stora
     sqlx::query_scalar("select key from storage.signing_key where id = 1")
         .fetch_one(pool)
         .await
+        .map_err(db)
+}
+
+const UPLOAD_COLUMNS: &str = "id::text, bucket_id, name, user_id::text, service, length, received, \
+     mime_type, cache_control, metadata::text, upsert, chunks::text, expires_at";
+
+fn upload(r: &PgRow) -> Result<Upload, sqlx::Error> {
+    let metadata: String = r.try_get(9)?;
+    let chunks: String = r.try_get(11)?;
+    Ok(Upload {
+        id: r.try_get(0)?,
+        bucket_id: r.try_get(1)?,
+        name: r.try_get(2)?,
+        user_id: r.try_get(3)?,
+        service: r.try_get(4)?,
+        length: r.try_get::<i64, _>(5)? as u64,
+        offset: r.try_get::<i64, _>(6)? as u64,
+        mime_type: r.try_get(7)?,
+        cache_control: r.try_get(8)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        upsert: r.try_get(10)?,
+        chunks: serde_json::from_str(&chunks).unwrap_or_default(),
+        expires_at: r.try_get(12)?,
+    })
+}
+
+pub async fn insert_upload(pool: &PgPool, u: &Upload) -> Result<(), StorageError> {
+    sqlx::query(
+        "insert into storage.uploads
+             (id, bucket_id, name, user_id, service, length, received, mime_type, cache_control,
+              metadata, upsert, chunks, expires_at)
+         values ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::jsonb, $13)",
+    )
+    .bind(&u.id)
+    .bind(&u.bucket_id)
+    .bind(&u.name)
+    .bind(&u.user_id)
+    .bind(u.service)
+    .bind(u.length as i64)
+    .bind(u.offset as i64)
+    .bind(&u.mime_type)
+    .bind(&u.cache_control)
+    .bind(u.metadata.to_string())
+    .bind(u.upsert)
+    .bind(serde_json::to_string(&u.chunks).unwrap_or_default())
+    .bind(u.expires_at)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub async fn find_upload(pool: &PgPool, id: &str) -> Result<Option<Upload>, StorageError> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(None);
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {UPLOAD_COLUMNS} from storage.uploads where id = $1::uuid"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    row.as_ref().map(upload).transpose().map_err(db)
+}
+
+pub async fn advance_upload(
+    pool: &PgPool,
+    id: &str,
+    from: u64,
+    to: u64,
+    chunks: &[Chunk],
+) -> Result<bool, StorageError> {
+    let done = sqlx::query(
+        "update storage.uploads set received = $3, chunks = $4::jsonb
+         where id = $1::uuid and received = $2",
+    )
+    .bind(id)
+    .bind(from as i64)
+    .bind(to as i64)
+    .bind(serde_json::to_string(chunks).unwrap_or_default())
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn delete_upload(pool: &PgPool, id: &str) -> Result<(), StorageError> {
+    sqlx::query("delete from storage.uploads where id = $1::uuid")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub async fn expire_uploads(pool: &PgPool, now: i64) -> Result<Vec<Upload>, StorageError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "delete from storage.uploads where expires_at < $1 returning {UPLOAD_COLUMNS}"
+    )))
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(upload)
+        .collect::<Result<_, _>>()
         .map_err(db)
 }

@@ -10,14 +10,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::StorageError;
 use crate::meta::{Bucket, ObjectRow, Pending, Preds};
+use crate::tus::Upload;
 
 /// The storage tables, the row-level security switch for `storage.objects` and its default
 /// policies, recorded where the Data capability's simulation reads them. The policy records
 /// are the translation of the Postgres defaults (`postgres.rs`): keep the two in step.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "buckets, objects, pending bytes, signing key, default policies",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "buckets, objects, pending bytes, signing key, default policies",
+        sql: r#"
         create table _reactor_storage_buckets (
             id text primary key,
             public integer not null default 0,
@@ -67,7 +69,29 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ('storage.objects', 'reactor: org members share their org''s objects',
          '{"table":"storage.objects","name":"reactor: org members share their org''s objects","permissive":true,"command":"all","roles":["reactor_authenticated"],"using":"org_id = reactor_org_id()","check":"org_id = reactor_org_id()"}');
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "resumable uploads",
+        sql: "
+        create table _reactor_storage_uploads (
+            id text primary key,
+            bucket_id text not null,
+            name text not null,
+            user_id text,
+            service integer not null,
+            length integer not null,
+            received integer not null default 0,
+            mime_type text not null,
+            cache_control text,
+            metadata text not null default '{}',
+            upsert integer not null default 0,
+            chunks text not null default '[]',
+            expires_at integer not null
+        );
+    ",
+    },
+];
 
 const OBJECT_COLUMNS: &str = "id, bucket_id, name, owner_id, org_id, size, mime_type, sha256, \
      blob, metadata, cache_control, created_at, updated_at";
@@ -671,6 +695,127 @@ pub async fn signing_key(pool: &SqlitePool, candidate: &str) -> Result<String, S
             |r| r.get(0),
         )
         .map_err(db)
+    })
+    .await
+}
+
+const UPLOAD_COLUMNS: &str = "id, bucket_id, name, user_id, service, length, received, mime_type, \
+     cache_control, metadata, upsert, chunks, expires_at";
+
+fn upload(r: &Row<'_>) -> rusqlite::Result<Upload> {
+    let metadata: String = r.get(9)?;
+    let chunks: String = r.get(11)?;
+    Ok(Upload {
+        id: r.get(0)?,
+        bucket_id: r.get(1)?,
+        name: r.get(2)?,
+        user_id: r.get(3)?,
+        service: r.get(4)?,
+        length: r.get::<_, i64>(5)? as u64,
+        offset: r.get::<_, i64>(6)? as u64,
+        mime_type: r.get(7)?,
+        cache_control: r.get(8)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        upsert: r.get(10)?,
+        chunks: serde_json::from_str(&chunks).unwrap_or_default(),
+        expires_at: r.get(12)?,
+    })
+}
+
+pub async fn insert_upload(pool: &SqlitePool, u: &Upload) -> Result<(), StorageError> {
+    let u = u.clone();
+    with(pool, move |conn| {
+        conn.execute(
+            &format!(
+                "insert into _reactor_storage_uploads ({UPLOAD_COLUMNS})
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ),
+            params![
+                u.id,
+                u.bucket_id,
+                u.name,
+                u.user_id,
+                u.service,
+                u.length as i64,
+                u.offset as i64,
+                u.mime_type,
+                u.cache_control,
+                u.metadata.to_string(),
+                u.upsert,
+                serde_json::to_string(&u.chunks).unwrap_or_default(),
+                u.expires_at
+            ],
+        )
+        .map_err(db)?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn find_upload(pool: &SqlitePool, id: &str) -> Result<Option<Upload>, StorageError> {
+    let id = id.to_string();
+    with(pool, move |conn| {
+        conn.query_row(
+            &format!("select {UPLOAD_COLUMNS} from _reactor_storage_uploads where id = ?1"),
+            [&id],
+            upload,
+        )
+        .optional()
+        .map_err(db)
+    })
+    .await
+}
+
+/// Moves the upload from `from` to `to` bytes with `chunks`, unless another request moved it
+/// first (false).
+pub async fn advance_upload(
+    pool: &SqlitePool,
+    id: &str,
+    from: u64,
+    to: u64,
+    chunks: &[crate::tus::Chunk],
+) -> Result<bool, StorageError> {
+    let (id, chunks) = (
+        id.to_string(),
+        serde_json::to_string(chunks).unwrap_or_default(),
+    );
+    with(pool, move |conn| {
+        let n = conn
+            .execute(
+                "update _reactor_storage_uploads set received = ?3, chunks = ?4
+                 where id = ?1 and received = ?2",
+                params![id, from as i64, to as i64, chunks],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    })
+    .await
+}
+
+pub async fn delete_upload(pool: &SqlitePool, id: &str) -> Result<(), StorageError> {
+    let id = id.to_string();
+    with(pool, move |conn| {
+        conn.execute("delete from _reactor_storage_uploads where id = ?1", [&id])
+            .map_err(db)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Removes uploads past their expiry; their chunks are pending bytes the sweep removes.
+pub async fn expire_uploads(pool: &SqlitePool, now: i64) -> Result<Vec<Upload>, StorageError> {
+    with(pool, move |conn| {
+        let mut stmt = conn
+            .prepare(&format!(
+                "delete from _reactor_storage_uploads where expires_at < ?1 returning {UPLOAD_COLUMNS}"
+            ))
+            .map_err(db)?;
+        let gone = stmt
+            .query_map([now], upload)
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(gone)
     })
     .await
 }
