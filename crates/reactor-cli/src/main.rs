@@ -20,6 +20,7 @@ mod login;
 mod org;
 mod output;
 mod session;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ enum Command {
     /// Project secrets, given to functions as `env` (values are never shown).
     #[command(subcommand)]
     Secrets(functions::SecretsCommand),
+    /// Storage: buckets, and objects copied up and down like files (ss:///bucket/path).
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
     /// Show the server behind the current context: version, project, capabilities.
     Info(info::InfoArgs),
     /// Sign in to the current context's server as a user.
@@ -93,6 +97,7 @@ async fn main() -> ExitCode {
         Command::Functions(cmd) => functions::run(&session, cmd).await,
         Command::Secrets(cmd) => functions::secrets(&session, cmd).await,
         Command::Keys(cmd) => keys::run(&session, cmd).await,
+        Command::Storage(cmd) => storage::run(&session, cmd).await,
         Command::Login(args) => login::login(&session, args).await,
         Command::Logout => login::logout(&session).await,
         Command::Whoami(args) => login::whoami(&session, args).await,

@@ -1282,3 +1282,176 @@ fn functions_from_scaffold_to_hot_reload() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "teapot");
     assert!(String::from_utf8_lossy(&out.stderr).contains("418"));
 }
+
+#[test]
+fn storage_commands_move_files_up_and_down() {
+    let sb = Sandbox::new();
+    let project = sb.init("files");
+    let dev = start_dev(&sb, &project);
+
+    sb.ok(
+        &project,
+        &[
+            "storage",
+            "buckets",
+            "create",
+            "docs",
+            "--size-limit",
+            "1MB",
+        ],
+    );
+    let err = sb.fails(&project, &["storage", "buckets", "create", "docs"]);
+    assert!(err.contains("already exists"), "{err}");
+    let list = sb.ok(&project, &["storage", "buckets"]);
+    assert!(list.contains("docs") && list.contains("1.00 MiB"), "{list}");
+
+    // Up, listed, and down again byte for byte.
+    let local = sb.path("report.txt");
+    let text: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&local, &text).expect("write");
+    let said = sb.run(
+        &project,
+        &[
+            "storage",
+            "cp",
+            local.to_str().expect("utf8"),
+            "ss:///docs/reports/",
+        ],
+    );
+    assert!(
+        said.status.success(),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&said.stderr).contains("ss:///docs/reports/report.txt"),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    let listed = sb.ok(&project, &["storage", "ls", "ss:///docs/"]);
+    assert!(listed.contains("reports/"), "{listed}");
+    let listed = sb.ok(
+        &project,
+        &["storage", "ls", "ss:///docs/reports/", "--json"],
+    );
+    let entries: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(entries[0]["name"], "report.txt", "{listed}");
+    let back = sb.path("back.txt");
+    sb.ok(
+        &project,
+        &[
+            "storage",
+            "cp",
+            "ss:///docs/reports/report.txt",
+            back.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&back).expect("read"), text);
+    // Into a directory, under the object's name.
+    let dir = sb.path("downloads");
+    std::fs::create_dir(&dir).expect("mkdir");
+    sb.ok(
+        &project,
+        &[
+            "storage",
+            "cp",
+            "ss:///docs/reports/report.txt",
+            dir.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("report.txt")).expect("read"),
+        text
+    );
+
+    // Refusals are clear, exit non-zero, and leave nothing behind.
+    let big = sb.path("big.bin");
+    std::fs::write(&big, vec![0u8; 2 * 1024 * 1024]).expect("write");
+    let err = sb.fails(
+        &project,
+        &["storage", "cp", big.to_str().expect("utf8"), "ss:///docs/"],
+    );
+    assert!(err.contains("limit") && err.contains("hint:"), "{err}");
+    let missing = dir.join("missing.txt");
+    let err = sb.fails(
+        &project,
+        &[
+            "storage",
+            "cp",
+            "ss:///docs/missing.txt",
+            missing.to_str().expect("utf8"),
+        ],
+    );
+    assert!(err.contains("not found"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "a failed download leaves no file: {left:?}");
+    let err = sb.fails(&project, &["storage", "cp", "a.txt", "b.txt"]);
+    assert!(
+        err.contains("neither side") && err.contains("ss:///"),
+        "{err}"
+    );
+    let err = sb.fails(
+        &project,
+        &[
+            "storage",
+            "cp",
+            local.to_str().expect("utf8"),
+            "ss:///docs/../x",
+        ],
+    );
+    assert!(
+        err.contains("invalid") || err.contains("not a valid object path"),
+        "{err}"
+    );
+
+    // A signed URL works without a key.
+    let url = sb.ok(
+        &project,
+        &[
+            "storage",
+            "sign",
+            "ss:///docs/reports/report.txt",
+            "--expires-in",
+            "60",
+        ],
+    );
+    let path = url.trim().trim_start_matches(&dev.endpoint).to_string();
+    let (status, body) = http_get(&dev.endpoint, &path, "");
+    assert_eq!((status, body.len()), (200, text.len()), "{url}");
+
+    sb.ok(
+        &project,
+        &[
+            "storage",
+            "mv",
+            "ss:///docs/reports/report.txt",
+            "ss:///docs/archive/2026.txt",
+        ],
+    );
+    let listed = sb.ok(&project, &["storage", "ls", "ss:///docs/archive/"]);
+    assert!(listed.contains("2026.txt"), "{listed}");
+    sb.ok(&project, &["storage", "rm", "ss:///docs/archive/2026.txt"]);
+    let err = sb.fails(&project, &["storage", "rm", "ss:///docs/archive/2026.txt"]);
+    assert!(err.contains("not found"), "{err}");
+    sb.ok(
+        &project,
+        &[
+            "storage",
+            "cp",
+            local.to_str().expect("utf8"),
+            "ss:///docs/again.txt",
+        ],
+    );
+    let err = sb.fails(&project, &["storage", "buckets", "delete", "docs"]);
+    assert!(err.contains("not empty") && err.contains("hint:"), "{err}");
+    sb.ok(
+        &project,
+        &["storage", "buckets", "delete", "docs", "--force"],
+    );
+    let list = sb.ok(&project, &["storage", "buckets", "--json"]);
+    assert_eq!(list.trim(), "[]");
+}

@@ -1,6 +1,8 @@
 //! A typed client of the Reactor server's HTTP API. The CLI talks to every server through it,
 //! so a command behaves the same against `reactor dev` and a remote `reactor-server`.
 
+mod storage;
+
 use std::time::Duration;
 
 pub use reqwest::Method;
@@ -28,6 +30,8 @@ pub enum ClientError {
     Api { status: u16, body: ApiErrorBody },
     #[error("the server answered {status} with a body this client does not understand: {snippet}")]
     Unexpected { status: u16, snippet: String },
+    #[error("{0}")]
+    Local(String),
 }
 
 impl ClientError {
@@ -38,6 +42,7 @@ impl ClientError {
             ),
             ClientError::Api { body, .. } => body.hint.clone(),
             ClientError::Unexpected { .. } => Some("is the endpoint a Reactor server?".into()),
+            ClientError::Local(_) => None,
         }
     }
 }
@@ -430,10 +435,14 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let bytes = self.send_raw(method, path, body).await?;
-        // 204 and other empty answers read as JSON null.
-        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(bytes).map_err(|_| unexpected(200, bytes))
+        let mut req = self.authorized(
+            self.http
+                .request(method, format!("{}{path}", self.endpoint)),
+        );
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.answer(req).await
     }
 
     /// Sends with the credentials; a success's body, or the server's error.
@@ -450,28 +459,44 @@ impl Client {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
+        self.answer_raw(req).await
+    }
+
+    /// Sends a built request; a success's body, or the server's error.
+    async fn answer_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let res = req.send().await.map_err(|s| self.unreachable(s))?;
         let status = res.status().as_u16();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
+        let bytes = res.bytes().await.map_err(|s| self.unreachable(s))?;
         if (200..300).contains(&status) {
             return Ok(bytes.to_vec());
         }
-        match serde_json::from_slice::<ApiErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api { status, body }),
-            Err(_) => Err(unexpected(status, &bytes)),
+        Err(api_error(status, &bytes))
+    }
+
+    /// Sends a built request and reads its JSON answer.
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let bytes = self.answer_raw(req).await?;
+        // 204 and other empty answers read as JSON null.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|_| unexpected(200, bytes))
+    }
+
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            source,
         }
+    }
+}
+
+/// A failure's body as the server's error, or as what it is.
+fn api_error(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ApiErrorBody>(bytes) {
+        Ok(body) => ClientError::Api { status, body },
+        Err(_) => unexpected(status, bytes),
     }
 }
 

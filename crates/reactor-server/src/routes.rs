@@ -161,6 +161,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(streams)
         .merge(public_streams)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req
@@ -490,6 +491,15 @@ async fn revoke_key(
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
         .with_hint("GET /v1/info lists the capabilities this server offers")
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not a method of {}", uri.path()),
+    )
+    .with_hint("check the method and the path; a `..` in a path is resolved away by HTTP clients")
 }
 
 #[cfg(test)]
