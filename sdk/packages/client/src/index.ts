@@ -9,6 +9,7 @@
  * await reactor.auth.signInWithPassword({ email, password })
  * const { data, error } = await reactor.from('todos').select('id, title').eq('done', false)
  * const hello = await reactor.functions.invoke('hello', { body: { name: 'Ada' } })
+ * await reactor.storage.from('avatars').upload('ada/photo.png', file, { upsert: true })
  * ```
  *
  * Every request carries the project key, the signed-in user's access token (refreshed before
@@ -18,10 +19,23 @@
 import { AuthClient, type AuthOptions } from '@reactor/auth'
 import { DataClient, type ArgsOf, type Count, type FunctionName, type GenericDatabase, type TableName } from '@reactor/data'
 import { FunctionsClient } from '@reactor/functions'
+import { StorageClient } from '@reactor/storage'
 
 export * from '@reactor/auth'
 export * from '@reactor/data'
 export { FunctionsClient, type FunctionsError, type FunctionsResponse, type InvokeOptions } from '@reactor/functions'
+export {
+  StorageClient,
+  BucketApi,
+  type Bucket,
+  type BucketOptions,
+  type FileObject,
+  type ListOptions,
+  type ObjectInfo,
+  type StorageError,
+  type UploadBody,
+  type UploadOptions,
+} from '@reactor/storage'
 
 export interface ClientOptions {
   auth?: Omit<AuthOptions, 'url' | 'key' | 'fetch'>
@@ -38,6 +52,8 @@ export class ReactorClient<DB = GenericDatabase> {
   readonly data: DataClient<DB>
   /** `reactor.functions.invoke(name, { body, method, headers })` on `/fn/v1`. */
   readonly functions: FunctionsClient
+  /** Buckets and objects on `/storage/v1`: `reactor.storage.from('avatars').upload(…)`. */
+  readonly storage: StorageClient
   /** The organization sent with every request, when set. */
   org: string | undefined
 
@@ -61,6 +77,7 @@ export class ReactorClient<DB = GenericDatabase> {
     }
     this.data = new DataClient<DB>(`${base}/data/v1`, authed)
     this.functions = new FunctionsClient(`${base}/fn/v1`, authed)
+    this.storage = new StorageClient(`${base}/storage/v1`, authed)
   }
 
   /** Rows of a table or view: `reactor.from('todos').select()`. */
