@@ -114,6 +114,12 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         "  migrations    {} (applied on change)",
         migrations_dir.display()
     );
+    if state.storage.is_some() {
+        println!(
+            "  storage       {} (objects' bytes)",
+            state_dir.join("storage").display()
+        );
+    }
     if state.functions.is_some() {
         let names: Vec<&str> = manifest.functions.iter().map(|f| f.name.as_str()).collect();
         println!(

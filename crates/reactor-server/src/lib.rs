@@ -438,10 +438,19 @@ impl Server {
         state: AppState,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
         let app = routes::router(state);
+        // Without TCP_NODELAY a response written in two parts (headers, then a streamed body:
+        // a download, a function's stream) waits out Nagle and delayed ACK, 40 ms, before its
+        // body; measured: a 4 KiB download at 34 req/s on one connection.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         // The peer address reaches handlers (sign-in throttling per client address).
         axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)

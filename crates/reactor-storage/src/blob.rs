@@ -98,7 +98,8 @@ pub async fn write(
 ) -> Result<Written, StorageError> {
     let path = StorePath::from(key);
     let mut sha = Sha256::new();
-    let mut md5 = Md5::new();
+    // MD5 costs as much as the copy itself: only when the client sent one to check.
+    let mut md5 = options.md5_base64.as_ref().map(|_| Md5::new());
     let mut size: u64 = 0;
     let mut small: Vec<Bytes> = Vec::new();
     let mut multipart: Option<WriteMultipart> = None;
@@ -125,7 +126,9 @@ pub async fn write(
             return failed(multipart, StorageError::TooLarge { limit }).await;
         }
         sha.update(&chunk);
-        md5.update(&chunk);
+        if let Some(m) = &mut md5 {
+            m.update(&chunk);
+        }
         match &mut multipart {
             Some(w) => {
                 if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
@@ -154,7 +157,8 @@ pub async fn write(
             return failed(multipart, StorageError::ChecksumMismatch("SHA-256")).await;
         }
     }
-    if let Some(declared) = options.md5_base64.as_ref().filter(|_| !interrupted) {
+    if let (Some(declared), Some(md5)) = (options.md5_base64.as_ref().filter(|_| !interrupted), md5)
+    {
         let md5 = md5.finalize();
         if base64_decode(declared).as_deref() != Some(md5.as_slice()) {
             return failed(multipart, StorageError::ChecksumMismatch("MD5")).await;

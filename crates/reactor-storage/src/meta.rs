@@ -277,8 +277,11 @@ impl<'a> Meta<'a> {
             }
             Db::Postgres(p) => postgres::commit(p, &self.principal, row, upsert).await,
         }?;
-        // The upload's record is no longer needed; if this fails the sweep finds the row.
-        if let Err(e) = Meta::system(self.db).pending_done(&row.blob).await {
+        // The upload's record is no longer needed (SQLite cleared it in the commit); if this
+        // fails the sweep finds the row.
+        if let Db::Postgres(_) = self.db
+            && let Err(e) = Meta::system(self.db).pending_done(&row.blob).await
+        {
             tracing::warn!(error = %e, "cannot clear an upload's pending record");
         }
         Ok(committed)

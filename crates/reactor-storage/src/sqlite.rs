@@ -518,6 +518,12 @@ pub async fn commit(
                 None
             }
         };
+        // The bytes are pointed to now: no longer pending.
+        conn.execute(
+            "delete from _reactor_storage_pending where blob = ?1 and kind = 'upload'",
+            [&row.blob],
+        )
+        .map_err(db)?;
         let stored = conn
             .query_row(
                 &format!("select {OBJECT_COLUMNS} from _reactor_storage_objects where blob = ?1"),
@@ -624,9 +630,11 @@ pub async fn rename(
     .await
 }
 
+/// Through the writer thread, so it shares a commit with the writes queued beside it.
 pub async fn pending_add(pool: &SqlitePool, blob: &str, kind: Pending) -> Result<(), StorageError> {
     let blob = blob.to_string();
-    with(pool, move |conn| {
+    let system = reactor_core::Principal::from_key("storage", reactor_core::KeyTier::Service);
+    write(pool, &system, move |conn| {
         conn.execute(
             "insert into _reactor_storage_pending (blob, kind) values (?1, ?2)
              on conflict (blob) do update set kind = excluded.kind",
@@ -640,7 +648,8 @@ pub async fn pending_add(pool: &SqlitePool, blob: &str, kind: Pending) -> Result
 
 pub async fn pending_done(pool: &SqlitePool, blob: &str) -> Result<(), StorageError> {
     let blob = blob.to_string();
-    with(pool, move |conn| {
+    let system = reactor_core::Principal::from_key("storage", reactor_core::KeyTier::Service);
+    write(pool, &system, move |conn| {
         conn.execute(
             "delete from _reactor_storage_pending where blob = ?1",
             [&blob],
