@@ -60,6 +60,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         // Functions load from the project below, where reloads can be reported.
         project: None,
         functions: Default::default(),
+        jobs: Default::default(),
         storage: reactor_server::config::StorageSettings {
             path: Some(state_dir.join("storage")),
             ..Default::default()
@@ -80,13 +81,18 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         apply_migrations(data, &migrations_dir).await;
     }
 
-    // Functions load now and again whenever reactor.toml or a function's file changes.
+    // Functions and jobs load now and again whenever reactor.toml or a function's file
+    // changes.
     if let Some(functions) = &state.functions {
         load_functions(functions, &manifest);
     }
+    if let Some(jobs) = &state.jobs {
+        jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
+    }
     let function_watcher = state.functions.clone().map(|functions| {
         let manifest_path = manifest.root.join(reactor_manifest::MANIFEST_FILE);
-        async move { watch_functions(functions, manifest_path).await }
+        let jobs = state.jobs.clone();
+        async move { watch_functions(functions, jobs, manifest_path).await }
     });
 
     telemetry::init();
@@ -288,6 +294,7 @@ fn functions_fingerprint(
 /// Polls twice a second, like the migrations watcher, and reloads what changed.
 async fn watch_functions(
     functions: reactor_functions::Functions,
+    jobs: Option<reactor_jobs::Jobs>,
     manifest_path: std::path::PathBuf,
 ) {
     let mut last = functions_fingerprint(&manifest_path);
@@ -299,8 +306,13 @@ async fn watch_functions(
         }
         last = now;
         match reactor_manifest::Manifest::load(&manifest_path) {
-            Ok(manifest) => load_functions(&functions, &manifest),
-            Err(e) => eprintln!("functions: reactor.toml: {e} (functions unchanged)"),
+            Ok(manifest) => {
+                load_functions(&functions, &manifest);
+                if let Some(jobs) = &jobs {
+                    jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
+                }
+            }
+            Err(e) => eprintln!("functions: reactor.toml: {e} (functions and jobs unchanged)"),
         }
     }
 }

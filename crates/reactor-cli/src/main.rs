@@ -15,6 +15,7 @@ mod dev;
 mod functions;
 mod info;
 mod init;
+mod jobs;
 mod keys;
 mod login;
 mod org;
@@ -65,6 +66,9 @@ enum Command {
     /// Project secrets, given to functions as `env` (values are never shown).
     #[command(subcommand)]
     Secrets(functions::SecretsCommand),
+    /// Jobs: list, run, runs, show, cancel, retry.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Storage: buckets, and objects copied up and down like files (ss:///bucket/path).
     #[command(subcommand)]
     Storage(storage::StorageCommand),
@@ -98,6 +102,7 @@ async fn main() -> ExitCode {
         Command::Secrets(cmd) => functions::secrets(&session, cmd).await,
         Command::Keys(cmd) => keys::run(&session, cmd).await,
         Command::Storage(cmd) => storage::run(&session, cmd).await,
+        Command::Jobs(cmd) => jobs::run(&session, cmd).await,
         Command::Login(args) => login::login(&session, args).await,
         Command::Logout => login::logout(&session).await,
         Command::Whoami(args) => login::whoami(&session, args).await,

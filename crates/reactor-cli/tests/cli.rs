@@ -909,6 +909,7 @@ async fn data_migrations_against_a_postgres_server() {
         master_key: None,
         project: None,
         functions: Default::default(),
+        jobs: Default::default(),
         storage: Default::default(),
         dev: false,
     };
@@ -1454,4 +1455,74 @@ fn storage_commands_move_files_up_and_down() {
     );
     let list = sb.ok(&project, &["storage", "buckets", "--json"]);
     assert_eq!(list.trim(), "[]");
+}
+
+#[test]
+fn jobs_commands_run_a_function_and_show_the_run() {
+    let sb = Sandbox::new();
+    let project = sb.init("jobs");
+    let manifest = project.join("reactor.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    text.push_str(
+        "\n[[jobs]]\nname = \"greet\"\nfunction = \"hello\"\ntrigger = { type = \"queue\" }\n\n[[jobs]]\nname = \"nightly\"\nfunction = \"hello\"\ntrigger = { type = \"cron\", schedule = \"0 3 * * *\" }\n",
+    );
+    std::fs::write(&manifest, text).expect("write");
+    let _dev = start_dev(&sb, &project);
+
+    let list = sb.ok(&project, &["jobs", "list"]);
+    assert!(
+        list.contains("greet") && list.contains("cron 0 3 * * *") && list.contains("T03:00:00"),
+        "{list}"
+    );
+    let out = sb.ok(
+        &project,
+        &[
+            "jobs",
+            "run",
+            "greet",
+            "--data",
+            r#"{"name": "Ada"}"#,
+            "--wait",
+        ],
+    );
+    assert!(
+        out.contains("status    succeeded") && out.contains("attempts  1/3"),
+        "{out}"
+    );
+    assert!(out.contains(r#"payload   {"name":"Ada"}"#), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("run       "))
+        .expect("the run's id")
+        .trim()
+        .to_string();
+    let runs = sb.ok(&project, &["jobs", "runs", "greet"]);
+    assert!(runs.contains(&id) && runs.contains("succeeded"), "{runs}");
+    let shown: Value =
+        serde_json::from_str(&sb.ok(&project, &["jobs", "show", &id, "--json"])).expect("json");
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(shown["trigger"]["type"], "queue");
+
+    let queued = sb.ok(&project, &["jobs", "run", "greet"]);
+    assert_eq!(queued.trim().len(), 36, "prints the run id: {queued}");
+
+    let err = sb.fails(&project, &["jobs", "run", "nope"]);
+    assert!(
+        err.contains("no job named `nope`") && err.contains("hint:"),
+        "{err}"
+    );
+    let err = sb.fails(&project, &["jobs", "run", "greet", "--data", "{oops"]);
+    assert!(err.contains("--data is not JSON"), "{err}");
+    let err = sb.fails(&project, &["jobs", "cancel", &id]);
+    assert!(
+        err.contains("is succeeded") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = sb.run(&project, &["jobs", "retry", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queued again"));
 }

@@ -146,6 +146,23 @@ pub struct JobConfig {
     pub name: String,
     pub function: String,
     pub trigger: Trigger,
+    /// Attempts before a run is dead [default: 3].
+    pub max_attempts: Option<u32>,
+    /// The first retry's delay; each next one doubles, with jitter [default: 1000].
+    pub backoff_ms: Option<u64>,
+    /// One attempt's time limit [default: 60000].
+    pub timeout_ms: Option<u64>,
+    /// Runs of this job at once (per `concurrency_key` value when set).
+    pub concurrency: Option<u32>,
+    /// A top-level field of the payload whose value groups runs for `concurrency`.
+    pub concurrency_key: Option<String>,
+    /// A top-level field of the payload: a second run with the same value within
+    /// `dedup_window_secs` is the first run.
+    pub dedup_key: Option<String>,
+    /// [default: 3600]
+    pub dedup_window_secs: Option<u64>,
+    /// Cron: a tick missed while every server was down runs once at start.
+    pub catch_up: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +275,19 @@ const FUNCTION_KEYS: &[&str] = &[
     "isolation",
 ];
 const SITE_KEYS: &[&str] = &["name", "source", "framework", "spa", "build", "output"];
-const JOB_KEYS: &[&str] = &["name", "function", "trigger"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "function",
+    "trigger",
+    "max_attempts",
+    "backoff_ms",
+    "timeout_ms",
+    "concurrency",
+    "concurrency_key",
+    "dedup_key",
+    "dedup_window_secs",
+    "catch_up",
+];
 const TRIGGER_KEYS: &[&str] = &["type", "schedule", "timezone", "event", "table", "bucket"];
 
 const RUNTIMES: &[&str] = &["wasm"];
@@ -507,6 +536,13 @@ impl Checker<'_> {
 
     fn job(&mut self, j: RawJob, functions: &[FunctionConfig]) -> JobConfig {
         self.check_slug(&j.name, "job name", 1, 63);
+        if ["runs", "events"].contains(&j.name.get_ref().as_str()) {
+            self.error(
+                Some(j.name.span()),
+                format!("`{}` is a word of the jobs API's routes", j.name.get_ref()),
+            )
+            .hint = Some("name the job after what it does, e.g. `send-digest`".into());
+        }
         if !functions.iter().any(|f| &f.name == j.function.get_ref()) {
             let hint = match did_you_mean(
                 j.function.get_ref(),
@@ -536,10 +572,29 @@ impl Checker<'_> {
             .hint = Some(hint);
         }
         let trigger = self.trigger(j.trigger, j.name.get_ref());
+        let max_attempts = self.check_range(j.max_attempts, "max_attempts", 1, 100, "attempts");
+        let backoff_ms = self.check_range(j.backoff_ms, "backoff_ms", 0, 3_600_000, "ms");
+        let timeout_ms = self.check_range(j.timeout_ms, "timeout_ms", 1, 3_600_000, "ms");
+        let concurrency = self.check_range(j.concurrency, "concurrency", 1, 10_000, "runs");
+        let dedup_window_secs = self.check_range(
+            j.dedup_window_secs,
+            "dedup_window_secs",
+            1,
+            30 * 86_400,
+            "seconds",
+        );
         JobConfig {
             name: j.name.into_inner(),
             function: j.function.into_inner(),
             trigger,
+            max_attempts: max_attempts.map(|v| v as u32),
+            backoff_ms: backoff_ms.map(|v| v as u64),
+            timeout_ms: timeout_ms.map(|v| v as u64),
+            concurrency: concurrency.map(|v| v as u32),
+            concurrency_key: j.concurrency_key,
+            dedup_key: j.dedup_key,
+            dedup_window_secs: dedup_window_secs.map(|v| v as u64),
+            catch_up: j.catch_up.unwrap_or(false),
         }
     }
 
@@ -563,6 +618,17 @@ impl Checker<'_> {
                         format!("invalid cron expression `{}`: {why}", schedule.get_ref()),
                     )
                     .hint = Some("use 5 fields (minute hour day month weekday) or 6 with seconds first, e.g. \"*/5 * * * *\"".into());
+                }
+                if let Some(tz) = &t.timezone
+                    && tz.parse::<chrono_tz::Tz>().is_err()
+                {
+                    self.error(
+                        Some(span),
+                        format!("`{tz}` in the trigger of job `{job}` is not a time zone"),
+                    )
+                    .hint = Some(
+                        "use an IANA name such as \"Europe/Paris\" or \"America/New_York\"".into(),
+                    );
                 }
                 Trigger::Cron {
                     schedule: schedule.into_inner(),
@@ -787,6 +853,14 @@ struct RawJob {
     name: Spanned<String>,
     function: Spanned<String>,
     trigger: Spanned<RawTrigger>,
+    max_attempts: Option<Spanned<i64>>,
+    backoff_ms: Option<Spanned<i64>>,
+    timeout_ms: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+    concurrency_key: Option<String>,
+    dedup_key: Option<String>,
+    dedup_window_secs: Option<Spanned<i64>>,
+    catch_up: Option<bool>,
 }
 
 #[derive(Deserialize)]

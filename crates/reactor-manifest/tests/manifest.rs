@@ -321,3 +321,46 @@ fn allowed_hosts_are_host_patterns() {
     );
     assert!(e.contains("reactor.toml:18:18"), "{e}");
 }
+
+#[test]
+fn job_options_are_read_and_checked() {
+    let dir = project();
+    let src = VALID.replace(
+        "trigger = { type = \"cron\", schedule = \"0 0 * * *\" }",
+        "trigger = { type = \"cron\", schedule = \"0 0 * * *\", timezone = \"Europe/Paris\" }\nmax_attempts = 5\nbackoff_ms = 250\ntimeout_ms = 30000\nconcurrency = 2\nconcurrency_key = \"user\"\ndedup_key = \"order\"\ndedup_window_secs = 600\ncatch_up = true",
+    );
+    let m = parse(dir.path(), &src).expect("valid");
+    let j = &m.jobs[0];
+    assert_eq!(
+        (j.max_attempts, j.backoff_ms, j.timeout_ms, j.concurrency),
+        (Some(5), Some(250), Some(30_000), Some(2))
+    );
+    assert_eq!(j.concurrency_key.as_deref(), Some("user"));
+    assert_eq!(
+        (j.dedup_key.as_deref(), j.dedup_window_secs),
+        (Some("order"), Some(600))
+    );
+    assert!(j.catch_up);
+    assert!(!m.jobs[1].catch_up);
+
+    let e = error(&VALID.replace("name = \"on-todo\"", "name = \"on-todo\"\nmax_attempts = 0"));
+    assert!(
+        e.contains("`max_attempts` = 0 is out of range") && e.contains("1 to 100"),
+        "{e}"
+    );
+    let e = error(&VALID.replace(
+        "schedule = \"0 0 * * *\" }",
+        "schedule = \"0 0 * * *\", timezone = \"Mars/Olympus\" }",
+    ));
+    assert!(
+        e.contains("`Mars/Olympus`") && e.contains("not a time zone"),
+        "{e}"
+    );
+    let e = error(&VALID.replace("name = \"on-todo\"", "name = \"runs\""));
+    assert!(
+        e.contains("`runs` is a word of the jobs API's routes"),
+        "{e}"
+    );
+    let e = error(&VALID.replace("name = \"on-todo\"", "name = \"on-todo\"\nretries = 3"));
+    assert!(e.contains("unknown key `retries`"), "{e}");
+}

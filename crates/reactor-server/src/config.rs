@@ -58,6 +58,8 @@ struct FileConfig {
     functions: FunctionSettings,
     #[serde(default)]
     storage: StorageSettings,
+    #[serde(default)]
+    jobs: JobsSettings,
 }
 
 /// `[identity]` in the config file. Unset values keep the capability's defaults.
@@ -134,6 +136,17 @@ pub struct StorageSettings {
     pub upload_expiry_secs: Option<u64>,
 }
 
+/// `[jobs]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    /// How long a claimed run is held without a heartbeat: a crashed server's runs are taken
+    /// over after it [default: 30].
+    pub lease_secs: Option<u64>,
+    /// Runs one server executes at once [default: 16].
+    pub workers: Option<usize>,
+}
+
 /// `[cors]` in the config file; `REACTOR_CORS_ORIGINS` (comma-separated) overrides it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +187,7 @@ pub struct ServerConfig {
     pub project: Option<PathBuf>,
     pub functions: FunctionSettings,
     pub storage: StorageSettings,
+    pub jobs: JobsSettings,
     /// `reactor dev`: emails go to the console and the dev mailbox.
     pub dev: bool,
 }
@@ -211,7 +225,7 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [cors] and [smtp]"
+                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [jobs], [cors] and [smtp]"
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
@@ -373,6 +387,7 @@ impl ServerConfig {
             project: args.project.clone().or(file.project),
             functions: file.functions,
             storage,
+            jobs: file.jobs,
             dev: false,
         })
     }

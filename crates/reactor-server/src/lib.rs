@@ -6,6 +6,8 @@
 
 mod auth;
 pub mod config;
+#[cfg(feature = "jobs")]
+mod jobs;
 mod routes;
 pub mod telemetry;
 
@@ -53,6 +55,9 @@ pub struct AppState {
     /// Present when the storage capability is enabled.
     #[cfg(feature = "storage")]
     pub storage: Option<reactor_storage::Storage>,
+    /// Present when the jobs capability is enabled (with functions, which jobs run).
+    #[cfg(feature = "jobs")]
+    pub jobs: Option<reactor_jobs::Jobs>,
     /// The project's secrets (`/v1/secrets`); absent only in states built by tests.
     pub secrets: Option<reactor_db::secrets::Secrets>,
     /// Project keys seen in the last second (see `auth::KeyCache`).
@@ -117,6 +122,11 @@ impl AppState {
         let secrets = reactor_db::secrets::Secrets::start(&state.db, config.master_key.clone())
             .await
             .map_err(|e| StartError::Secrets(e.to_string()))?;
+        #[cfg(feature = "jobs")]
+        let state = {
+            let jobs = start_jobs(&state, config, endpoint, &secrets).await?;
+            state.with_jobs(jobs)
+        };
         Ok(AppState {
             cors_origins: Arc::new(config.cors_origins.clone()),
             secrets: Some(secrets),
@@ -141,6 +151,8 @@ impl AppState {
             functions: None,
             #[cfg(feature = "storage")]
             storage: None,
+            #[cfg(feature = "jobs")]
+            jobs: None,
             secrets: None,
             keys: Arc::new(auth::KeyCache::default()),
             cors_origins: Arc::new(Vec::new()),
@@ -158,6 +170,13 @@ impl AppState {
     #[cfg(feature = "storage")]
     pub fn with_storage(mut self, storage: Option<reactor_storage::Storage>) -> AppState {
         self.storage = storage;
+        self
+    }
+
+    /// Adds the jobs capability.
+    #[cfg(feature = "jobs")]
+    pub fn with_jobs(mut self, jobs: Option<reactor_jobs::Jobs>) -> AppState {
+        self.jobs = jobs;
         self
     }
 
@@ -262,6 +281,53 @@ async fn start_storage(
     }
     tokio::spawn(storage.clone().run_sweeper(sweep_every));
     Ok(Some(storage))
+}
+
+/// The jobs capability, running the project's functions, its loops started. Its jobs come
+/// from the project given to the server (`reactor dev` loads and reloads them itself).
+#[cfg(feature = "jobs")]
+async fn start_jobs(
+    state: &AppState,
+    config: &ServerConfig,
+    endpoint: &str,
+    secrets: &reactor_db::secrets::Secrets,
+) -> Result<Option<reactor_jobs::Jobs>, StartError> {
+    let (true, Some(functions)) = (
+        config.capabilities.contains(&Capability::Jobs),
+        state.functions.clone(),
+    ) else {
+        return Ok(None);
+    };
+    let failed = |e: String| StartError::Capability(Capability::Jobs, e);
+    let runner = jobs::FunctionsRunner {
+        functions,
+        env: Arc::new(routes::SecretsEnv(secrets.clone())),
+        endpoint: endpoint.to_string(),
+    };
+    let settings = &config.jobs;
+    let defaults = reactor_jobs::JobsConfig::default();
+    let jobs_config = reactor_jobs::JobsConfig {
+        lease: settings
+            .lease_secs
+            .map_or(defaults.lease, std::time::Duration::from_secs),
+        workers: settings.workers.unwrap_or(defaults.workers),
+        ..defaults
+    };
+    let jobs = reactor_jobs::Jobs::start(
+        state.db.clone(),
+        Arc::new(runner),
+        Arc::new(reactor_jobs::SystemClock),
+        jobs_config,
+    )
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    if let Some(dir) = &config.project {
+        let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
+            .map_err(|e| failed(e.to_string()))?;
+        jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
+    }
+    jobs.spawn();
+    Ok(Some(jobs))
 }
 
 /// The functions capability, with the project's functions loaded when the server was given
@@ -393,6 +459,8 @@ impl AppState {
             Capability::Functions => self.functions.is_some(),
             #[cfg(feature = "storage")]
             Capability::Storage => self.storage.is_some(),
+            #[cfg(feature = "jobs")]
+            Capability::Jobs => self.jobs.is_some(),
             _ => false,
         }
     }

@@ -235,6 +235,16 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
         ),
         None => routers,
     };
+    #[cfg(feature = "jobs")]
+    let routers = match &state.jobs {
+        Some(jobs) => (
+            routers
+                .0
+                .nest("/jobs/v1", reactor_jobs::http::router(jobs.clone())),
+            routers.1,
+        ),
+        None => routers,
+    };
     #[cfg(feature = "functions")]
     let routers = match &state.functions {
         Some(functions) => {
@@ -259,7 +269,7 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
 /// A function's `env`: the project's secrets.
 #[cfg(feature = "functions")]
 #[derive(Debug)]
-struct SecretsEnv(reactor_db::secrets::Secrets);
+pub(crate) struct SecretsEnv(pub(crate) reactor_db::secrets::Secrets);
 
 #[cfg(feature = "functions")]
 impl reactor_functions::http::EnvSource for SecretsEnv {

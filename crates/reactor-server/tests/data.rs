@@ -142,6 +142,7 @@ impl Harness {
             master_key: None,
             project: None,
             functions: Default::default(),
+            jobs: Default::default(),
             storage: Default::default(),
             dev: false,
         };

@@ -250,6 +250,7 @@ impl Harness {
             master_key: Some(reactor_core::seal::MasterKey::generate()),
             project: Some(dir.path().to_path_buf()),
             functions: Default::default(),
+            jobs: Default::default(),
             storage: Default::default(),
             dev,
         };

@@ -166,6 +166,7 @@ impl Harness {
             master_key: Some(reactor_core::seal::MasterKey::generate()),
             project: None,
             functions: Default::default(),
+            jobs: Default::default(),
             storage,
             dev: false,
         };

@@ -1,0 +1,420 @@
+//! O2: runs and schedules in Postgres, shared by every replica. Claims take rows with
+//! `FOR UPDATE SKIP LOCKED` (two workers never claim one run); jobs with a concurrency limit
+//! are claimed one run at a time under a transaction-scoped advisory lock on the job, so the
+//! count of running runs cannot change under the claim. Enqueues `NOTIFY reactor_jobs` at
+//! commit; every replica listens and wakes its workers.
+
+use std::collections::HashMap;
+
+use reactor_db::Migration;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use crate::{ClaimRequest, JobError, Millis, NewRun, Run};
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "job runs and cron schedules",
+    sql: "
+        create table reactor.job_runs (
+            id uuid primary key,
+            job text not null,
+            status text not null,
+            trigger jsonb not null,
+            payload jsonb not null,
+            attempts int not null default 0,
+            max_attempts int not null,
+            run_at bigint not null,
+            lease_until bigint,
+            worker text,
+            concurrency_key text,
+            dedup_key text,
+            created_at bigint not null,
+            started_at bigint,
+            finished_at bigint,
+            last_error text,
+            logs jsonb not null default '[]'
+        );
+        create index job_runs_due on reactor.job_runs (run_at) where status in ('queued', 'running');
+        create index job_runs_job on reactor.job_runs (job, created_at desc);
+        create table reactor.job_schedules (
+            job text primary key,
+            last_tick bigint not null
+        );
+        revoke all on reactor.job_runs, reactor.job_schedules from public;
+    ",
+}];
+
+const CHANNEL: &str = "reactor_jobs";
+
+macro_rules! columns {
+    () => {
+        "id::text, job, status, trigger::text, payload::text, attempts, max_attempts, run_at, \
+         lease_until, worker, concurrency_key, created_at, started_at, finished_at, last_error, \
+         logs::text"
+    };
+}
+
+fn run(r: &PgRow) -> Result<Run, sqlx::Error> {
+    let json = |i: usize| -> Result<Value, sqlx::Error> {
+        let text: String = r.try_get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    Ok(Run {
+        id: r.try_get(0)?,
+        job: r.try_get(1)?,
+        status: r.try_get(2)?,
+        trigger: json(3)?,
+        payload: json(4)?,
+        attempts: r.try_get(5)?,
+        max_attempts: r.try_get(6)?,
+        run_at: r.try_get(7)?,
+        lease_until: r.try_get(8)?,
+        worker: r.try_get(9)?,
+        concurrency_key: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+        started_at: r.try_get(12)?,
+        finished_at: r.try_get(13)?,
+        last_error: r.try_get(14)?,
+        logs: json(15)?,
+    })
+}
+
+fn runs_of(rows: &[PgRow]) -> Result<Vec<Run>, JobError> {
+    Ok(rows.iter().map(run).collect::<Result<_, _>>()?)
+}
+
+async fn insert_row(
+    tx: &mut sqlx::PgConnection,
+    new: &NewRun,
+    now: Millis,
+) -> Result<Run, JobError> {
+    if let Some(key) = &new.dedup_key {
+        // Two replicas enqueueing the same key wait for each other here.
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("reactor.jobs.dedup:{}:{key}", new.job))
+            .execute(&mut *tx)
+            .await?;
+        let same = sqlx::query(concat!(
+            "select ",
+            columns!(),
+            " from reactor.job_runs where job = $1 and dedup_key = $2 and created_at >= $3
+             order by created_at desc limit 1"
+        ))
+        .bind(&new.job)
+        .bind(key)
+        .bind(new.dedup_since)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(same) = same {
+            return Ok(run(&same)?);
+        }
+    }
+    let row = sqlx::query(concat!(
+        "insert into reactor.job_runs
+             (id, job, status, trigger, payload, max_attempts, run_at, concurrency_key, dedup_key,
+              created_at)
+         values ($1::uuid, $2, 'queued', $3::jsonb, $4::jsonb, $5, $6, $7, $8, $9)
+         returning ",
+        columns!()
+    ))
+    .bind(&new.id)
+    .bind(&new.job)
+    .bind(new.trigger.to_string())
+    .bind(new.payload.to_string())
+    .bind(new.max_attempts)
+    .bind(new.run_at)
+    .bind(&new.concurrency_key)
+    .bind(&new.dedup_key)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(&new.job)
+        .execute(&mut *tx)
+        .await?;
+    Ok(run(&row)?)
+}
+
+pub async fn insert(pool: &PgPool, new: NewRun, now: Millis) -> Result<Run, JobError> {
+    let mut tx = pool.begin().await?;
+    let made = insert_row(&mut tx, &new, now).await?;
+    tx.commit().await?;
+    Ok(made)
+}
+
+pub async fn find(pool: &PgPool, id: &str) -> Result<Option<Run>, JobError> {
+    let row = sqlx::query(concat!(
+        "select ",
+        columns!(),
+        " from reactor.job_runs where id = $1::uuid"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(run).transpose()?)
+}
+
+pub async fn runs(pool: &PgPool, job: &str, limit: i64) -> Result<Vec<Run>, JobError> {
+    let rows = sqlx::query(concat!(
+        "select ",
+        columns!(),
+        " from reactor.job_runs where job = $1 order by created_at desc, id limit $2"
+    ))
+    .bind(job)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    runs_of(&rows)
+}
+
+pub async fn last_statuses(
+    pool: &PgPool,
+    jobs: &[String],
+) -> Result<HashMap<String, String>, JobError> {
+    let rows = sqlx::query(
+        "select j.job, (select status from reactor.job_runs r where r.job = j.job
+                        order by created_at desc limit 1)
+         from unnest($1::text[]) as j(job)",
+    )
+    .bind(jobs)
+    .fetch_all(pool)
+    .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let job: String = r.try_get(0)?;
+        if let Some(status) = r.try_get::<Option<String>, _>(1)? {
+            out.insert(job, status);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn requeue(pool: &PgPool, id: &str, now: Millis) -> Result<(), JobError> {
+    let mut tx = pool.begin().await?;
+    let job: Option<String> = sqlx::query_scalar(
+        "update reactor.job_runs
+         set status = 'queued', run_at = $2, attempts = 0, lease_until = null, worker = null,
+             started_at = null, finished_at = null
+         where id = $1::uuid returning job",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(job) = job {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+const DUE: &str =
+    "((status = 'queued' and run_at <= $1) or (status = 'running' and lease_until < $1))";
+
+pub async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Run>, JobError> {
+    sqlx::query(
+        "update reactor.job_runs
+         set status = 'dead', finished_at = $1, lease_until = null, worker = null,
+             last_error = coalesce(last_error, 'the worker stopped during the last attempt')
+         where status = 'running' and lease_until < $1 and attempts >= max_attempts",
+    )
+    .bind(req.now)
+    .execute(pool)
+    .await?;
+    let lease_until = req.now + req.lease;
+    let mut claimed = Vec::new();
+    if !req.free.is_empty() {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "with due as (
+                 select id from reactor.job_runs
+                 where {DUE} and job = any($2)
+                 order by run_at limit $3
+                 for update skip locked
+             )
+             update reactor.job_runs r
+             set status = 'running', attempts = attempts + 1, worker = $4, lease_until = $5,
+                 started_at = $1, finished_at = null
+             from due where r.id = due.id
+             returning {}",
+            columns!()
+                .split(", ")
+                .map(|c| format!("r.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+        .bind(req.now)
+        .bind(&req.free)
+        .bind(req.limit)
+        .bind(&req.worker)
+        .bind(lease_until)
+        .fetch_all(pool)
+        .await?;
+        claimed.extend(runs_of(&rows)?);
+    }
+    for (job, limit) in &req.limited {
+        if claimed.len() as i64 >= req.limit {
+            break;
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("reactor.jobs.concurrency:{job}"))
+            .execute(&mut *tx)
+            .await?;
+        while (claimed.len() as i64) < req.limit {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update reactor.job_runs
+                 set status = 'running', attempts = attempts + 1, worker = $4, lease_until = $5,
+                     started_at = $1, finished_at = null
+                 where id = (
+                     select id from reactor.job_runs r
+                     where {DUE} and job = $2
+                       and (select count(*) from reactor.job_runs o
+                            where o.job = r.job and o.status = 'running' and o.lease_until >= $1
+                              and o.concurrency_key is not distinct from r.concurrency_key) < $3
+                     order by run_at limit 1
+                     for update skip locked)
+                 returning {}",
+                columns!()
+            )))
+            .bind(req.now)
+            .bind(job)
+            .bind(limit)
+            .bind(&req.worker)
+            .bind(lease_until)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(r) => claimed.push(run(&r)?),
+                None => break,
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(claimed)
+}
+
+pub async fn release(pool: &PgPool, id: &str, worker: &str) -> Result<(), JobError> {
+    sqlx::query(
+        "update reactor.job_runs
+         set status = 'queued', attempts = attempts - 1, worker = null, lease_until = null
+         where id = $1::uuid and worker = $2 and status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn extend(pool: &PgPool, id: &str, worker: &str, until: Millis) -> Result<(), JobError> {
+    sqlx::query(
+        "update reactor.job_runs set lease_until = $3
+         where id = $1::uuid and worker = $2 and status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(until)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn settle(
+    pool: &PgPool,
+    id: &str,
+    worker: Option<&str>,
+    status: &str,
+    run_at: Option<Millis>,
+    logs: Option<Value>,
+    error: Option<&str>,
+    now: Millis,
+) -> Result<bool, JobError> {
+    let finished = matches!(status, "succeeded" | "dead" | "cancelled");
+    let mut tx = pool.begin().await?;
+    let job: Option<String> = sqlx::query_scalar(
+        "update reactor.job_runs
+         set status = $2, run_at = coalesce($3, run_at), logs = coalesce($4::jsonb, logs),
+             last_error = coalesce($5, last_error), lease_until = null, worker = null,
+             finished_at = case when $6 then $7 else finished_at end
+         where id = $1::uuid
+           and (case when $8::text is null then status in ('queued', 'running')
+                     else worker = $8 and status = 'running' end)
+         returning job",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(run_at)
+    .bind(logs.map(|l| l.to_string()))
+    .bind(error)
+    .bind(finished)
+    .bind(now)
+    .bind(worker)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let (Some(job), Some(_)) = (&job, run_at) {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(job.is_some())
+}
+
+pub async fn claim_tick(
+    pool: &PgPool,
+    job: &str,
+    tick: Millis,
+    run: Option<NewRun>,
+    now: Millis,
+) -> Result<Vec<Run>, JobError> {
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(
+        "insert into reactor.job_schedules (job, last_tick) values ($1, $2)
+         on conflict (job) do update set last_tick = excluded.last_tick
+         where reactor.job_schedules.last_tick < excluded.last_tick",
+    )
+    .bind(job)
+    .bind(tick)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let made = match run {
+        Some(run) if claimed => vec![insert_row(&mut tx, &run, now).await?],
+        _ => Vec::new(),
+    };
+    tx.commit().await?;
+    Ok(made)
+}
+
+/// Wakes this process's workers on every enqueue any replica commits; reconnects when the
+/// connection drops (the poll interval covers the gap).
+pub async fn listen(pool: &PgPool, wake: impl Fn()) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(pool).await {
+            Ok(mut listener) => {
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "cannot LISTEN for jobs; polling meanwhile");
+                } else {
+                    while listener.recv().await.is_ok() {
+                        wake();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to LISTEN for jobs; polling meanwhile")
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
