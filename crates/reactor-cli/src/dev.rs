@@ -75,7 +75,8 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     let migrations_dir = manifest.migrations_dir();
     let watcher = state.data.clone().map(|data| {
         let dir = migrations_dir.clone();
-        async move { watch_migrations(data, dir).await }
+        let jobs = state.jobs.clone();
+        async move { watch_migrations(data, jobs, dir).await }
     });
     if let Some(data) = &state.data {
         apply_migrations(data, &migrations_dir).await;
@@ -88,6 +89,7 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     }
     if let Some(jobs) = &state.jobs {
         jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
+        sync_event_jobs(jobs).await;
     }
     let function_watcher = state.functions.clone().map(|functions| {
         let manifest_path = manifest.root.join(reactor_manifest::MANIFEST_FILE);
@@ -202,7 +204,11 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)> 
 
 /// Polls the migrations directory twice a second (no file-watching dependency, works on
 /// every filesystem) and applies what changed.
-async fn watch_migrations(data: reactor_data::Data, dir: std::path::PathBuf) {
+async fn watch_migrations(
+    data: reactor_data::Data,
+    jobs: Option<reactor_jobs::Jobs>,
+    dir: std::path::PathBuf,
+) {
     let mut last = fingerprint(&dir);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -210,7 +216,23 @@ async fn watch_migrations(data: reactor_data::Data, dir: std::path::PathBuf) {
         if now != last {
             last = now;
             apply_migrations(&data, &dir).await;
+            // A new or changed table gets its event jobs' trigger at once.
+            if let Some(jobs) = &jobs {
+                sync_event_jobs(jobs).await;
+            }
         }
+    }
+}
+
+/// Makes the event jobs' triggers match; says which wait for a table.
+async fn sync_event_jobs(jobs: &reactor_jobs::Jobs) {
+    match jobs.sync_triggers().await {
+        Ok(problems) => {
+            for p in problems {
+                eprintln!("jobs: {p}");
+            }
+        }
+        Err(e) => eprintln!("jobs: cannot make the event triggers: {e}"),
     }
 }
 
@@ -310,6 +332,7 @@ async fn watch_functions(
                 load_functions(&functions, &manifest);
                 if let Some(jobs) = &jobs {
                     jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
+                    sync_event_jobs(jobs).await;
                 }
             }
             Err(e) => eprintln!("functions: reactor.toml: {e} (functions and jobs unchanged)"),

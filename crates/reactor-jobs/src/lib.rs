@@ -13,6 +13,7 @@
 pub mod http;
 mod postgres;
 mod sqlite;
+mod triggers;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -384,6 +385,21 @@ impl Jobs {
         let map = specs.into_iter().map(|s| (s.name.clone(), s)).collect();
         *self.inner.specs.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
         self.inner.wake.notify_waiters();
+    }
+
+    /// Makes the database triggers of the event jobs (Data, Storage and Identity changes)
+    /// match the jobs loaded; what cannot be made yet (a table not migrated) is returned as a
+    /// sentence each. Runs after every `load` and every few seconds, so a migration that
+    /// creates a table gets its trigger.
+    pub async fn sync_triggers(&self) -> Result<Vec<String>, JobError> {
+        let specs = self.specs();
+        let mut list: Vec<&JobSpec> = specs.values().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        let wanted = triggers::wanted(&list);
+        match &self.inner.db {
+            Db::Sqlite(p) => sqlite::sync_triggers(p, wanted).await,
+            Db::Postgres(p) => postgres::sync_triggers(p, &wanted).await,
+        }
     }
 
     pub fn specs(&self) -> Arc<HashMap<String, JobSpec>> {
@@ -766,10 +782,24 @@ impl Jobs {
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(1));
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
+                let mut said = Vec::new();
+                for n in 0u64.. {
                     every.tick().await;
                     if let Err(e) = jobs.tick().await {
                         tracing::warn!(error = %e, "job scheduling failed; trying again");
+                    }
+                    if n % 5 == 0 {
+                        match jobs.sync_triggers().await {
+                            // Said once, not every five seconds.
+                            Ok(problems) if problems != said => {
+                                for p in &problems {
+                                    tracing::warn!("event job: {p}");
+                                }
+                                said = problems;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot sync event triggers"),
+                        }
                     }
                 }
             })

@@ -13,7 +13,8 @@ use sqlx::{PgPool, Row};
 
 use crate::{ClaimRequest, JobError, Millis, NewRun, Run};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "job runs and cron schedules",
     sql: "
@@ -44,7 +45,49 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         );
         revoke all on reactor.job_runs, reactor.job_schedules from public;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "event triggers enqueue in the changing transaction",
+        // Arguments: the event, then (job, max attempts) pairs. Security definer: the change
+        // runs as the request's role, which may not write the runs table. A user's password
+        // hash and an object's storage key never reach a payload.
+        sql: r#"
+        create or replace function reactor.job_event() returns trigger
+            language plpgsql security definer set search_path = pg_catalog, reactor as $f$
+        declare
+            rec jsonb;
+            old_rec jsonb;
+            now_ms bigint := (extract(epoch from clock_timestamp()) * 1000)::bigint;
+            event text := TG_ARGV[0];
+            i int := 1;
+        begin
+            if TG_OP <> 'DELETE' then rec := to_jsonb(NEW); end if;
+            if TG_OP <> 'INSERT' then old_rec := to_jsonb(OLD); end if;
+            if TG_TABLE_SCHEMA = 'reactor' and TG_TABLE_NAME = 'users' then
+                rec := rec - 'password_hash';
+            elsif TG_TABLE_SCHEMA = 'storage' then
+                rec := rec - 'blob';
+                old_rec := old_rec - 'blob';
+            end if;
+            while i < TG_NARGS loop
+                insert into reactor.job_runs
+                    (id, job, status, trigger, payload, max_attempts, run_at, created_at)
+                values (
+                    gen_random_uuid(), TG_ARGV[i], 'queued',
+                    jsonb_build_object('type', 'event', 'event', event, 'table', TG_TABLE_NAME),
+                    jsonb_strip_nulls(jsonb_build_object(
+                        'event', event, 'record', rec, 'old_record', old_rec)),
+                    TG_ARGV[i + 1]::int, now_ms, now_ms);
+                i := i + 2;
+            end loop;
+            perform pg_notify('reactor_jobs', event);
+            return null;
+        end
+        $f$;
+    "#,
+    },
+];
 
 const CHANNEL: &str = "reactor_jobs";
 
@@ -417,4 +460,91 @@ pub async fn listen(pool: &PgPool, wake: impl Fn()) {
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// Makes the event triggers the jobs want and drops the ones they no longer do, in one
+/// transaction. A trigger on a table that does not exist yet is skipped (and said).
+pub async fn sync_triggers(
+    pool: &PgPool,
+    wanted: &[crate::triggers::Wanted],
+) -> Result<Vec<String>, JobError> {
+    use crate::triggers::{Source, ident, literal};
+    let mut tx = pool.begin().await?;
+    let existing: Vec<(String, String, String)> = sqlx::query_as(
+        "select t.tgname::text, n.nspname::text, c.relname::text
+         from pg_trigger t join pg_class c on c.oid = t.tgrelid
+         join pg_namespace n on n.oid = c.relnamespace
+         where not t.tgisinternal and t.tgname like 'reactor\\_job\\_%'",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut problems = Vec::new();
+    let mut keep = Vec::new();
+    for w in wanted {
+        let (schema, table, when) = match &w.source {
+            Source::Data(t) => ("public", t.as_str(), None),
+            Source::Storage(b) => (
+                "storage",
+                "objects",
+                Some(format!(
+                    "{}.bucket_id = {}",
+                    if w.op == "DELETE" { "OLD" } else { "NEW" },
+                    literal(b)
+                )),
+            ),
+            Source::Users => ("reactor", "users", None),
+        };
+        let exists: Option<String> = sqlx::query_scalar("select to_regclass($1)::text")
+            .bind(format!("{}.{}", ident(schema), ident(table)))
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            problems.push(format!(
+                "{} waits for table {schema}.{table}, which does not exist yet",
+                w.jobs
+                    .iter()
+                    .map(|j| j.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            continue;
+        }
+        let name = format!("reactor_job_{}", w.hash_with(""));
+        keep.push(name.clone());
+        if existing.iter().any(|(n, _, _)| n == &name) {
+            continue;
+        }
+        let mut args = vec![literal(&w.event)];
+        for (job, attempts) in &w.jobs {
+            args.push(literal(job));
+            args.push(literal(&attempts.to_string()));
+        }
+        let sql = format!(
+            "create trigger {} after {} on {}.{} for each row {} execute function reactor.job_event({})",
+            ident(&name),
+            w.op,
+            ident(schema),
+            ident(table),
+            when.map(|w| format!("when ({w})")).unwrap_or_default(),
+            args.join(", ")
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (name, schema, table) in existing {
+        if !keep.contains(&name) {
+            let sql = format!(
+                "drop trigger if exists {} on {}.{}",
+                ident(&name),
+                ident(&schema),
+                ident(&table)
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(problems)
 }

@@ -374,3 +374,98 @@ pub async fn claim_tick(
     })
     .await
 }
+
+/// Makes the event triggers the jobs want and drops the rest, in one transaction. The row
+/// is spelled out column by column (`json_object('id', NEW."id", …)`), without a user's
+/// password hash or an object's storage key.
+pub async fn sync_triggers(
+    pool: &SqlitePool,
+    wanted: Vec<crate::triggers::Wanted>,
+) -> Result<Vec<String>, JobError> {
+    use crate::triggers::{Source, ident, literal};
+    write(pool, move |conn| {
+        let existing: Vec<String> = {
+            let mut stmt = conn.prepare(
+                "select name from sqlite_schema
+                 where type = 'trigger' and name like '\\_reactor\\_job\\_%' escape '\\'",
+            )?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut problems = Vec::new();
+        let mut keep = Vec::new();
+        for w in &wanted {
+            let (table, hidden): (&str, &[&str]) = match &w.source {
+                Source::Data(t) => (t.as_str(), &[]),
+                Source::Storage(_) => ("_reactor_storage_objects", &["blob"]),
+                Source::Users => ("_reactor_users", &["password_hash"]),
+            };
+            let columns: Vec<String> = {
+                let mut stmt = conn.prepare("select name from pragma_table_info(?1) order by cid")?;
+                stmt.query_map([table], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            if columns.is_empty() {
+                problems.push(format!(
+                    "{} waits for table {table}, which does not exist yet",
+                    w.jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            }
+            let name = format!("_reactor_job_{}", w.hash_with(&columns.join(",")));
+            keep.push(name.clone());
+            if existing.contains(&name) {
+                continue;
+            }
+            let row = if w.op == "DELETE" { "OLD" } else { "NEW" };
+            let record = columns
+                .iter()
+                .filter(|c| !hidden.contains(&c.as_str()))
+                .map(|c| format!("{}, {row}.{}", literal(c), ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let key = if w.op == "DELETE" { "old_record" } else { "record" };
+            let when = match &w.source {
+                Source::Storage(b) => format!("when {row}.bucket_id = {}", literal(b)),
+                _ => String::new(),
+            };
+            let trigger_json = format!(
+                "json_object('type', 'event', 'event', {}, 'table', {})",
+                literal(&w.event),
+                literal(table)
+            );
+            let payload = format!(
+                "json_object('event', {}, {}, json_object({record}))",
+                literal(&w.event),
+                literal(key)
+            );
+            let inserts: String = w
+                .jobs
+                .iter()
+                .map(|(job, attempts)| {
+                    format!(
+                        "insert into _reactor_job_runs
+                             (id, job, status, trigger, payload, max_attempts, run_at, created_at)
+                         values (reactor_uuid(), {}, 'queued', {trigger_json}, {payload}, {attempts},
+                                 cast(unixepoch('subsec') * 1000 as integer),
+                                 cast(unixepoch('subsec') * 1000 as integer));",
+                        literal(job)
+                    )
+                })
+                .collect();
+            conn.execute_batch(&format!(
+                "create trigger {} after {} on {} for each row {when} begin {inserts} end;",
+                ident(&name),
+                w.op,
+                ident(table)
+            ))?;
+        }
+        for name in existing {
+            if !keep.contains(&name) {
+                conn.execute_batch(&format!("drop trigger if exists {}", ident(&name)))?;
+            }
+        }
+        Ok(problems)
+    })
+    .await
+}

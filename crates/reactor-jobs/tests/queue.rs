@@ -462,3 +462,126 @@ async fn postgres_two_instances_share_10000_runs() {
     };
     many(&url, 10_000).await;
 }
+
+fn event(name: &str, event: &str, table: Option<&str>, bucket: Option<&str>) -> JobSpec {
+    JobSpec {
+        trigger: Trigger::Event {
+            event: event.into(),
+            table: table.map(str::to_string),
+            bucket: bucket.map(str::to_string),
+        },
+        ..JobSpec::queue(name, "ok")
+    }
+}
+
+/// Runs SQL on the test database as the project would (a migration, a request's write).
+async fn sql(db: &Db, text: &str) {
+    match db {
+        Db::Sqlite(p) => {
+            let text = text.to_string();
+            p.with(move |c| Ok(c.execute_batch(&text)?))
+                .await
+                .expect("sqlite");
+        }
+        Db::Postgres(p) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(text.to_string()))
+                .execute(p)
+                .await
+                .expect("postgres");
+        }
+    }
+}
+
+async fn events(url: &str) {
+    let clock = ManualClock::at("2026-11-26T12:00:00Z");
+    let runner = Arc::new(TestRunner::default());
+    let db = Db::connect(url).await.expect("db");
+    let jobs = Jobs::start(db.clone(), runner, clock, config())
+        .await
+        .expect("jobs");
+    jobs.load(vec![
+        event("on-order", "data.insert", Some("orders"), None),
+        event("on-order-gone", "data.delete", Some("orders"), None),
+        event("on-avatar", "storage.object.created", None, Some("avatars")),
+    ]);
+    let problems = jobs.sync_triggers().await.expect("sync");
+    assert_eq!(problems.len(), 3, "no tables yet: {problems:?}");
+    sql(
+        &db,
+        "create table orders (id integer primary key, total integer not null)",
+    )
+    .await;
+    let problems = jobs.sync_triggers().await.expect("sync");
+    assert!(
+        problems.len() == 1 && problems[0].contains("on-avatar"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        jobs.sync_triggers().await.expect("sync"),
+        problems,
+        "idempotent"
+    );
+
+    sql(&db, "insert into orders (id, total) values (1, 250)").await;
+    sql(
+        &db,
+        "begin; insert into orders (id, total) values (2, 999); rollback;",
+    )
+    .await;
+    let runs = jobs.runs("on-order", 10).await.expect("runs");
+    assert_eq!(runs.len(), 1, "a rolled-back insert enqueues nothing");
+    assert_eq!(runs[0].payload["record"], json!({"id": 1, "total": 250}));
+    assert_eq!(runs[0].payload["event"], "data.insert");
+    assert_eq!(runs[0].trigger["type"], "event");
+    assert_eq!(runs[0].status, "queued");
+
+    sql(&db, "delete from orders where id = 1").await;
+    let gone = jobs.runs("on-order-gone", 10).await.expect("runs");
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].payload["old_record"]["total"], 250);
+
+    // A migration that adds a column: the trigger follows.
+    sql(&db, "alter table orders add column note text").await;
+    jobs.sync_triggers().await.expect("sync");
+    sql(
+        &db,
+        "insert into orders (id, total, note) values (3, 10, 'gift')",
+    )
+    .await;
+    let runs = jobs.runs("on-order", 10).await.expect("runs");
+    assert_eq!(
+        runs[0].payload["record"]["note"], "gift",
+        "{:?}",
+        runs[0].payload
+    );
+
+    // Jobs removed: their triggers go.
+    jobs.load(vec![JobSpec::queue("ok", "ok")]);
+    assert!(jobs.sync_triggers().await.expect("sync").is_empty());
+    sql(&db, "insert into orders (id, total) values (4, 1)").await;
+    jobs.load(vec![event("on-order", "data.insert", Some("orders"), None)]);
+    let runs = jobs.runs("on-order", 10).await.expect("runs");
+    assert_eq!(
+        runs.len(),
+        2,
+        "no run for the insert made while no job wanted it"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_event_triggers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    events(&format!(
+        "sqlite://{}",
+        dir.path().join("jobs.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_event_triggers() {
+    let Some(url) = fresh_postgres_database("jobs_events").await else {
+        return;
+    };
+    events(&url).await;
+}

@@ -325,6 +325,13 @@ async fn start_jobs(
         let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
             .map_err(|e| failed(e.to_string()))?;
         jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
+        for problem in jobs
+            .sync_triggers()
+            .await
+            .map_err(|e| failed(e.to_string()))?
+        {
+            tracing::warn!("event job: {problem}");
+        }
     }
     jobs.spawn();
     Ok(Some(jobs))
