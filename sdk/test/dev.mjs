@@ -10,7 +10,8 @@ export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const binary = process.env.REACTOR_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'reactor')
 
 // `functions`: { name: { 'index.ts': source, … } }, declared in reactor.toml as they are.
-export async function startDev(migrations, { functions = {} } = {}) {
+// `manifest`: more reactor.toml text (jobs, …), appended as it is.
+export async function startDev(migrations, { functions = {}, manifest: extra = '' } = {}) {
   if (!existsSync(binary)) throw new Error(`build the CLI first (cargo build -p reactor-cli): ${binary}`)
   const dir = mkdtempSync(join(tmpdir(), 'reactor-sdk-'))
   const project = join(dir, 'project')
@@ -25,7 +26,7 @@ export async function startDev(migrations, { functions = {} } = {}) {
     }
     manifest += `\n[[functions]]\nname = "${name}"\nsource = "functions/${name}"\n`
   }
-  writeFileSync(join(project, 'reactor.toml'), manifest)
+  writeFileSync(join(project, 'reactor.toml'), manifest + extra)
   migrations.forEach((file, i) => copyFileSync(join(root, file), join(target, `${String(i + 1).padStart(4, '0')}_${basename(file)}`)))
   const dev = spawn(binary, ['dev', '--port', '0'], {
     cwd: project,

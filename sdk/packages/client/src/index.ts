@@ -19,11 +19,13 @@
 import { AuthClient, type AuthOptions } from '@reactor/auth'
 import { DataClient, type ArgsOf, type Count, type FunctionName, type GenericDatabase, type TableName } from '@reactor/data'
 import { FunctionsClient } from '@reactor/functions'
+import { JobsClient } from '@reactor/jobs'
 import { StorageClient } from '@reactor/storage'
 
 export * from '@reactor/auth'
 export * from '@reactor/data'
 export { FunctionsClient, type FunctionsError, type FunctionsResponse, type InvokeOptions } from '@reactor/functions'
+export { JobsClient, type Job, type JobsError, type Run, type RunStatus } from '@reactor/jobs'
 export {
   StorageClient,
   BucketApi,
@@ -54,6 +56,8 @@ export class ReactorClient<DB = GenericDatabase> {
   readonly functions: FunctionsClient
   /** Buckets and objects on `/storage/v1`: `reactor.storage.from('avatars').upload(…)`. */
   readonly storage: StorageClient
+  /** The project's jobs on `/jobs/v1` (service key): enqueue, emit, follow runs. */
+  readonly jobs: JobsClient
   /** The organization sent with every request, when set. */
   org: string | undefined
 
@@ -78,6 +82,7 @@ export class ReactorClient<DB = GenericDatabase> {
     this.data = new DataClient<DB>(`${base}/data/v1`, authed)
     this.functions = new FunctionsClient(`${base}/fn/v1`, authed)
     this.storage = new StorageClient(`${base}/storage/v1`, authed)
+    this.jobs = new JobsClient(`${base}/jobs/v1`, authed)
   }
 
   /** Rows of a table or view: `reactor.from('todos').select()`. */
