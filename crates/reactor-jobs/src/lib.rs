@@ -569,12 +569,19 @@ impl Jobs {
 
     // --- the scheduler ----------------------------------------------------------------------
 
-    /// One scheduling pass at the clock's now: every cron job whose latest tick has not been
-    /// claimed gets it (compare-and-set) and its run, in one transaction. A tick older than
+    /// One scheduling pass at the clock's now: runs abandoned on their last attempt are marked
+    /// dead, then every cron job whose latest tick has not been claimed gets it
+    /// (compare-and-set) and its run, in one transaction. A tick older than
     /// the grace period was missed while servers were down: it is claimed without a run
     /// unless the job catches up. Returns the runs made.
     pub async fn tick(&self) -> Result<Vec<Run>, JobError> {
         let now = self.now();
+        // Runs abandoned on their last attempt are dead (checked here, once a pass, rather
+        // than on every claim).
+        match &self.inner.db {
+            Db::Sqlite(p) => sqlite::bury(p, now).await?,
+            Db::Postgres(p) => postgres::bury(p, now).await?,
+        }
         let specs = self.specs();
         let mut made = Vec::new();
         for spec in specs.values() {

@@ -261,16 +261,21 @@ pub async fn requeue(pool: &PgPool, id: &str, now: Millis) -> Result<(), JobErro
 const DUE: &str =
     "((status = 'queued' and run_at <= $1) or (status = 'running' and lease_until < $1))";
 
-pub async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Run>, JobError> {
+/// Runs whose worker died during their last attempt are out of attempts: dead.
+pub async fn bury(pool: &PgPool, now: Millis) -> Result<(), JobError> {
     sqlx::query(
         "update reactor.job_runs
          set status = 'dead', finished_at = $1, lease_until = null, worker = null,
              last_error = coalesce(last_error, 'the worker stopped during the last attempt')
          where status = 'running' and lease_until < $1 and attempts >= max_attempts",
     )
-    .bind(req.now)
+    .bind(now)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+pub async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Run>, JobError> {
     let lease_until = req.now + req.lease;
     let mut claimed = Vec::new();
     if !req.free.is_empty() {
@@ -381,16 +386,19 @@ pub async fn settle(
     now: Millis,
 ) -> Result<bool, JobError> {
     let finished = matches!(status, "succeeded" | "dead" | "cancelled");
-    let mut tx = pool.begin().await?;
+    // One statement, one round trip: a retry wakes the workers in the same statement.
     let job: Option<String> = sqlx::query_scalar(
-        "update reactor.job_runs
-         set status = $2, run_at = coalesce($3, run_at), logs = coalesce($4::jsonb, logs),
-             last_error = coalesce($5, last_error), lease_until = null, worker = null,
-             finished_at = case when $6 then $7 else finished_at end
-         where id = $1::uuid
-           and (case when $8::text is null then status in ('queued', 'running')
-                     else worker = $8 and status = 'running' end)
-         returning job",
+        "with settled as (
+             update reactor.job_runs
+             set status = $2, run_at = coalesce($3, run_at), logs = coalesce($4::jsonb, logs),
+                 last_error = coalesce($5, last_error), lease_until = null, worker = null,
+                 finished_at = case when $6 then $7 else finished_at end
+             where id = $1::uuid
+               and (case when $8::text is null then status in ('queued', 'running')
+                         else worker = $8 and status = 'running' end)
+             returning job)
+         select job from settled
+         where $3::bigint is null or pg_notify('reactor_jobs', job) is not null",
     )
     .bind(id)
     .bind(status)
@@ -400,16 +408,8 @@ pub async fn settle(
     .bind(finished)
     .bind(now)
     .bind(worker)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    if let (Some(job), Some(_)) = (&job, run_at) {
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(job)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     Ok(job.is_some())
 }
 

@@ -213,17 +213,24 @@ const CLAIM_ONE: &str = "update _reactor_job_runs
      returning id, job, status, trigger, payload, attempts, max_attempts, run_at, lease_until,
                worker, concurrency_key, created_at, started_at, finished_at, last_error, logs";
 
-pub async fn claim(pool: &SqlitePool, req: &ClaimRequest) -> Result<Vec<Run>, JobError> {
-    let req = req.clone();
+/// Runs whose worker died during their last attempt are out of attempts: dead.
+pub async fn bury(pool: &SqlitePool, now: Millis) -> Result<(), JobError> {
     write(pool, move |conn| {
-        // Runs whose worker died on their last attempt are out of attempts.
         conn.execute(
             "update _reactor_job_runs
              set status = 'dead', finished_at = ?1, lease_until = null, worker = null,
                  last_error = coalesce(last_error, 'the worker stopped during the last attempt')
              where status = 'running' and lease_until < ?1 and attempts >= max_attempts",
-            [req.now],
+            [now],
         )?;
+        Ok(())
+    })
+    .await
+}
+
+pub async fn claim(pool: &SqlitePool, req: &ClaimRequest) -> Result<Vec<Run>, JobError> {
+    let req = req.clone();
+    write(pool, move |conn| {
         let due =
             "((status = 'queued' and run_at <= ?1) or (status = 'running' and lease_until < ?1))";
         let mut claimed = Vec::new();
