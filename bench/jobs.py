@@ -10,7 +10,9 @@ Two workloads for each side:
               enqueue-to-start p50 and p99.
 
 The job is a no-op in both: Reactor runs a TypeScript function (`() => new Response("ok")`)
-in its QuickJS sandbox; Graphile Worker a JavaScript task in Node. Both run 32 at once.
+in its QuickJS sandbox — a fresh one per run (the default) and, in a second pass, one kept per
+worker (`isolation = "instance"`, as Node keeps Graphile Worker's); Graphile Worker a
+JavaScript task in Node. Both run 32 at once.
 
 Usage: bench/jobs.py [--jobs N] [--rate R] [--only reactor,graphile]
 Needs: cargo, node/npm, psql, Postgres on 127.0.0.1:5432.
@@ -92,13 +94,13 @@ def pace(rate, count, send):
         send(i)
 
 
-def bench_reactor(release, jobs, rate, tmp):
+def bench_reactor(release, jobs, rate, tmp, isolation):
     url = fresh_db("reactor_bench_jobs")
-    project = os.path.join(tmp, "reactor")
+    project = os.path.join(tmp, f"reactor-{isolation}")
     os.makedirs(os.path.join(project, "functions", "noop"))
     with open(os.path.join(project, "reactor.toml"), "w") as f:
         f.write('project_id = "bench-jobs-0001"\nname = "Bench"\n\n'
-                '[[functions]]\nname = "noop"\nsource = "functions/noop"\n\n'
+                f'[[functions]]\nname = "noop"\nsource = "functions/noop"\nisolation = "{isolation}"\n\n'
                 '[[jobs]]\nname = "noop"\nfunction = "noop"\ntrigger = { type = "queue" }\n')
     with open(os.path.join(project, "functions", "noop", "index.ts"), "w") as f:
         f.write('export default () => new Response("ok");\n')
@@ -207,7 +209,10 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "reactor" in wanted:
-            results["Reactor (reactor-server, O2)"] = bench_reactor(build_reactor(), args.jobs, args.rate, tmp)
+            release = build_reactor()
+            # A fresh sandbox per run (the default), and one kept per worker (isolation = "instance").
+            results["Reactor, isolation=request"] = bench_reactor(release, args.jobs, args.rate, tmp, "request")
+            results["Reactor, isolation=instance"] = bench_reactor(release, args.jobs, args.rate, tmp, "instance")
         if "graphile" in wanted:
             results["Graphile Worker 0.18"] = bench_graphile(args.jobs, args.rate, tmp)
     peer = results.get("Graphile Worker 0.18")

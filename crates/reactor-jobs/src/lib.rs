@@ -827,6 +827,11 @@ impl Jobs {
     }
 
     async fn work_forever(&self) {
+        // While busy, a claim waits (5 ms at most) for a quarter of the slots to free up, so
+        // one round trip claims several runs: claiming each slot as it frees serialized on
+        // the round trips (measured: 1.4k runs/s however many workers; several claim loops
+        // instead only multiplied the queries). Idle, a claim goes at once.
+        let batch = (self.inner.config.workers / 4).max(1);
         loop {
             let woken = self.inner.wake.notified();
             match self.claim().await {
@@ -838,6 +843,12 @@ impl Jobs {
                             drop(permit);
                             jobs.inner.wake.notify_waiters();
                         });
+                    }
+                    let until = tokio::time::Instant::now() + Duration::from_millis(5);
+                    while self.inner.busy.available_permits() < batch
+                        && tokio::time::Instant::now() < until
+                    {
+                        let _ = tokio::time::timeout_at(until, self.inner.wake.notified()).await;
                     }
                     continue;
                 }
