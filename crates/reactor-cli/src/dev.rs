@@ -8,7 +8,7 @@ use reactor_core::keys;
 use reactor_core::seal::MasterKey;
 use reactor_core::{Capability, KeyTier};
 use reactor_db::Db;
-use reactor_server::config::{IdentitySettings, ServerConfig};
+use reactor_server::config::ServerConfig;
 use reactor_server::{AppState, Server, compiled_capabilities, shutdown_signal, telemetry};
 use serde::{Deserialize, Serialize};
 
@@ -49,23 +49,15 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     let endpoint = server.endpoint()?;
     let capabilities: Vec<Capability> = compiled_capabilities();
     let config = ServerConfig {
-        listen: server.local_addr()?,
-        database_url: String::new(),
-        capabilities: capabilities.clone(),
-        identity: IdentitySettings::default(),
-        data: Default::default(),
-        cors_origins: Vec::new(),
-        smtp: None,
         master_key: Some(local_master_key(&state_dir)?),
-        // Functions load from the project below, where reloads can be reported.
-        project: None,
-        functions: Default::default(),
-        jobs: Default::default(),
+        // (No `project`: functions load from the project below, where reloads can be
+        // reported.)
         storage: reactor_server::config::StorageSettings {
             path: Some(state_dir.join("storage")),
             ..Default::default()
         },
         dev: true,
+        ..ServerConfig::new(server.local_addr()?, String::new(), capabilities.clone())
     };
     let state = AppState::start(db, &config, &endpoint).await?;
 

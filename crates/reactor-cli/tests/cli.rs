@@ -898,21 +898,11 @@ async fn data_migrations_against_a_postgres_server() {
         .await
         .expect("bind");
     let endpoint = server.endpoint().expect("endpoint");
-    let config = reactor_server::config::ServerConfig {
-        listen: server.local_addr().expect("addr"),
-        database_url: url.clone(),
-        capabilities: reactor_server::compiled_capabilities(),
-        identity: Default::default(),
-        data: Default::default(),
-        cors_origins: Vec::new(),
-        smtp: None,
-        master_key: None,
-        project: None,
-        functions: Default::default(),
-        jobs: Default::default(),
-        storage: Default::default(),
-        dev: false,
-    };
+    let config = reactor_server::config::ServerConfig::new(
+        server.local_addr().expect("addr"),
+        url.clone(),
+        reactor_server::compiled_capabilities(),
+    );
     let state = reactor_server::AppState::start(db, &config, &endpoint)
         .await
         .expect("state");

@@ -255,6 +255,30 @@ impl ConfigError {
 }
 
 impl ServerConfig {
+    /// A server on `listen` over `database_url` with `capabilities`, every other setting at
+    /// its default: what `reactor dev` and tests start from.
+    pub fn new(
+        listen: SocketAddr,
+        database_url: impl Into<String>,
+        capabilities: Vec<Capability>,
+    ) -> ServerConfig {
+        ServerConfig {
+            listen,
+            database_url: database_url.into(),
+            capabilities,
+            identity: IdentitySettings::default(),
+            data: DataSettings::default(),
+            cors_origins: Vec::new(),
+            smtp: None,
+            master_key: None,
+            project: None,
+            functions: FunctionSettings::default(),
+            storage: StorageSettings::default(),
+            jobs: JobsSettings::default(),
+            dev: false,
+        }
+    }
+
     pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         let file = match &args.config {
             Some(path) => {

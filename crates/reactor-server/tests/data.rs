@@ -128,24 +128,14 @@ impl Harness {
             .await
             .expect("bind");
         let endpoint = server.endpoint().expect("endpoint");
-        let config = ServerConfig {
-            listen: server.local_addr().expect("addr"),
-            database_url: url.to_string(),
-            capabilities: vec![
+        let config = ServerConfig::new(
+            server.local_addr().expect("addr"),
+            url.to_string(),
+            vec![
                 reactor_core::Capability::Identity,
                 reactor_core::Capability::Data,
             ],
-            identity: Default::default(),
-            data: Default::default(),
-            cors_origins: Vec::new(),
-            smtp: None,
-            master_key: None,
-            project: None,
-            functions: Default::default(),
-            jobs: Default::default(),
-            storage: Default::default(),
-            dev: false,
-        };
+        );
         let state = AppState::start(db, &config, &endpoint)
             .await
             .expect("state");

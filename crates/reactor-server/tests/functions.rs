@@ -236,23 +236,18 @@ impl Harness {
             .expect("bind");
         let endpoint = server.endpoint().expect("endpoint");
         let config = ServerConfig {
-            listen: server.local_addr().expect("addr"),
-            database_url: String::new(),
-            capabilities: vec![
-                reactor_core::Capability::Identity,
-                reactor_core::Capability::Data,
-                reactor_core::Capability::Functions,
-            ],
-            identity: Default::default(),
-            data: Default::default(),
-            cors_origins: Vec::new(),
-            smtp: None,
             master_key: Some(reactor_core::seal::MasterKey::generate()),
             project: Some(dir.path().to_path_buf()),
-            functions: Default::default(),
-            jobs: Default::default(),
-            storage: Default::default(),
             dev,
+            ..ServerConfig::new(
+                server.local_addr().expect("addr"),
+                String::new(),
+                vec![
+                    reactor_core::Capability::Identity,
+                    reactor_core::Capability::Data,
+                    reactor_core::Capability::Functions,
+                ],
+            )
         };
         let state = AppState::start(db, &config, &endpoint)
             .await

@@ -102,27 +102,22 @@ impl Harness {
             .expect("bind");
         let endpoint = server.endpoint().expect("endpoint");
         let config = ServerConfig {
-            listen: server.local_addr().expect("addr"),
-            database_url: String::new(),
-            capabilities: vec![
-                reactor_core::Capability::Identity,
-                reactor_core::Capability::Storage,
-                reactor_core::Capability::Functions,
-                reactor_core::Capability::Jobs,
-            ],
-            identity: Default::default(),
-            data: Default::default(),
-            cors_origins: Vec::new(),
-            smtp: None,
             master_key: Some(reactor_core::seal::MasterKey::generate()),
             project: Some(dir.path().to_path_buf()),
-            functions: Default::default(),
-            jobs: Default::default(),
             storage: reactor_server::config::StorageSettings {
                 path: Some(dir.path().join("objects")),
                 ..Default::default()
             },
-            dev: false,
+            ..ServerConfig::new(
+                server.local_addr().expect("addr"),
+                String::new(),
+                vec![
+                    reactor_core::Capability::Identity,
+                    reactor_core::Capability::Storage,
+                    reactor_core::Capability::Functions,
+                    reactor_core::Capability::Jobs,
+                ],
+            )
         };
         let state = AppState::start(db, &config, &endpoint)
             .await

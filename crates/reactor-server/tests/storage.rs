@@ -152,23 +152,17 @@ impl Harness {
         };
         storage.upload_expiry_secs = expiry;
         let config = ServerConfig {
-            listen: server.local_addr().expect("addr"),
-            database_url: url.to_string(),
-            capabilities: vec![
-                reactor_core::Capability::Identity,
-                reactor_core::Capability::Data,
-                reactor_core::Capability::Storage,
-            ],
-            identity: Default::default(),
-            data: Default::default(),
-            cors_origins: Vec::new(),
-            smtp: None,
             master_key: Some(reactor_core::seal::MasterKey::generate()),
-            project: None,
-            functions: Default::default(),
-            jobs: Default::default(),
             storage,
-            dev: false,
+            ..ServerConfig::new(
+                server.local_addr().expect("addr"),
+                url.to_string(),
+                vec![
+                    reactor_core::Capability::Identity,
+                    reactor_core::Capability::Data,
+                    reactor_core::Capability::Storage,
+                ],
+            )
         };
         let state = AppState::start(db, &config, &endpoint)
             .await
