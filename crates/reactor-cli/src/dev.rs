@@ -131,6 +131,10 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
             }
         );
     }
+    if state.jobs.is_some() && !manifest.jobs.is_empty() {
+        let names: Vec<&str> = manifest.jobs.iter().map(|j| j.name.as_str()).collect();
+        println!("  jobs          {} (`reactor jobs list`)", names.join(", "));
+    }
     println!("Press Ctrl-C to stop.");
 
     if let Some(watcher) = watcher {

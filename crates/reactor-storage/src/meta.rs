@@ -492,7 +492,8 @@ pub fn entries(rows: Vec<ObjectRow>, query: &ListQuery) -> Vec<ListEntry> {
         })
     });
     let offset = query.offset.unwrap_or(0);
-    let limit = query.limit.unwrap_or(100);
+    // At most a thousand entries an answer, as Supabase pages them.
+    let limit = query.limit.unwrap_or(100).min(1000);
     all.into_iter().skip(offset).take(limit).collect()
 }
 
@@ -558,6 +559,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(names(&page), [("a.txt".to_string(), true)]);
+    }
+
+    #[test]
+    fn a_page_holds_at_most_a_thousand_entries() {
+        let rows: Vec<ObjectRow> = (0..1500).map(|i| row(&format!("f{i:04}"))).collect();
+        let asked = ListQuery {
+            limit: Some(5000),
+            ..Default::default()
+        };
+        assert_eq!(entries(rows.clone(), &asked).len(), 1000);
+        assert_eq!(
+            entries(rows, &ListQuery::default()).len(),
+            100,
+            "100 by default"
+        );
     }
 
     #[test]
