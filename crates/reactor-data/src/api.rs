@@ -294,7 +294,7 @@ impl Data {
                         ),
                         params: vec![Param::Text(String::new())],
                     };
-                    outcome(sqlite_delete(conn, &targets, &delete, read, single))
+                    sqlite_delete(conn, &targets, &delete, read, single).into()
                 })
                 .await?
             }
@@ -363,7 +363,7 @@ impl Data {
             .await?;
         let single = shape.single;
         pool.write_with_principal(principal, move |conn| {
-            outcome(sqlite_write(conn, write, single))
+            sqlite_write(conn, write, single).into()
         })
         .await?
     }
@@ -438,7 +438,7 @@ impl Data {
             }
             (Db::Sqlite(pool), RpcPlan::Dml(statement, kind)) => {
                 pool.write_with_principal(principal, move |conn| {
-                    outcome(sqlite_dml_value(conn, &statement, kind))
+                    sqlite_dml_value(conn, &statement, kind).into()
                 })
                 .await??
             }
@@ -676,16 +676,6 @@ fn with_rowids(mut statement: Statement, rowids: &[i64]) -> Statement {
         *p = Param::Text(serde_json::to_string(rowids).unwrap_or_else(|_| "[]".into()));
     }
     statement
-}
-
-/// A write's result as the writer thread needs it: an error undoes the write.
-fn outcome(
-    result: Result<Output, DataError>,
-) -> reactor_db::WriteOutcome<Result<Output, DataError>> {
-    match result {
-        Ok(output) => reactor_db::WriteOutcome::Keep(Ok(output)),
-        Err(e) => reactor_db::WriteOutcome::Undo(Err(e)),
-    }
 }
 
 fn rls_violation(table: &str) -> DataError {

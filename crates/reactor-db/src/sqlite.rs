@@ -39,6 +39,16 @@ pub enum WriteOutcome<T> {
     Undo(T),
 }
 
+/// The common case: a write that succeeded is kept, one that failed is undone.
+impl<T, E> From<Result<T, E>> for WriteOutcome<Result<T, E>> {
+    fn from(result: Result<T, E>) -> Self {
+        match result {
+            Ok(v) => WriteOutcome::Keep(Ok(v)),
+            Err(e) => WriteOutcome::Undo(Err(e)),
+        }
+    }
+}
+
 /// Delivers a write's answer once the batch it ran in committed (or failed to).
 type Deliver = Box<dyn FnOnce(Option<DbError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&mut Connection, &Mutex<RequestVars>) -> (bool, Deliver) + Send>;

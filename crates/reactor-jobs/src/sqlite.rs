@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use reactor_core::{KeyTier, Principal};
-use reactor_db::{Migration, SqlitePool, WriteOutcome};
+use reactor_db::{Migration, SqlitePool};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
@@ -79,11 +79,8 @@ async fn write<T: Send + 'static>(
     pool: &SqlitePool,
     f: impl FnOnce(&Connection) -> Result<T, JobError> + Send + 'static,
 ) -> Result<T, JobError> {
-    pool.write_with_principal(&system(), move |conn| match f(conn) {
-        Ok(v) => WriteOutcome::Keep(Ok(v)),
-        Err(e) => WriteOutcome::Undo(Err(e)),
-    })
-    .await?
+    pool.write_with_principal(&system(), move |conn| f(conn).into())
+        .await?
 }
 
 async fn read<T: Send + 'static>(

@@ -5,7 +5,7 @@
 //! against the `WITH CHECK` side before the write is kept.
 
 use reactor_core::Principal;
-use reactor_db::{DbError, Migration, SqlitePool, WriteOutcome};
+use reactor_db::{DbError, Migration, SqlitePool};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::StorageError;
@@ -170,11 +170,8 @@ async fn write<T: Send + 'static>(
     principal: &Principal,
     f: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    pool.write_with_principal(principal, move |conn| match f(conn) {
-        Ok(v) => WriteOutcome::Keep(Ok(v)),
-        Err(e) => WriteOutcome::Undo(Err(e)),
-    })
-    .await?
+    pool.write_with_principal(principal, move |conn| f(conn).into())
+        .await?
 }
 
 pub async fn buckets(pool: &SqlitePool) -> Result<Vec<Bucket>, StorageError> {
