@@ -167,8 +167,13 @@ impl<'a> Meta<'a> {
         }
     }
 
+    /// One bucket by its id: every object request looks its bucket up, so by key, not by
+    /// reading them all.
     pub async fn bucket(&self, id: &str) -> Result<Option<Bucket>, StorageError> {
-        Ok(self.buckets().await?.into_iter().find(|b| b.id == id))
+        match self.db {
+            Db::Sqlite(p) => sqlite::find_bucket(p, id).await,
+            Db::Postgres(p) => postgres::find_bucket(p, id).await,
+        }
     }
 
     pub async fn insert_bucket(&self, bucket: &Bucket) -> Result<(), StorageError> {

@@ -207,6 +207,19 @@ pub async fn buckets(pool: &PgPool) -> Result<Vec<Bucket>, StorageError> {
         .map_err(db)
 }
 
+pub async fn find_bucket(pool: &PgPool, id: &str) -> Result<Option<Bucket>, StorageError> {
+    let row = sqlx::query(concat!(
+        "select ",
+        bucket_columns!(),
+        " from storage.buckets where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    row.as_ref().map(bucket).transpose().map_err(db)
+}
+
 pub async fn insert_bucket(pool: &PgPool, b: &Bucket) -> Result<(), StorageError> {
     sqlx::query(
         "insert into storage.buckets

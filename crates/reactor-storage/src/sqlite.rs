@@ -191,6 +191,18 @@ pub async fn buckets(pool: &SqlitePool) -> Result<Vec<Bucket>, StorageError> {
     .await
 }
 
+pub async fn find_bucket(pool: &SqlitePool, id: &str) -> Result<Option<Bucket>, StorageError> {
+    let id = id.to_string();
+    with(pool, move |conn| {
+        conn.prepare_cached(&format!(
+            "select {BUCKET_COLUMNS} from _reactor_storage_buckets where id = ?1"
+        ))
+        .and_then(|mut stmt| stmt.query_row([&id], bucket).optional())
+        .map_err(db)
+    })
+    .await
+}
+
 pub async fn insert_bucket(pool: &SqlitePool, b: &Bucket) -> Result<(), StorageError> {
     let b = b.clone();
     with(pool, move |conn| {
