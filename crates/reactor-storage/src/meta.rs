@@ -261,14 +261,14 @@ impl<'a> Meta<'a> {
     }
 
     /// Makes `row` visible: inserts it (or replaces the row at its path with `upsert`),
-    /// records replaced bytes for deletion, in one transaction. Returns the stored row and
-    /// the key of the bytes it replaced.
+    /// records replaced bytes for deletion and clears its own pending record. Returns the
+    /// stored row and the key of the bytes it replaced.
     pub async fn commit(
         &self,
         row: &ObjectRow,
         upsert: bool,
     ) -> Result<(ObjectRow, Option<String>), StorageError> {
-        let committed = match self.db {
+        match self.db {
             Db::Sqlite(p) => {
                 sqlite::commit(
                     p,
@@ -281,15 +281,7 @@ impl<'a> Meta<'a> {
                 .await
             }
             Db::Postgres(p) => postgres::commit(p, &self.principal, row, upsert).await,
-        }?;
-        // The upload's record is no longer needed (SQLite cleared it in the commit); if this
-        // fails the sweep finds the row.
-        if let Db::Postgres(_) = self.db
-            && let Err(e) = Meta::system(self.db).pending_done(&row.blob).await
-        {
-            tracing::warn!(error = %e, "cannot clear an upload's pending record");
         }
-        Ok(committed)
     }
 
     /// Deletes the rows the caller may delete among `names`; their bytes are recorded for

@@ -419,6 +419,11 @@ pub async fn commit(
         .map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
+    // The upload's pending record, cleared by the server (the caller's role may only add to
+    // the table); if this fails, the sweep sees the row and drops the record.
+    if let Err(e) = pending_done(pool, &row.blob).await {
+        tracing::warn!(error = %e, "cannot clear an upload's pending record");
+    }
     Ok((stored, replaced))
 }
 
