@@ -286,16 +286,12 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Run>, JobErr
                  order by run_at limit $3
                  for update skip locked
              )
-             update reactor.job_runs r
+             update reactor.job_runs
              set status = 'running', attempts = attempts + 1, worker = $4, lease_until = $5,
                  started_at = $1, finished_at = null
-             from due where r.id = due.id
+             where id in (select id from due)
              returning {}",
             columns!()
-                .split(", ")
-                .map(|c| format!("r.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
         )))
         .bind(req.now)
         .bind(&req.free)
