@@ -363,6 +363,27 @@ pub async fn list(
     .map_err(StorageError::from)
 }
 
+/// A row's columns in table order, `now` standing for both timestamps (`?12`): what an
+/// insert binds, and what a policy check of a row not yet written reads.
+fn values(row: &ObjectRow, now: String) -> [rusqlite::types::Value; 12] {
+    use rusqlite::types::Value as V;
+    let text = |s: &Option<String>| s.clone().map_or(V::Null, V::Text);
+    [
+        V::Text(row.id.clone()),
+        V::Text(row.bucket_id.clone()),
+        V::Text(row.name.clone()),
+        text(&row.owner_id),
+        text(&row.org_id),
+        V::Integer(row.size),
+        V::Text(row.mime_type.clone()),
+        V::Text(row.sha256.clone()),
+        V::Text(row.blob.clone()),
+        V::Text(row.metadata.to_string()),
+        text(&row.cache_control),
+        V::Text(now),
+    ]
+}
+
 /// Does `row` (not yet in the table) pass `check`?
 fn passes(conn: &Connection, check: &str, row: &ObjectRow) -> Result<bool, StorageError> {
     let sql = format!(
@@ -372,24 +393,9 @@ fn passes(conn: &Connection, check: &str, row: &ObjectRow) -> Result<bool, Stora
          where {check}"
     );
     let n: i64 = conn
-        .query_row(
-            &sql,
-            params![
-                row.id,
-                row.bucket_id,
-                row.name,
-                row.owner_id,
-                row.org_id,
-                row.size,
-                row.mime_type,
-                row.sha256,
-                row.blob,
-                row.metadata.to_string(),
-                row.cache_control,
-                now()
-            ],
-            |r| r.get(0),
-        )
+        .query_row(&sql, rusqlite::params_from_iter(values(row, now())), |r| {
+            r.get(0)
+        })
         .map_err(db)?;
     Ok(n > 0)
 }
@@ -502,20 +508,7 @@ pub async fn commit(
                          (id, bucket_id, name, owner_id, org_id, size, mime_type, sha256, blob,
                           metadata, cache_control, created_at, updated_at)
                      values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
-                    params![
-                        row.id,
-                        row.bucket_id,
-                        row.name,
-                        row.owner_id,
-                        row.org_id,
-                        row.size,
-                        row.mime_type,
-                        row.sha256,
-                        row.blob,
-                        row.metadata.to_string(),
-                        row.cache_control,
-                        now
-                    ],
+                    rusqlite::params_from_iter(values(&row, now)),
                 )
                 .map_err(|e| {
                     if is_unique_violation(&e) {
