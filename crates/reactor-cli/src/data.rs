@@ -1,7 +1,7 @@
 //! `reactor data new|status|migrate|reset|types|query`: the project's SQL migrations, its
 //! schema's TypeScript types, and the SQL console.
 
-use crate::output::{hinted, table};
+use crate::output::{cell, hinted, table};
 use crate::session::Session;
 
 #[derive(Debug, clap::Subcommand)]
@@ -56,7 +56,8 @@ pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
                     rows.iter()
                         .map(|r| {
                             r.as_array()
-                                .map(|cells| cells.iter().map(cell).collect())
+                                // NULL as an empty cell.
+                                .map(|cells| cells.iter().map(|c| cell(c, "")).collect())
                                 .unwrap_or_default()
                         })
                         .collect()
@@ -182,7 +183,6 @@ pub async fn run(session: &Session, cmd: DataCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A cell as text: strings bare, NULL empty, anything else as JSON.
 /// Asks on the terminal; without one, the answer is no.
 fn confirm(question: &str) -> anyhow::Result<bool> {
     use std::io::{BufRead, IsTerminal, Write};
@@ -197,14 +197,6 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
         answer.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
-}
-
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// `YYYYMMDDHHMMSS` in UTC, so files sort in the order they were made.

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::output::{hinted, table};
+use crate::output::{cell, hinted, table};
 use crate::session::Session;
 
 #[derive(Debug, clap::Subcommand)]
@@ -51,16 +51,7 @@ pub enum JobsCommand {
 }
 
 fn text(v: &Value) -> String {
-    v.as_str().map_or_else(
-        || {
-            if v.is_null() {
-                "-".into()
-            } else {
-                v.to_string()
-            }
-        },
-        str::to_string,
-    )
+    cell(v, "-")
 }
 
 fn finished(status: &Value) -> bool {

@@ -93,6 +93,15 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A JSON value as a table cell: strings bare, `null` as `null_as`, anything else as JSON.
+pub fn cell(v: &serde_json::Value, null_as: &str) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => null_as.to_string(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

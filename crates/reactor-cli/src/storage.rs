@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::output::{hinted, table};
+use crate::output::{cell, hinted, table};
 use crate::session::Session;
 
 #[derive(Debug, clap::Subcommand)]
@@ -374,7 +374,7 @@ fn file_name(file: &Path) -> anyhow::Result<String> {
 }
 
 fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+    cell(v, "-")
 }
 
 fn human(bytes: u64) -> String {
