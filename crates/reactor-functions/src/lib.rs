@@ -84,8 +84,12 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSpec {
     pub name: String,
+    /// Where its files are (the working tree); unused when `built` is given.
     pub dir: PathBuf,
     pub entry: String,
+    /// The code a bundle carried, already transpiled: a deployed release runs this instead
+    /// of reading `dir`.
+    pub built: Option<Arc<Built>>,
     pub memory_mb: Option<u32>,
     pub timeout_ms: Option<u64>,
     pub concurrency: Option<u32>,
@@ -97,6 +101,29 @@ pub struct FunctionSpec {
 
 pub use reactor_manifest::Isolation;
 
+/// A function's code as a bundle carries it.
+#[derive(Debug)]
+pub enum Built {
+    /// The module graph `reactor build` made with [`source::TranspileCache::load`].
+    Js(Arc<source::ModuleGraph>),
+    /// A WebAssembly module, binary or (`text`) WAT.
+    Wasm { bytes: Vec<u8>, text: bool },
+}
+
+impl PartialEq for Built {
+    fn eq(&self, other: &Built) -> bool {
+        match (self, other) {
+            (Built::Js(a), Built::Js(b)) => a.hash == b.hash,
+            (Built::Wasm { bytes: a, text: x }, Built::Wasm { bytes: b, text: y }) => {
+                a == b && x == y
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Built {}
+
 impl FunctionSpec {
     /// The functions a project's `reactor.toml` declares.
     pub fn from_manifest(manifest: &reactor_manifest::Manifest) -> Vec<FunctionSpec> {
@@ -107,6 +134,7 @@ impl FunctionSpec {
                 name: f.name.clone(),
                 dir: manifest.root.join(&f.source),
                 entry: f.entry.clone(),
+                built: None,
                 memory_mb: f.memory_mb,
                 timeout_ms: f.timeout_ms,
                 concurrency: f.concurrency,
@@ -167,6 +195,18 @@ impl Code {
             Code::Wasm(w) => &w.hash,
         }
     }
+}
+
+/// Compiles a module graph to QuickJS bytecode.
+fn compile_js(graph: Arc<source::ModuleGraph>) -> Result<Code, SourceError> {
+    let program = Program::compile(graph).map_err(|e| SourceError {
+        file: e.module,
+        line: 1,
+        column: 1,
+        message: e.message,
+        hint: None,
+    })?;
+    Ok(Code::Js(Arc::new(program)))
 }
 
 fn is_wasm_entry(entry: &str) -> bool {
@@ -474,48 +514,52 @@ impl Functions {
     /// module (compiled modules are kept by content hash, so an unchanged one is not
     /// compiled again).
     fn load_code(&self, spec: &FunctionSpec) -> Result<Code, SourceError> {
+        match spec.built.as_deref() {
+            Some(Built::Js(graph)) => return compile_js(graph.clone()),
+            Some(Built::Wasm { bytes, text }) => return self.compile_wasm(spec, bytes, *text),
+            None => {}
+        }
         if is_wasm_entry(&spec.entry) {
-            let failed = |message: String, hint: Option<String>| SourceError {
+            let path = spec.dir.join(&spec.entry);
+            let bytes = std::fs::read(&path).map_err(|e| SourceError {
                 file: spec.entry.clone(),
                 line: 1,
                 column: 1,
-                message,
-                hint,
-            };
-            let path = spec.dir.join(&spec.entry);
-            let bytes = std::fs::read(&path)
-                .map_err(|e| failed(format!("cannot read {}: {e}", path.display()), None))?;
-            let hash = hex::encode(Sha256::digest(&bytes));
-            if let Some(hit) = self.lock_wasm().get(&hash) {
-                return Ok(Code::Wasm(hit.clone()));
-            }
-            let text = spec.entry.ends_with(".wat");
-            let program = wasm::WasmProgram::compile(&bytes, text, hash.clone()).map_err(|e| {
-                failed(
-                    e,
-                    Some(
-                        "a WASI preview 1 command module is served CGI-style; see the README"
-                            .into(),
-                    ),
-                )
+                message: format!("cannot read {}: {e}", path.display()),
+                hint: None,
             })?;
-            let program = Arc::new(program);
-            let mut cache = self.lock_wasm();
-            if cache.len() >= 256 {
-                cache.clear();
-            }
-            cache.insert(hash, program.clone());
-            return Ok(Code::Wasm(program));
+            return self.compile_wasm(spec, &bytes, spec.entry.ends_with(".wat"));
         }
-        let graph = self.inner.cache.load(&spec.dir, &spec.entry)?;
-        let program = Program::compile(Arc::new(graph)).map_err(|e| SourceError {
-            file: e.module,
-            line: 1,
-            column: 1,
-            message: e.message,
-            hint: None,
-        })?;
-        Ok(Code::Js(Arc::new(program)))
+        compile_js(Arc::new(self.inner.cache.load(&spec.dir, &spec.entry)?))
+    }
+
+    fn compile_wasm(
+        &self,
+        spec: &FunctionSpec,
+        bytes: &[u8],
+        text: bool,
+    ) -> Result<Code, SourceError> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        if let Some(hit) = self.lock_wasm().get(&hash) {
+            return Ok(Code::Wasm(hit.clone()));
+        }
+        let program =
+            wasm::WasmProgram::compile(bytes, text, hash.clone()).map_err(|e| SourceError {
+                file: spec.entry.clone(),
+                line: 1,
+                column: 1,
+                message: e,
+                hint: Some(
+                    "a WASI preview 1 command module is served CGI-style; see the README".into(),
+                ),
+            })?;
+        let program = Arc::new(program);
+        let mut cache = self.lock_wasm();
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(hash, program.clone());
+        Ok(Code::Wasm(program))
     }
 
     fn lock_wasm(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<wasm::WasmProgram>>> {

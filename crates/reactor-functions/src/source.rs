@@ -56,6 +56,32 @@ pub struct ModuleGraph {
     pub hash: String,
 }
 
+impl ModuleGraph {
+    /// A graph from modules already transpiled (what a bundle carries), with its hash.
+    pub fn new(
+        entry: String,
+        modules: HashMap<String, Arc<str>>,
+        links: HashMap<(String, String), String>,
+    ) -> ModuleGraph {
+        let mut names: Vec<&String> = modules.keys().collect();
+        names.sort();
+        let mut hasher = Sha256::new();
+        for name in names {
+            let code = &modules[name];
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((code.len() as u64).to_le_bytes());
+            hasher.update(code.as_bytes());
+        }
+        ModuleGraph {
+            entry,
+            modules,
+            links,
+            hash: hex::encode(hasher.finalize()),
+        }
+    }
+}
+
 /// Transpiled files by the SHA-256 of their name and source, so a reload after an edit strips
 /// only the files that changed.
 #[derive(Debug, Default)]
@@ -121,19 +147,11 @@ impl TranspileCache {
             }
             modules.insert(name, transpiled.code);
         }
-        let mut hasher = Sha256::new();
-        for (name, code) in &modules {
-            hasher.update((name.len() as u64).to_le_bytes());
-            hasher.update(name.as_bytes());
-            hasher.update((code.len() as u64).to_le_bytes());
-            hasher.update(code.as_bytes());
-        }
-        Ok(ModuleGraph {
+        Ok(ModuleGraph::new(
             entry,
-            modules: modules.into_iter().collect(),
+            modules.into_iter().collect(),
             links,
-            hash: hex::encode(hasher.finalize()),
-        })
+        ))
     }
 
     fn transpile(&self, name: &str, source: &str) -> Result<Transpiled, SourceError> {

@@ -18,7 +18,7 @@ pub use diagnostic::{Diagnostic, did_you_mean};
 pub use discover::discover;
 pub use manifest::{
     DataConfig, FunctionConfig, HostPattern, Isolation, JobConfig, MANIFEST_FILE, Manifest,
-    Runtime, SiteConfig, Trigger,
+    Runtime, SiteConfig, SiteHeaders, SiteRedirect, Trigger,
 };
 
 #[derive(Debug, thiserror::Error)]

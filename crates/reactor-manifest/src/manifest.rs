@@ -139,6 +139,26 @@ pub struct SiteConfig {
     pub build: Option<String>,
     /// The directory, relative to `source`, that `build` writes.
     pub output: Option<PathBuf>,
+    /// Extra response headers by path pattern, in the order written.
+    pub headers: Vec<SiteHeaders>,
+    /// Redirects, the first match wins.
+    pub redirects: Vec<SiteRedirect>,
+}
+
+/// Headers added to responses whose path matches `path` (`/exact` or `/prefix/*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteHeaders {
+    pub path: String,
+    pub values: Vec<(String, String)>,
+}
+
+/// `from` (`/exact` or `/prefix/*`) answered by a redirect to `to`, where `:splat` stands for
+/// what `*` matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRedirect {
+    pub from: String,
+    pub to: String,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +211,16 @@ impl Manifest {
 
     /// Validates `src` as the contents of `path`; `path`'s directory anchors relative paths.
     pub fn parse(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_with(path, src, true)
+    }
+
+    /// Validates a manifest that travelled inside a bundle: every rule but the ones about the
+    /// project's files, which are not on the server (the bundle holds what they built).
+    pub fn parse_snapshot(src: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_with(Path::new(MANIFEST_FILE), src, false)
+    }
+
+    fn parse_with(path: &Path, src: &str, check_fs: bool) -> Result<Manifest, ManifestError> {
         let root = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -200,6 +230,7 @@ impl Manifest {
             file: path,
             src,
             diagnostics: Vec::new(),
+            check_fs,
         };
 
         let doc = toml_edit::Document::parse(src).map_err(|e| {
@@ -222,6 +253,14 @@ impl Manifest {
                     && let Some(trigger) = entry.get("trigger").and_then(Item::as_table_like)
                 {
                     cx.check_keys(trigger, "a job's `trigger`", TRIGGER_KEYS, &[]);
+                }
+                if key == "sites" {
+                    for rule in entries(entry.get("headers")) {
+                        cx.check_keys(rule, "a site's `headers`", SITE_HEADER_KEYS, &[]);
+                    }
+                    for rule in entries(entry.get("redirects")) {
+                        cx.check_keys(rule, "a site's `redirects`", SITE_REDIRECT_KEYS, &[]);
+                    }
                 }
             }
         }
@@ -274,7 +313,19 @@ const FUNCTION_KEYS: &[&str] = &[
     "allowed_hosts",
     "isolation",
 ];
-const SITE_KEYS: &[&str] = &["name", "source", "framework", "spa", "build", "output"];
+const SITE_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "framework",
+    "spa",
+    "build",
+    "output",
+    "headers",
+    "redirects",
+];
+const SITE_HEADER_KEYS: &[&str] = &["for", "values"];
+const SITE_REDIRECT_KEYS: &[&str] = &["from", "to", "status"];
+const REDIRECT_STATUSES: &[i64] = &[301, 302, 303, 307, 308];
 const JOB_KEYS: &[&str] = &[
     "name",
     "function",
@@ -312,6 +363,8 @@ struct Checker<'a> {
     file: &'a Path,
     src: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// Whether paths must exist on disk (not for a manifest read back from a bundle).
+    check_fs: bool,
 }
 
 impl Checker<'_> {
@@ -454,7 +507,7 @@ impl Checker<'_> {
                 "an entry ends in .{}",
                 ENTRY_EXTENSIONS.join(", .")
             ));
-        } else if source_ok {
+        } else if source_ok && self.check_fs {
             let path = root.join(f.source.get_ref()).join(entry.get_ref());
             if !path.is_file() {
                 self.error(
@@ -524,13 +577,105 @@ impl Checker<'_> {
             )
             .hint = Some("add build = \"npm run build\" and output = \"dist\", or use framework = \"static\"".into());
         }
+        if let Some(output) = &s.output {
+            let rel = Path::new(output.get_ref());
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                self.error(
+                    Some(output.span()),
+                    "`output` must be a path inside the site's `source`",
+                )
+                .hint = Some("write it relative to `source`, e.g. output = \"dist\"".into());
+            }
+        }
+        let headers = s
+            .headers
+            .into_iter()
+            .map(|h| {
+                self.check_site_pattern(&h.path, "for");
+                let mut values = Vec::new();
+                for (name, value) in h.values {
+                    let name_ok = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    let value_ok = !value
+                        .get_ref()
+                        .bytes()
+                        .any(|b| b == b'\r' || b == b'\n' || b == 0);
+                    if !name_ok || !value_ok {
+                        self.error(
+                            Some(value.span()),
+                            format!("`{name}` is not a valid header"),
+                        )
+                        .hint = Some(
+                            "header names use letters, digits and `-`; values are one line".into(),
+                        );
+                    }
+                    values.push((name, value.into_inner()));
+                }
+                SiteHeaders {
+                    path: h.path.into_inner(),
+                    values,
+                }
+            })
+            .collect();
+        let redirects = s
+            .redirects
+            .into_iter()
+            .map(|r| {
+                self.check_site_pattern(&r.from, "from");
+                let to = r.to.get_ref();
+                if !(to.starts_with('/') || to.starts_with("https://") || to.starts_with("http://"))
+                {
+                    self.error(
+                        Some(r.to.span()),
+                        format!("redirect target `{to}` is neither a path nor a URL"),
+                    )
+                    .hint = Some("start it with `/` or `https://`".into());
+                }
+                let status = r.status.map_or(301, |s| {
+                    if !REDIRECT_STATUSES.contains(s.get_ref()) {
+                        self.error(
+                            Some(s.span()),
+                            format!("{} is not a redirect status", s.get_ref()),
+                        )
+                        .hint = Some("use 301, 302, 303, 307 or 308".into());
+                    }
+                    *s.get_ref()
+                });
+                SiteRedirect {
+                    from: r.from.into_inner(),
+                    to: r.to.into_inner(),
+                    status: status as u16,
+                }
+            })
+            .collect();
         SiteConfig {
             name: s.name.into_inner(),
             source: PathBuf::from(s.source.into_inner()),
             framework: framework.into_inner(),
             spa: s.spa.unwrap_or(false),
             build: s.build,
-            output: s.output.map(PathBuf::from),
+            output: s.output.map(|o| PathBuf::from(o.into_inner())),
+            headers,
+            redirects,
+        }
+    }
+
+    /// A site path pattern: starts with `/`; `*` only as its last character (a prefix match).
+    fn check_site_pattern(&mut self, pattern: &Spanned<String>, key: &str) {
+        let p = pattern.get_ref();
+        let star = p.find('*');
+        if !p.starts_with('/') || star.is_some_and(|i| i != p.len() - 1) {
+            self.error(
+                Some(pattern.span()),
+                format!("`{key}` pattern `{p}` is not a site path"),
+            )
+            .hint = Some("start it with `/`; a `*` may end it, e.g. \"/assets/*\"".into());
         }
     }
 
@@ -771,7 +916,7 @@ impl Checker<'_> {
             return false;
         }
         let full = root.join(rel);
-        if !full.is_dir() {
+        if self.check_fs && !full.is_dir() {
             self.error(
                 Some(dir.span()),
                 format!("{what} directory `{}` does not exist", full.display()),
@@ -845,7 +990,25 @@ struct RawSite {
     framework: Option<Spanned<String>>,
     spa: Option<bool>,
     build: Option<String>,
-    output: Option<String>,
+    output: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: Vec<RawSiteHeaders>,
+    #[serde(default)]
+    redirects: Vec<RawSiteRedirect>,
+}
+
+#[derive(Deserialize)]
+struct RawSiteHeaders {
+    #[serde(rename = "for")]
+    path: Spanned<String>,
+    values: std::collections::BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawSiteRedirect {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    status: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -364,3 +364,73 @@ fn job_options_are_read_and_checked() {
     let e = error(&VALID.replace("name = \"on-todo\"", "name = \"on-todo\"\nretries = 3"));
     assert!(e.contains("unknown key `retries`"), "{e}");
 }
+
+#[test]
+fn site_headers_and_redirects_are_read_and_checked() {
+    let dir = project();
+    let src = VALID.replace(
+        "framework = \"static\"\n",
+        "framework = \"static\"\nspa = true\nheaders = [{ for = \"/assets/*\", values = { X-Frame-Options = \"DENY\" } }]\nredirects = [{ from = \"/old/*\", to = \"/new/:splat\", status = 308 }, { from = \"/docs\", to = \"https://docs.example.com\" }]\n",
+    );
+    let m = Manifest::parse(&dir.path().join("reactor.toml"), &src).expect("valid");
+    let site = &m.sites[0];
+    assert_eq!(site.headers[0].path, "/assets/*");
+    assert_eq!(
+        site.headers[0].values,
+        vec![("X-Frame-Options".to_string(), "DENY".to_string())]
+    );
+    assert_eq!(site.redirects[0].status, 308);
+    assert_eq!(site.redirects[1].status, 301, "301 unless said otherwise");
+
+    for (bad, expected) in [
+        (
+            "redirects = [{ from = \"old\", to = \"/new\" }]",
+            "`from` pattern `old` is not a site path",
+        ),
+        (
+            "redirects = [{ from = \"/a/*/b\", to = \"/new\" }]",
+            "is not a site path",
+        ),
+        (
+            "redirects = [{ from = \"/a\", to = \"/b\", status = 200 }]",
+            "200 is not a redirect status",
+        ),
+        (
+            "redirects = [{ from = \"/a\", to = \"javascript:alert(1)\" }]",
+            "is neither a path nor a URL",
+        ),
+        (
+            "headers = [{ for = \"/\", values = { \"Bad Name\" = \"x\" } }]",
+            "`Bad Name` is not a valid header",
+        ),
+        (
+            "headers = [{ path = \"/\", values = {} }]",
+            "unknown key `path` in a site's `headers`",
+        ),
+        ("output = \"../dist\"", "`output` must be a path inside"),
+    ] {
+        let src = VALID.replace(
+            "framework = \"static\"\n",
+            &format!("framework = \"static\"\n{bad}\n"),
+        );
+        let e = match Manifest::parse(&dir.path().join("reactor.toml"), &src) {
+            Ok(_) => panic!("accepted: {bad}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(expected), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_snapshot_is_checked_without_the_project_files() {
+    // Nothing on disk: the server reads the manifest a bundle carried.
+    let m = Manifest::parse_snapshot(VALID).expect("valid without its directories");
+    assert_eq!(m.functions.len(), 2);
+    let e =
+        match Manifest::parse_snapshot(&VALID.replace("function = \"rollup\"", "function = \"x\""))
+        {
+            Ok(_) => panic!("a job naming no function was accepted"),
+            Err(e) => e.to_string(),
+        };
+    assert!(e.contains("which is not declared"), "{e}");
+}
