@@ -11,7 +11,8 @@ const binary = process.env.REACTOR_BIN ?? join(process.env.CARGO_TARGET_DIR ?? j
 
 // `functions`: { name: { 'index.ts': source, … } }, declared in reactor.toml as they are.
 // `manifest`: more reactor.toml text (jobs, …), appended as it is.
-export async function startDev(migrations, { functions = {}, manifest: extra = '' } = {}) {
+// `files`: { 'sites/web/index.html': text, … }, written into the project as they are.
+export async function startDev(migrations, { functions = {}, manifest: extra = '', files = {} } = {}) {
   if (!existsSync(binary)) throw new Error(`build the CLI first (cargo build -p reactor-cli): ${binary}`)
   const dir = mkdtempSync(join(tmpdir(), 'reactor-sdk-'))
   const project = join(dir, 'project')
@@ -25,6 +26,10 @@ export async function startDev(migrations, { functions = {}, manifest: extra = '
       writeFileSync(path, text)
     }
     manifest += `\n[[functions]]\nname = "${name}"\nsource = "functions/${name}"\n`
+  }
+  for (const [file, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(project, file)), { recursive: true })
+    writeFileSync(join(project, file), text)
   }
   writeFileSync(join(project, 'reactor.toml'), manifest + extra)
   migrations.forEach((file, i) => copyFileSync(join(root, file), join(target, `${String(i + 1).padStart(4, '0')}_${basename(file)}`)))

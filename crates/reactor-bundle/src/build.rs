@@ -539,3 +539,37 @@ fn append<W: Write, R: std::io::Read>(
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, path, data)
 }
+
+/// The bundle at `path` re-packed with its index and only the files `keep` selects: what a
+/// deploy uploads when the server already holds the rest.
+pub fn thin(path: &Path, keep: impl Fn(&FileEntry) -> bool) -> Result<Vec<u8>, BundleError> {
+    let reader = std::io::BufReader::new(std::fs::File::open(path)?);
+    let limits = crate::Limits {
+        max_file_bytes: u64::MAX,
+        max_total_bytes: u64::MAX,
+        max_files: usize::MAX,
+    };
+    let mut kept: Vec<(FileEntry, Vec<u8>)> = Vec::new();
+    let received = crate::read(reader, &limits, |entry, bytes| {
+        if keep(entry) {
+            kept.push((entry.clone(), bytes));
+        }
+        Ok(())
+    })?;
+    let mut out = Vec::new();
+    {
+        let encoder = zstd::Encoder::new(&mut out, ZSTD_LEVEL)?;
+        let mut tar = tar::Builder::new(encoder);
+        append(
+            &mut tar,
+            INDEX,
+            received.index_bytes.len() as u64,
+            received.index_bytes.as_slice(),
+        )?;
+        for (entry, bytes) in &kept {
+            append(&mut tar, &entry.path, entry.size, bytes.as_slice())?;
+        }
+        tar.into_inner()?.finish()?;
+    }
+    Ok(out)
+}

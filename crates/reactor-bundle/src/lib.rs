@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use build::{BuildOptions, BuildReport, Built, build, run_site_builds};
+pub use build::{BuildOptions, BuildReport, Built, build, run_site_builds, thin};
 pub use ignore_rules::IgnoreRules;
 pub use reactor_sites::{Asset, Variant};
 pub use read::{Limits, Received, read};

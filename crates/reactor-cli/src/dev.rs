@@ -83,10 +83,16 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
         jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
         sync_event_jobs(jobs).await;
     }
+    // Sites are read from the working tree on every request; only their list and rules
+    // come from reactor.toml.
+    if let Some(sites) = &state.sites {
+        sites.replace(reactor_sites::Sites::from_manifest(&manifest));
+    }
     let function_watcher = state.functions.clone().map(|functions| {
         let manifest_path = manifest.root.join(reactor_manifest::MANIFEST_FILE);
         let jobs = state.jobs.clone();
-        async move { watch_functions(functions, jobs, manifest_path).await }
+        let sites = state.sites.clone();
+        async move { watch_functions(functions, jobs, sites, manifest_path).await }
     });
 
     telemetry::init();
@@ -129,6 +135,18 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
             } else {
                 names.join(", ")
             }
+        );
+    }
+    if state.sites.is_some() && !manifest.sites.is_empty() {
+        let names: Vec<String> = manifest
+            .sites
+            .iter()
+            .map(|s| format!("{} ({endpoint}/sites/v1/{}/)", s.name, s.name))
+            .collect();
+        println!(
+            "  sites         {}; {} also at {endpoint}/",
+            names.join(", "),
+            manifest.sites[0].name
         );
     }
     if state.jobs.is_some() && !manifest.jobs.is_empty() {
@@ -313,6 +331,7 @@ fn functions_fingerprint(
 async fn watch_functions(
     functions: reactor_functions::Functions,
     jobs: Option<reactor_jobs::Jobs>,
+    sites: Option<reactor_sites::Sites>,
     manifest_path: std::path::PathBuf,
 ) {
     let mut last = functions_fingerprint(&manifest_path);
@@ -330,8 +349,11 @@ async fn watch_functions(
                     jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
                     sync_event_jobs(jobs).await;
                 }
+                if let Some(sites) = &sites {
+                    sites.replace(reactor_sites::Sites::from_manifest(&manifest));
+                }
             }
-            Err(e) => eprintln!("functions: reactor.toml: {e} (functions and jobs unchanged)"),
+            Err(e) => eprintln!("reactor.toml: {e} (functions, jobs and sites unchanged)"),
         }
     }
 }

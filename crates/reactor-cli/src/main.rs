@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod context;
 mod data;
+mod deploy;
 mod dev;
 mod functions;
 mod info;
@@ -86,6 +87,15 @@ enum Command {
     /// Manage the project's API keys (needs the service key).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Package the project into a bundle: .reactor/build/<project>-<release>.tar.zst.
+    Build(deploy::BuildArgs),
+    /// Build, upload what the server lacks, apply migrations and switch to the new release.
+    Deploy(deploy::DeployArgs),
+    /// The server's releases.
+    #[command(subcommand)]
+    Releases(deploy::ReleasesCommand),
+    /// Switch back to an earlier release (code and sites; migrations stay).
+    Rollback(deploy::RollbackArgs),
 }
 
 #[tokio::main]
@@ -107,6 +117,10 @@ async fn main() -> ExitCode {
         Command::Logout => login::logout(&session).await,
         Command::Whoami(args) => login::whoami(&session, args).await,
         Command::Org(cmd) => org::run(&session, cmd).await,
+        Command::Build(args) => deploy::build(&session, args),
+        Command::Deploy(args) => deploy::deploy(&session, args).await,
+        Command::Releases(cmd) => deploy::releases(&session, cmd).await,
+        Command::Rollback(args) => deploy::rollback(&session, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

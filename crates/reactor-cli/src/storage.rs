@@ -125,7 +125,7 @@ fn need_object(text: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// A byte counter on stderr, drawn only on a terminal.
-fn bar(what: &str, total: Option<u64>) -> ProgressBar {
+pub(crate) fn bar(what: &str, total: Option<u64>) -> ProgressBar {
     let bar = match total {
         Some(t) => ProgressBar::new(t),
         None => ProgressBar::no_length(),

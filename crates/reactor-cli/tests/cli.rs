@@ -1516,3 +1516,190 @@ fn jobs_commands_run_a_function_and_show_the_run() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("queued again"));
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// `reactor build && reactor deploy` of the todo example into a server on Postgres, then its
+/// data, function and site over HTTP; a changed page uploads only itself; rollback; a
+/// dry run; another project refused. (The server runs in this process while the CLI
+/// subprocess blocks a thread: two workers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_and_deploy_the_todo_example_to_a_postgres_server() {
+    let Some(url) = reactor_db::testing::fresh_postgres_database("cli_deploy").await else {
+        return;
+    };
+    let db = reactor_db::Db::connect(&url).await.expect("db");
+    let service = reactor_core::keys::generate(reactor_core::KeyTier::Service);
+    db.insert_api_key(&service, "ci").await.expect("key");
+    let public = reactor_core::keys::generate(reactor_core::KeyTier::Public);
+    db.insert_api_key(&public, "web").await.expect("key");
+    let server = reactor_server::Server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let endpoint = server.endpoint().expect("endpoint");
+    let sb = Sandbox::new();
+    let mut config = reactor_server::config::ServerConfig::new(
+        server.local_addr().expect("addr"),
+        url.clone(),
+        reactor_server::compiled_capabilities(),
+    );
+    config.deploy.cache_dir = Some(sb.path("server-cache"));
+    config.storage.path = Some(sb.path("server-objects"));
+    let state = reactor_server::AppState::start(db, &config, &endpoint)
+        .await
+        .expect("state");
+    tokio::spawn(server.run(state, std::future::pending()));
+
+    let project = sb.path("todo");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/todo"),
+        &project,
+    );
+    let _ = std::fs::remove_dir_all(project.join(".reactor"));
+    sb.ok(
+        &project,
+        &["context", "add", "prod", "--endpoint", &endpoint],
+    );
+    // CI style: the token from the environment, the context by flag.
+    let deploy = |args: &[&str]| {
+        let out = sb
+            .cmd(&project)
+            .env("REACTOR_TOKEN", &service.secret)
+            .args(args)
+            .args(["--context", "prod"])
+            .output()
+            .expect("run reactor");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let report: Value = serde_json::from_str(&sb.ok(&project, &["build", "--json"])).expect("json");
+    let release = report["release"].as_str().expect("release").to_string();
+    assert!(
+        Path::new(report["path"].as_str().expect("path")).is_file(),
+        "{report}"
+    );
+    assert_eq!(report["sites"][0]["name"], "web");
+    assert_eq!(report["migrations"][0], "0001_init.sql");
+
+    let (ok, out, err) = deploy(&["deploy"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("Deployed release {}", &release[..12])),
+        "{out}"
+    );
+    assert!(out.contains("0001_init.sql, 0002_lists.sql"), "{out}");
+
+    // The deployed backend answers: data (under RLS), the function, the site.
+    let (status, body) = http_get(&endpoint, "/data/v1/todos", &service.secret);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&endpoint, "/fn/v1/hello?name=ci", &public.secret);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello, ci!"), "{body}");
+    let (status, body) = http_get(&endpoint, "/", &public.secret);
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Todo</title>"), "{body}");
+    let (status, body) = http_get(&endpoint, "/app.js", &public.secret);
+    assert_eq!(status, 200);
+    assert!(body.contains("createClient"), "{body}");
+
+    // Again: nothing to do.
+    let (ok, out, _) = deploy(&["deploy"]);
+    assert!(ok);
+    assert!(out.contains("already the one serving"), "{out}");
+
+    // A changed page: only it (and its compressed variants) travel.
+    let page = project.join("sites/web/index.html");
+    let html = std::fs::read_to_string(&page).expect("page");
+    std::fs::write(&page, html.replace("<h1>Todo</h1>", "<h1>Todo, v2</h1>")).expect("write");
+    let (ok, out, err) = deploy(&["deploy"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        err.contains(": 3 of "),
+        "the page and its two variants: {err}"
+    );
+    assert!(out.contains("previous release"), "{out}");
+    assert!(
+        http_get(&endpoint, "/", &public.secret)
+            .1
+            .contains("Todo, v2")
+    );
+
+    let (ok, list, err) = deploy(&["releases", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        list.matches(" * ").count() + list.matches(" *\n").count(),
+        1,
+        "{list}"
+    );
+    assert!(list.contains(&release[..12]), "{list}");
+
+    // Back to the first release.
+    let (ok, out, err) = deploy(&["rollback"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("Rolled back to release {}", &release[..12])),
+        "{out}"
+    );
+    assert!(out.contains("none to keep"), "{out}");
+    assert!(
+        !http_get(&endpoint, "/", &public.secret)
+            .1
+            .contains("Todo, v2")
+    );
+
+    // A dry run with a new migration: said, not done.
+    std::fs::write(
+        project.join("data/migrations/0003_tags.sql"),
+        "create table tags (id int primary key);",
+    )
+    .expect("write");
+    let (ok, out, err) = deploy(&["deploy", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Dry run") && out.contains("0003_tags.sql"),
+        "{out}"
+    );
+    assert_eq!(http_get(&endpoint, "/data/v1/tags", &service.secret).0, 404);
+
+    // Another project's bundle: refused with the reason and a hint.
+    let manifest = project.join("reactor.toml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(&manifest, text.replace("todo-b0c8898d", "not-the-todo-app")).expect("write");
+    let (ok, _, err) = deploy(&["deploy"]);
+    assert!(!ok);
+    assert!(
+        err.contains("not-the-todo-app") && err.contains("todo-b0c8898d"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+
+    // Without the service key: refused.
+    std::fs::write(&manifest, text).expect("write");
+    let out = sb
+        .cmd(&project)
+        .env("REACTOR_TOKEN", &public.secret)
+        .args(["deploy", "--context", "prod"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("service key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

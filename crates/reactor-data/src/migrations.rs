@@ -255,13 +255,40 @@ pub async fn status(
 
 /// Applies the pending migrations, all in one transaction; returns their names.
 pub async fn migrate(db: &Db, files: &[MigrationFile]) -> Result<Vec<String>, MigrationError> {
+    migrate_with(db, files, &MigrateOptions::default()).await
+}
+
+/// A statement of the caller's that runs in the migrations' transaction, after them: what
+/// must happen if and only if they apply (a deploy switches its release there). Parameters
+/// are bound as text (cast them in the SQL). An empty statement is skipped on its database.
+#[derive(Debug, Clone)]
+pub struct Epilogue {
+    pub postgres: String,
+    pub sqlite: String,
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MigrateOptions {
+    pub epilogue: Vec<Epilogue>,
+    /// Apply them and roll back: proves they apply, changes nothing (the epilogue is skipped).
+    pub dry_run: bool,
+}
+
+/// [`migrate`], with statements of the caller's in the same transaction, or as a dry run.
+pub async fn migrate_with(
+    db: &Db,
+    files: &[MigrationFile],
+    options: &MigrateOptions,
+) -> Result<Vec<String>, MigrationError> {
     prepare(db).await?;
     let pool = match db {
         Db::Postgres(pool) => pool,
         Db::Sqlite(pool) => {
             let files = files.to_vec();
+            let options = options.clone();
             return pool
-                .with(move |conn| Ok(migrate_sqlite(conn, &files)))
+                .with(move |conn| Ok(migrate_sqlite(conn, &files, &options)))
                 .await?;
         }
     };
@@ -293,6 +320,17 @@ pub async fn migrate(db: &Db, files: &[MigrationFile]) -> Result<Vec<String>, Mi
             .execute(&mut *tx)
             .await?;
         done.push(file.name.clone());
+    }
+    if options.dry_run {
+        tx.rollback().await?;
+        return Ok(done);
+    }
+    for statement in options.epilogue.iter().filter(|s| !s.postgres.is_empty()) {
+        let mut query = sqlx::query(AssertSqlSafe(statement.postgres.clone()));
+        for p in &statement.params {
+            query = query.bind(p);
+        }
+        query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(done)
@@ -357,6 +395,7 @@ fn record<T: serde::Serialize>(value: &T) -> Result<String, MigrationError> {
 fn migrate_sqlite(
     conn: &mut rusqlite::Connection,
     files: &[MigrationFile],
+    options: &MigrateOptions,
 ) -> Result<Vec<String>, MigrationError> {
     use crate::translate::{Step, translate};
     let tx = conn
@@ -427,6 +466,17 @@ fn migrate_sqlite(
         )
         .map_err(DbError::from)?;
         done.push(file.name.clone());
+    }
+    if options.dry_run {
+        // Dropping the transaction rolls it back.
+        return Ok(done);
+    }
+    for statement in options.epilogue.iter().filter(|s| !s.sqlite.is_empty()) {
+        tx.execute(
+            &statement.sqlite,
+            rusqlite::params_from_iter(statement.params.iter()),
+        )
+        .map_err(DbError::from)?;
     }
     tx.commit().map_err(DbError::from)?;
     Ok(done)

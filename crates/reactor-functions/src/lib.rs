@@ -419,6 +419,13 @@ impl Functions {
         &self.inner.logs
     }
 
+    /// Compiles a function's code without installing it: a deploy proves every function of a
+    /// release loads before switching to it.
+    pub fn check(&self, spec: &FunctionSpec) -> Result<(), SourceError> {
+        js::prepare();
+        self.load_code(spec).map(|_| ())
+    }
+
     /// Makes `specs` the set of functions: new ones load, changed ones reload (a function
     /// whose new code fails keeps serving its previous code), missing ones are removed.
     /// Transpiling and compiling happen here, never on a request.

@@ -566,6 +566,13 @@ impl Checker<'_> {
 
     fn site(&mut self, root: &Path, s: RawSite) -> SiteConfig {
         self.check_slug(&s.name, "site name", 1, 63);
+        if s.name.get_ref() == "releases" {
+            self.error(
+                Some(s.name.span()),
+                "`releases` is a word of the sites API's routes",
+            )
+            .hint = Some("name the site after what it is, e.g. `web` or `docs`".into());
+        }
         self.check_dir(root, &s.source, "source");
         let framework = s
             .framework

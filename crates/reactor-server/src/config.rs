@@ -60,6 +60,39 @@ struct FileConfig {
     storage: StorageSettings,
     #[serde(default)]
     jobs: JobsSettings,
+    #[serde(default)]
+    sites: SitesSettings,
+    #[serde(default)]
+    deploy: DeploySettings,
+}
+
+/// `[sites]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitesSettings {
+    /// The site served at `/` [default: the first the manifest declares].
+    pub default: Option<String>,
+    /// With `example.com`, `<site>.example.com` serves that site at its root.
+    pub domain: Option<String>,
+}
+
+/// `[deploy]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// Where release files are cached on this machine; `REACTOR_CACHE_DIR` overrides it
+    /// [default: `releases` beside the SQLite database, else `reactor-releases` in the
+    /// system's temporary directory].
+    pub cache_dir: Option<PathBuf>,
+    /// The largest bundle accepted, compressed, in MiB [default: 512].
+    pub max_bundle_mb: Option<u64>,
+    /// The largest file inside a bundle, in MiB [default: 100].
+    pub max_file_mb: Option<u64>,
+    /// All the files of a release together, in MiB [default: 1024].
+    pub max_release_mb: Option<u64>,
+    /// Users (by email) who may deploy and roll back, beside the service key.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// `[identity]` in the config file. Unset values keep the capability's defaults.
@@ -188,6 +221,8 @@ pub struct ServerConfig {
     pub functions: FunctionSettings,
     pub storage: StorageSettings,
     pub jobs: JobsSettings,
+    pub sites: SitesSettings,
+    pub deploy: DeploySettings,
     /// `reactor dev`: emails go to the console and the dev mailbox.
     pub dev: bool,
 }
@@ -225,7 +260,7 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [jobs], [cors] and [smtp]"
+                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [jobs], [sites], [deploy], [cors] and [smtp]"
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
@@ -275,6 +310,8 @@ impl ServerConfig {
             functions: FunctionSettings::default(),
             storage: StorageSettings::default(),
             jobs: JobsSettings::default(),
+            sites: SitesSettings::default(),
+            deploy: DeploySettings::default(),
             dev: false,
         }
     }
@@ -399,6 +436,10 @@ impl ServerConfig {
                 )));
             }
         }
+        let mut deploy = file.deploy;
+        if let Some(dir) = std::env::var_os("REACTOR_CACHE_DIR") {
+            deploy.cache_dir = Some(dir.into());
+        }
         Ok(ServerConfig {
             listen,
             database_url,
@@ -412,6 +453,8 @@ impl ServerConfig {
             functions: file.functions,
             storage,
             jobs: file.jobs,
+            sites: file.sites,
+            deploy,
             dev: false,
         })
     }

@@ -6,6 +6,8 @@
 
 mod auth;
 pub mod config;
+#[cfg(feature = "data")]
+pub mod deploy;
 #[cfg(feature = "jobs")]
 mod jobs;
 mod routes;
@@ -58,6 +60,13 @@ pub struct AppState {
     /// Present when the jobs capability is enabled (with functions, which jobs run).
     #[cfg(feature = "jobs")]
     pub jobs: Option<reactor_jobs::Jobs>,
+    /// Present when the sites capability is enabled.
+    #[cfg(feature = "sites")]
+    pub sites: Option<reactor_sites::Sites>,
+    /// Receives releases (`/deploy/v1`); absent under `reactor dev`, which serves the
+    /// working tree.
+    #[cfg(feature = "data")]
+    pub deploy: Option<deploy::Deployer>,
     /// The project's secrets (`/v1/secrets`); absent only in states built by tests.
     pub secrets: Option<reactor_db::secrets::Secrets>,
     /// Project keys seen in the last second (see `auth::KeyCache`).
@@ -127,6 +136,16 @@ impl AppState {
             let jobs = start_jobs(&state, config, endpoint, &secrets).await?;
             state.with_jobs(jobs)
         };
+        #[cfg(feature = "sites")]
+        let state = {
+            let sites = start_sites(config)?;
+            AppState { sites, ..state }
+        };
+        #[cfg(feature = "data")]
+        let state = {
+            let deploy = start_deploy(&state, config).await?;
+            AppState { deploy, ..state }
+        };
         Ok(AppState {
             cors_origins: Arc::new(config.cors_origins.clone()),
             secrets: Some(secrets),
@@ -153,6 +172,10 @@ impl AppState {
             storage: None,
             #[cfg(feature = "jobs")]
             jobs: None,
+            #[cfg(feature = "sites")]
+            sites: None,
+            #[cfg(feature = "data")]
+            deploy: None,
             secrets: None,
             keys: Arc::new(auth::KeyCache::default()),
             cors_origins: Arc::new(Vec::new()),
@@ -384,6 +407,73 @@ fn start_functions(
     Ok(Some(functions))
 }
 
+/// The sites capability: the project's working tree when the server was given one
+/// (`--project`); a deployed release replaces it.
+#[cfg(feature = "sites")]
+fn start_sites(config: &ServerConfig) -> Result<Option<reactor_sites::Sites>, StartError> {
+    if !config.capabilities.contains(&Capability::Sites) {
+        return Ok(None);
+    }
+    let sites = reactor_sites::Sites::new(reactor_sites::SitesConfig {
+        default_site: config.sites.default.clone(),
+        domain: config.sites.domain.clone(),
+    });
+    if let Some(dir) = &config.project {
+        let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
+            .map_err(|e| StartError::Capability(Capability::Sites, e.to_string()))?;
+        sites.replace(reactor_sites::Sites::from_manifest(&manifest));
+    }
+    Ok(Some(sites))
+}
+
+/// Releases: the tables, the release in force loaded, other replicas' switches followed.
+/// Not under `reactor dev`, which serves the working tree.
+#[cfg(feature = "data")]
+async fn start_deploy(
+    state: &AppState,
+    config: &ServerConfig,
+) -> Result<Option<deploy::Deployer>, StartError> {
+    if config.dev {
+        return Ok(None);
+    }
+    let settings = &config.deploy;
+    let cache_dir = match (&settings.cache_dir, &state.db) {
+        (Some(dir), _) => dir.clone(),
+        (None, Db::Sqlite(pool)) => pool
+            .path()
+            .parent()
+            .map_or_else(|| "releases".into(), |d| d.join("releases")),
+        (None, Db::Postgres(_)) => std::env::temp_dir().join("reactor-releases"),
+    };
+    let mb = |v: Option<u64>, default: u64| v.unwrap_or(default).saturating_mul(1024 * 1024);
+    let deploy_config = deploy::DeployConfig {
+        cache_dir,
+        max_bundle_bytes: mb(settings.max_bundle_mb, 512),
+        limits: reactor_bundle::Limits {
+            max_file_bytes: mb(settings.max_file_mb, 100),
+            max_total_bytes: mb(settings.max_release_mb, 1024),
+            ..Default::default()
+        },
+        admins: settings.admins.clone(),
+    };
+    let targets = deploy::Targets {
+        data: state.data.clone(),
+        #[cfg(feature = "functions")]
+        functions: state.functions.clone(),
+        #[cfg(feature = "jobs")]
+        jobs: state.jobs.clone(),
+        #[cfg(feature = "sites")]
+        sites: state.sites.clone(),
+        #[cfg(feature = "identity")]
+        identity: state.identity.clone(),
+    };
+    let deployer = deploy::Deployer::start(state.db.clone(), deploy_config, targets)
+        .await
+        .map_err(|e| StartError::Deploy(e.to_string()))?;
+    deployer.watch();
+    Ok(Some(deployer))
+}
+
 /// The identity capability's settings from the server's.
 #[cfg(feature = "identity")]
 fn identity_config(config: &ServerConfig, endpoint: &str) -> reactor_identity::IdentityConfig {
@@ -436,6 +526,8 @@ pub enum StartError {
     Capability(Capability, String),
     #[error("the secret store failed to start: {0}")]
     Secrets(String),
+    #[error("releases failed to load: {0}")]
+    Deploy(String),
 }
 
 impl StartError {
@@ -446,7 +538,7 @@ impl StartError {
                 addr.port()
             ),
             StartError::Bind { .. } => "check the listen address and your permissions".to_string(),
-            StartError::Capability(..) | StartError::Secrets(_) => {
+            StartError::Capability(..) | StartError::Secrets(_) | StartError::Deploy(_) => {
                 "the server log has details; check the database".to_string()
             }
         }
@@ -468,6 +560,8 @@ impl AppState {
             Capability::Storage => self.storage.is_some(),
             #[cfg(feature = "jobs")]
             Capability::Jobs => self.jobs.is_some(),
+            #[cfg(feature = "sites")]
+            Capability::Sites => self.sites.is_some(),
             _ => false,
         }
     }

@@ -120,6 +120,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 pub(crate) fn router(state: AppState) -> Router {
     let cors_layer = cors(&state.cors_origins);
+    let state_for_fallback = state.clone();
     // Everything here needs a project key; capability routers nest under it.
     let (capabilities, public_capabilities) = capability_routers(&state);
     let (streams, public_streams) = streaming_routers(&state);
@@ -160,7 +161,10 @@ pub(crate) fn router(state: AppState) -> Router {
         ))
         .merge(streams)
         .merge(public_streams)
-        .fallback(not_found)
+        .fallback({
+            let state = state_for_fallback.clone();
+            move |method, uri, headers| fallback(State(state), method, uri, headers)
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -177,9 +181,36 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The routers that stream request or response bodies of any size, so no request timeout
 /// applies: those behind the key middleware, and those anyone may call.
-#[cfg_attr(not(feature = "storage"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "storage", feature = "sites", feature = "data")),
+    allow(unused_variables)
+)]
 fn streaming_routers(state: &AppState) -> (Router, Router) {
     let routers = (Router::new(), Router::new());
+    // Sites may serve large files; anyone may read them.
+    #[cfg(feature = "sites")]
+    let routers = match &state.sites {
+        Some(sites) => (
+            routers.0,
+            routers.1.nest(
+                reactor_sites::http::PREFIX,
+                reactor_sites::http::public_router(sites.clone()),
+            ),
+        ),
+        None => routers,
+    };
+    // A bundle's upload takes as long as its bytes.
+    #[cfg(feature = "data")]
+    let routers = match &state.deploy {
+        Some(deployer) => (
+            routers.0.nest(
+                "/deploy/v1",
+                crate::deploy::http::upload_router(deployer.clone()),
+            ),
+            routers.1,
+        ),
+        None => routers,
+    };
     #[cfg(feature = "storage")]
     let routers = match &state.storage {
         Some(storage) => (
@@ -241,6 +272,31 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
             routers
                 .0
                 .nest("/jobs/v1", reactor_jobs::http::router(jobs.clone())),
+            routers.1,
+        ),
+        None => routers,
+    };
+    #[cfg(feature = "sites")]
+    let routers = match &state.sites {
+        Some(sites) => (
+            routers.0.nest(
+                reactor_sites::http::PREFIX,
+                reactor_sites::http::router(sites.clone()),
+            ),
+            routers.1,
+        ),
+        None => routers,
+    };
+    #[cfg(feature = "data")]
+    let routers = match &state.deploy {
+        Some(deployer) => (
+            routers
+                .0
+                .nest("/deploy/v1", crate::deploy::http::router(deployer.clone()))
+                .route(
+                    "/sites/v1/releases",
+                    get(crate::deploy::http::list_releases).with_state(deployer.clone()),
+                ),
             routers.1,
         ),
         None => routers,
@@ -496,6 +552,25 @@ async fn revoke_key(
         Err(ApiError::not_found(format!("no active key with id `{id}`"))
             .with_hint("`reactor keys list` shows the keys and their ids"))
     }
+}
+
+/// A path no route claims: a site's page when sites serve one (by host, or the default site
+/// at `/`), else the JSON 404.
+#[cfg_attr(not(feature = "sites"), allow(unused_variables))]
+async fn fallback(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    #[cfg(feature = "sites")]
+    if let Some(sites) = &state.sites
+        && let Some(response) = reactor_sites::http::fallback(sites, &method, &uri, &headers).await
+    {
+        return response;
+    }
+    not_found(uri).await.into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

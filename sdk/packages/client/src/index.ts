@@ -20,12 +20,14 @@ import { AuthClient, type AuthOptions } from '@reactor/auth'
 import { DataClient, type ArgsOf, type Count, type FunctionName, type GenericDatabase, type TableName } from '@reactor/data'
 import { FunctionsClient } from '@reactor/functions'
 import { JobsClient } from '@reactor/jobs'
+import { SitesClient } from '@reactor/sites'
 import { StorageClient } from '@reactor/storage'
 
 export * from '@reactor/auth'
 export * from '@reactor/data'
 export { FunctionsClient, type FunctionsError, type FunctionsResponse, type InvokeOptions } from '@reactor/functions'
 export { JobsClient, type Job, type JobsError, type Run, type RunStatus } from '@reactor/jobs'
+export { SitesClient, type Release, type Site, type SitesError, type SitesList } from '@reactor/sites'
 export {
   StorageClient,
   BucketApi,
@@ -58,6 +60,8 @@ export class ReactorClient<DB = GenericDatabase> {
   readonly storage: StorageClient
   /** The project's jobs on `/jobs/v1` (service key): enqueue, emit, follow runs. */
   readonly jobs: JobsClient
+  /** The project's static sites on `/sites/v1`: list, releases, page URLs. */
+  readonly sites: SitesClient
   /** The organization sent with every request, when set. */
   org: string | undefined
 
@@ -83,6 +87,7 @@ export class ReactorClient<DB = GenericDatabase> {
     this.functions = new FunctionsClient(`${base}/fn/v1`, authed)
     this.storage = new StorageClient(`${base}/storage/v1`, authed)
     this.jobs = new JobsClient(`${base}/jobs/v1`, authed)
+    this.sites = new SitesClient(`${base}/sites/v1`, authed)
   }
 
   /** Rows of a table or view: `reactor.from('todos').select()`. */
