@@ -377,3 +377,55 @@ fn a_thin_bundle_carries_the_index_and_only_some_files() {
     assert_eq!(received.release, b.release);
     assert_eq!(received.received.len(), 1);
 }
+
+#[test]
+fn a_framework_site_is_built_by_its_command_and_its_output_packaged() {
+    let dir = project();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("apps/dash")).expect("mkdir");
+    write(root, "apps/dash/src/main.ts", "the sources stay out");
+    let text = std::fs::read_to_string(root.join("reactor.toml")).expect("read");
+    let with = |build: &str, extra: &str| {
+        format!(
+            "{text}\n[[sites]]\nname = \"dash\"\nsource = \"apps/dash\"\nframework = \"vite\"\nbuild = \"{build}\"\n{extra}"
+        )
+    };
+    // Vite's output directory by default: `dist`.
+    write(
+        root,
+        "reactor.toml",
+        &with(
+            "mkdir -p dist/assets && printf '<h1>built</h1>' > dist/index.html",
+            "",
+        ),
+    );
+    let m = manifest(root);
+    reactor_bundle::run_site_builds(&m).expect("the build command runs");
+    let b = build(&m, &BuildOptions { out_dir: None }).expect("build");
+    let dash = b
+        .index
+        .sites
+        .iter()
+        .find(|s| s.name == "dash")
+        .expect("site");
+    assert_eq!(dash.files.keys().collect::<Vec<_>>(), vec!["index.html"]);
+
+    // A failing command stops the build, naming the site, the command and its status.
+    write(root, "reactor.toml", &with("exit 3", ""));
+    let e = reactor_bundle::run_site_builds(&manifest(root)).expect_err("exit 3");
+    let text_e = e.to_string();
+    assert!(
+        text_e.contains("site `dash`") && text_e.contains("exit 3") && text_e.contains("3"),
+        "{text_e}"
+    );
+    assert!(e.hint().is_some());
+
+    // An output directory the build did not make is named.
+    write(root, "reactor.toml", &with("true", "output = \"build\"\n"));
+    let e = build(&manifest(root), &BuildOptions { out_dir: None }).expect_err("no output");
+    assert!(
+        e.to_string()
+            .contains("apps/dash/build does not exist (did its build run?)"),
+        "{e}"
+    );
+}

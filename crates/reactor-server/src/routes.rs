@@ -555,7 +555,8 @@ async fn revoke_key(
 }
 
 /// A path no route claims: a site's page when sites serve one (by host, or the default site
-/// at `/`), else the JSON 404.
+/// at `/`), else the JSON 404. A request carrying a key is an API client's, which gets the
+/// JSON 404 even then (a mistyped `/dat/v1/todos` must not answer a SPA's `index.html`).
 #[cfg_attr(not(feature = "sites"), allow(unused_variables))]
 async fn fallback(
     State(state): State<AppState>,
@@ -564,8 +565,11 @@ async fn fallback(
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let api_client =
+        headers.contains_key("apikey") || headers.contains_key(axum::http::header::AUTHORIZATION);
     #[cfg(feature = "sites")]
     if let Some(sites) = &state.sites
+        && !api_client
         && let Some(response) = reactor_sites::http::fallback(sites, &method, &uri, &headers).await
     {
         return response;

@@ -81,19 +81,7 @@ impl Drop for Proc {
 
 /// A server over `url`, with no project of its own: it runs what is deployed to it.
 fn server(url: &str, work: &Path, port: u16) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_reactor-server"))
-            .env("REACTOR_DATABASE_URL", url)
-            .env("REACTOR_LISTEN", format!("127.0.0.1:{port}"))
-            .env("REACTOR_STORAGE_PATH", work.join("objects"))
-            .env("REACTOR_CACHE_DIR", work.join(format!("cache-{port}")))
-            .env("REACTOR_LOG", "warn")
-            .env_remove("REACTOR_PROJECT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn reactor-server"),
-    )
+    server_with_config(url, work, port, "")
 }
 
 fn free_port() -> u16 {
@@ -190,9 +178,20 @@ impl Target {
         (res.status().as_u16(), res.text().await.expect("text"))
     }
 
+    /// A page as a browser loads it: no key.
+    async fn page(&self, path: &str) -> (u16, String) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get");
+        (res.status().as_u16(), res.text().await.expect("text"))
+    }
+
     /// The function's and the site's answers: which release serves.
     async fn serving(&self) -> (String, String) {
-        (self.text("/fn/v1/hello").await.1, self.text("/").await.1)
+        (self.text("/fn/v1/hello").await.1, self.page("/").await.1)
     }
 }
 
@@ -206,7 +205,7 @@ async fn deploy_life(url: &str, work: &Path) {
     let project = work.join("project");
 
     // Before any deploy: no site, no function.
-    assert_eq!(t.text("/").await.0, 404);
+    assert_eq!(t.page("/").await.0, 404);
     let (status, releases) = t.call("GET", "/deploy/v1/releases", None).await;
     assert_eq!(status, 200, "{releases}");
     assert_eq!(releases["releases"], json!([]));
@@ -226,7 +225,7 @@ async fn deploy_life(url: &str, work: &Path) {
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["migrations"], json!(["001_notes.sql"]));
     assert_eq!(t.call("GET", "/data/v1/notes", None).await.0, 404);
-    assert_eq!(t.text("/").await.0, 404);
+    assert_eq!(t.page("/").await.0, 404);
 
     // v1: everything at once.
     let (status, out) = t.deploy(&v1).await;
@@ -251,8 +250,12 @@ async fn deploy_life(url: &str, work: &Path) {
     assert_eq!(sites["release"], r1, "{sites}");
     assert_eq!(sites["sites"][0]["source"], "release");
     // The SPA fallback and the site's own prefix, from the release.
-    assert_eq!(t.text("/todos/1").await.1, "<h1>site v1</h1>");
-    assert_eq!(t.text("/sites/v1/web/").await.1, "<h1>site v1</h1>");
+    assert_eq!(t.page("/todos/1").await.1, "<h1>site v1</h1>");
+    assert_eq!(t.page("/sites/v1/web/").await.1, "<h1>site v1</h1>");
+    // An API client's mistyped path is the JSON 404, not the SPA's page.
+    let (status, body) = t.text("/dat/v1/notes").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no route for /dat/v1/notes"), "{body}");
 
     // The same bundle again: nothing to do.
     let (status, again) = t.deploy(&v1).await;
@@ -533,7 +536,7 @@ async fn replicas_follow_a_deploy_and_a_killed_deploy_leaves_one_release() {
         assert!(Instant::now() < deadline, "B never switched to v1");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(tb.text("/").await.1, "<h1>site v1</h1>");
+    assert_eq!(tb.page("/").await.1, "<h1>site v1</h1>");
 
     // v2's migration takes seconds; A is killed while it runs.
     write_project(&project, "deploy-replicas", 2);
@@ -605,4 +608,128 @@ async fn replicas_follow_a_deploy_and_a_killed_deploy_leaves_one_release() {
     assert_eq!(status, 201, "{out}");
     assert_eq!(ta.serving().await.0, "hello from v2");
     drop(a);
+}
+
+/// A server as `server` starts it, with `config` as its config file.
+fn server_with_config(url: &str, work: &Path, port: u16, config: &str) -> Proc {
+    let path = work.join(format!("server-{port}.toml"));
+    std::fs::write(&path, config).expect("config");
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_reactor-server"))
+            .env("REACTOR_DATABASE_URL", url)
+            .env("REACTOR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("REACTOR_STORAGE_PATH", work.join("objects"))
+            .env("REACTOR_CACHE_DIR", work.join(format!("cache-{port}")))
+            .env("REACTOR_CONFIG", &path)
+            .env("REACTOR_LOG", "warn")
+            .env_remove("REACTOR_PROJECT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn reactor-server"),
+    )
+}
+
+/// Signs `email` up on `t` and returns their access token.
+async fn user_token(t: &Target, email: &str) -> String {
+    let res = t
+        .http
+        .post(format!("{}/auth/v1/signup", t.base))
+        .header("apikey", &t.public)
+        .json(&json!({ "email": email, "password": "correct horse battery" }))
+        .send()
+        .await
+        .expect("signup");
+    let body: Value = res.json().await.expect("json");
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {body}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn admins_deploy_limits_hold_and_requests_in_flight_finish_on_their_release() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", work.path().join("server.db").display());
+    let service = make_key(&url, "svc");
+    let public = make_key(&url, "pub");
+    let port = free_port();
+    let _server = server_with_config(
+        &url,
+        work.path(),
+        port,
+        "[deploy]\nadmins = [\"ops@example.com\"]\nmax_bundle_mb = 1\n",
+    );
+    let t = Target::up(&url, port, &service, &public).await;
+
+    // A project whose function answers slowly, with its version.
+    let project = work.path().join("project");
+    write_project(&project, "deploy-admins", 1);
+    std::fs::write(
+        project.join("functions/hello/index.ts"),
+        "import { version } from './version';\nexport default async (): Promise<Response> => {\n  await new Promise((r) => setTimeout(r, 1500));\n  return new Response(`slow v${version}`);\n};\n",
+    )
+    .expect("write");
+    let (_, v1) = bundle(&project);
+
+    // A signed-in user the config names deploys; another user may not.
+    let ops = user_token(&t, "ops@example.com").await;
+    let eve = user_token(&t, "eve@example.com").await;
+    let as_user = |token: &str, path: &Path| {
+        t.http
+            .post(format!("{}/deploy/v1/releases", t.base))
+            .header("apikey", &t.public)
+            .bearer_auth(token)
+            .body(std::fs::read(path).expect("bundle"))
+            .send()
+    };
+    let res = as_user(&eve, &v1).await.expect("deploy");
+    assert_eq!(res.status().as_u16(), 403);
+    let res = as_user(&ops, &v1).await.expect("deploy");
+    assert_eq!(res.status().as_u16(), 201);
+    let (_, list) = t.call("GET", "/deploy/v1/releases", None).await;
+    assert_eq!(
+        list["releases"][0]["created_by"], "ops@example.com",
+        "{list}"
+    );
+
+    // A request that started on v1 finishes on v1 while v2 is deployed under it.
+    std::fs::write(
+        project.join("functions/hello/version.ts"),
+        "export const version: number = 2;\n",
+    )
+    .expect("write");
+    let (_, v2) = bundle(&project);
+    let in_flight = {
+        let (http, base, key) = (t.http.clone(), t.base.clone(), public.clone());
+        tokio::spawn(async move {
+            http.get(format!("{base}/fn/v1/hello"))
+                .header("apikey", key)
+                .send()
+                .await
+                .expect("invoke")
+                .text()
+                .await
+                .expect("text")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, out) = t.deploy(&v2).await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(in_flight.await.expect("join"), "slow v1");
+    assert_eq!(t.text("/fn/v1/hello").await.1, "slow v2");
+
+    // Past `max_bundle_mb`: refused while it streams in, nothing kept.
+    let big = vec![7u8; 1024 * 1024 + 1];
+    let (status, body) = t.upload(&service, big, "").await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], "bundle_too_large");
+    let uploads = std::fs::read_dir(work.path().join(format!("cache-{port}/uploads")))
+        .expect("uploads")
+        .count();
+    assert_eq!(uploads, 0, "the partial upload was removed");
+    // Garbage under the limit is not a bundle.
+    let (status, body) = t.upload(&service, b"not a bundle".to_vec(), "").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_bundle");
 }
