@@ -1573,6 +1573,25 @@ async fn build_and_deploy_the_todo_example_to_a_postgres_server() {
         &project,
     );
     let _ = std::fs::remove_dir_all(project.join(".reactor"));
+    // A git checkout: the deploy records its commit.
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=ci", "-c", "user.email=ci@example.com"])
+            .args(args)
+            .current_dir(&project)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "todo"]);
+    let commit = git(&["rev-parse", "HEAD"]);
     sb.ok(
         &project,
         &["context", "add", "prod", "--endpoint", &endpoint],
@@ -1649,6 +1668,7 @@ async fn build_and_deploy_the_todo_example_to_a_postgres_server() {
         "{list}"
     );
     assert!(list.contains(&release[..12]), "{list}");
+    assert!(list.contains(&commit[..10]), "the commit deployed: {list}");
 
     // Back to the first release.
     let (ok, out, err) = deploy(&["rollback"]);

@@ -227,8 +227,14 @@ async fn deploy_life(url: &str, work: &Path) {
     assert_eq!(t.call("GET", "/data/v1/notes", None).await.0, 404);
     assert_eq!(t.page("/").await.0, 404);
 
-    // v1: everything at once.
-    let (status, out) = t.deploy(&v1).await;
+    // v1: everything at once, with the commit it was built from.
+    let (status, out) = t
+        .upload(
+            &service,
+            std::fs::read(&v1).expect("read"),
+            "?git_commit=0123456789abcdef0123456789abcdef01234567",
+        )
+        .await;
     assert_eq!(status, 201, "{out}");
     assert_eq!(out["release"], r1);
     assert_eq!(out["migrations"], json!(["001_notes.sql"]));
@@ -249,6 +255,30 @@ async fn deploy_life(url: &str, work: &Path) {
     let (_, sites) = t.call("GET", "/sites/v1", None).await;
     assert_eq!(sites["release"], r1, "{sites}");
     assert_eq!(sites["sites"][0]["source"], "release");
+    assert_eq!(sites["sites"][0]["files"], 2);
+    let (status, releases) = t.call("GET", "/sites/v1/releases", None).await;
+    assert_eq!(status, 200, "{releases}");
+    let first = &releases["releases"][0];
+    assert_eq!(first["id"], r1);
+    assert_eq!(first["active"], true);
+    assert_eq!(first["status"], "ready");
+    assert_eq!(
+        first["git_commit"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    assert!(
+        first["created_by"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("service key"),
+        "{first}"
+    );
+    let (status, one) = t
+        .call("GET", &format!("/deploy/v1/releases/{}", &r1[..10]), None)
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["migrations"], json!(["001_notes.sql"]));
+    assert_eq!(one["functions"], json!(["hello"]));
     // The SPA fallback and the site's own prefix, from the release.
     assert_eq!(t.page("/todos/1").await.1, "<h1>site v1</h1>");
     assert_eq!(t.page("/sites/v1/web/").await.1, "<h1>site v1</h1>");
