@@ -4,11 +4,14 @@
 //! server killed mid-deploy restarts on one whole release.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reactor_db::testing::fresh_postgres_database;
 use serde_json::{Value, json};
+use support::{Proc, free_port, keys_create, wait_up};
+
+mod support;
 
 /// Version `v` of a project: a migration per version up to `v`, a function and a site page
 /// that say `v`, and a job.
@@ -70,42 +73,9 @@ fn bundle(dir: &Path) -> (String, PathBuf) {
     (built.release, built.path)
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A server over `url`, with no project of its own: it runs what is deployed to it.
 fn server(url: &str, work: &Path, port: u16) -> Proc {
     server_with_config(url, work, port, "")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-fn make_key(url: &str, tier: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_reactor-server"))
-        .args(["keys", "create", "--tier", tier, "--name", "t"])
-        .env("REACTOR_DATABASE_URL", url)
-        .output()
-        .expect("keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
 }
 
 struct Target {
@@ -116,21 +86,16 @@ struct Target {
 }
 
 impl Target {
-    async fn up(url: &str, port: u16, service: &str, public: &str) -> Target {
+    async fn up(port: u16, service: &str, public: &str) -> Target {
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..300 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                return Target {
-                    base,
-                    service: service.into(),
-                    public: public.into(),
-                    http,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_up(&http, &base).await;
+        Target {
+            base,
+            service: service.into(),
+            public: public.into(),
+            http,
         }
-        panic!("{base} ({url}) never came up");
     }
 
     async fn upload(&self, key: &str, bytes: Vec<u8>, query: &str) -> (u16, Value) {
@@ -197,11 +162,11 @@ impl Target {
 
 /// Deploy, change, deploy (thin), fail, roll back: the whole life on one server.
 async fn deploy_life(url: &str, work: &Path) {
-    let service = make_key(url, "svc");
-    let public = make_key(url, "pub");
+    let service = keys_create(url, "svc");
+    let public = keys_create(url, "pub");
     let port = free_port();
     let _server = server(url, work, port);
-    let t = Target::up(url, port, &service, &public).await;
+    let t = Target::up(port, &service, &public).await;
     let project = work.join("project");
 
     // Before any deploy: no site, no function.
@@ -548,13 +513,13 @@ async fn replicas_follow_a_deploy_and_a_killed_deploy_leaves_one_release() {
     };
     let work = tempfile::tempdir().expect("tempdir");
     let project = work.path().join("project");
-    let service = make_key(&url, "svc");
-    let public = make_key(&url, "pub");
+    let service = keys_create(&url, "svc");
+    let public = keys_create(&url, "pub");
     let (pa, pb) = (free_port(), free_port());
     let a = server(&url, work.path(), pa);
     let _b = server(&url, work.path(), pb);
-    let ta = Target::up(&url, pa, &service, &public).await;
-    let tb = Target::up(&url, pb, &service, &public).await;
+    let ta = Target::up(pa, &service, &public).await;
+    let tb = Target::up(pb, &service, &public).await;
 
     // A deploy to A reaches B within a couple of seconds.
     write_project(&project, "deploy-replicas", 1);
@@ -616,7 +581,7 @@ async fn replicas_follow_a_deploy_and_a_killed_deploy_leaves_one_release() {
 
     // A restarts on v1, whole: code, site, and a schema without v2's column.
     let a = server(&url, work.path(), pa);
-    let ta = Target::up(&url, pa, &service, &public).await;
+    let ta = Target::up(pa, &service, &public).await;
     assert_eq!(
         ta.serving().await,
         ("hello from v1".into(), "<h1>site v1</h1>".into())
@@ -645,7 +610,7 @@ fn server_with_config(url: &str, work: &Path, port: u16, config: &str) -> Proc {
     let path = work.join(format!("server-{port}.toml"));
     std::fs::write(&path, config).expect("config");
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_reactor-server"))
+        Command::new(support::BIN)
             .env("REACTOR_DATABASE_URL", url)
             .env("REACTOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("REACTOR_STORAGE_PATH", work.join("objects"))
@@ -681,8 +646,8 @@ async fn user_token(t: &Target, email: &str) -> String {
 async fn admins_deploy_limits_hold_and_requests_in_flight_finish_on_their_release() {
     let work = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", work.path().join("server.db").display());
-    let service = make_key(&url, "svc");
-    let public = make_key(&url, "pub");
+    let service = keys_create(&url, "svc");
+    let public = keys_create(&url, "pub");
     let port = free_port();
     let _server = server_with_config(
         &url,
@@ -690,7 +655,7 @@ async fn admins_deploy_limits_hold_and_requests_in_flight_finish_on_their_releas
         port,
         "[deploy]\nadmins = [\"ops@example.com\"]\nmax_bundle_mb = 1\n",
     );
-    let t = Target::up(&url, port, &service, &public).await;
+    let t = Target::up(port, &service, &public).await;
 
     // A project whose function answers slowly, with its version.
     let project = work.path().join("project");

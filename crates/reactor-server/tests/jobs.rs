@@ -3,7 +3,7 @@
 //! SIGKILL mid-run has its run taken over by another `reactor-server` process.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reactor_core::{KeyTier, keys};
@@ -12,6 +12,9 @@ use reactor_db::testing::fresh_postgres_database;
 use reactor_server::config::ServerConfig;
 use reactor_server::{AppState, Server};
 use serde_json::{Value, json};
+use support::{Proc, free_port, wait_up};
+
+mod support;
 
 const MANIFEST: &str = r#"project_id = "jobs-test-0001"
 name = "jobs test"
@@ -309,18 +312,9 @@ async fn jobs_run_functions_retry_and_fire_on_schedule() {
     );
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn server_process(url: &str, project: &Path, config: &Path, port: u16) -> Proc {
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_reactor-server"))
+        Command::new(support::BIN)
             .env("REACTOR_DATABASE_URL", url)
             .env("REACTOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("REACTOR_PROJECT", project)
@@ -334,23 +328,6 @@ fn server_process(url: &str, project: &Path, config: &Path, port: u16) -> Proc {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-async fn wait_up(http: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} never came up");
-}
-
 #[tokio::test]
 async fn a_run_outlives_a_server_killed_mid_run() {
     let Some(url) = fresh_postgres_database("jobs_sigkill").await else {
@@ -360,7 +337,7 @@ async fn a_run_outlives_a_server_killed_mid_run() {
     write_project(dir.path());
     let config = dir.path().join("server.toml");
     std::fs::write(&config, "[jobs]\nlease_secs = 2\n").expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_reactor-server"))
+    let out = Command::new(support::BIN)
         .args(["keys", "create", "--tier", "svc", "--name", "t"])
         .env("REACTOR_DATABASE_URL", &url)
         .output()

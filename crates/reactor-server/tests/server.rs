@@ -8,7 +8,9 @@ use std::time::Duration;
 use reactor_db::testing::fresh_postgres_database;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_reactor-server");
+use support::{BIN, keys_create};
+
+mod support;
 
 struct Running {
     child: Child,
@@ -56,23 +58,6 @@ fn start(database_url: &str) -> Running {
         base: format!("http://{addr}"),
         _objects: objects,
     }
-}
-
-fn keys_create(database_url: &str, tier: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["keys", "create", "--tier", tier, "--name", "test"])
-        .env("REACTOR_DATABASE_URL", database_url)
-        .output()
-        .expect("run keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
 }
 
 async fn get(url: &str, key: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
