@@ -88,11 +88,15 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     if let Some(sites) = &state.sites {
         sites.replace(reactor_sites::Sites::from_manifest(&manifest));
     }
+    if let Some(gateway) = &state.gateway {
+        gateway.load(&manifest.gateway);
+    }
     let function_watcher = state.functions.clone().map(|functions| {
         let manifest_path = manifest.root.join(reactor_manifest::MANIFEST_FILE);
         let jobs = state.jobs.clone();
         let sites = state.sites.clone();
-        async move { watch_functions(functions, jobs, sites, manifest_path).await }
+        let gateway = state.gateway.clone();
+        async move { watch_functions(functions, jobs, sites, gateway, manifest_path).await }
     });
 
     telemetry::init();
@@ -332,6 +336,7 @@ async fn watch_functions(
     functions: reactor_functions::Functions,
     jobs: Option<reactor_jobs::Jobs>,
     sites: Option<reactor_sites::Sites>,
+    gateway: Option<reactor_gateway::Gateway>,
     manifest_path: std::path::PathBuf,
 ) {
     let mut last = functions_fingerprint(&manifest_path);
@@ -351,6 +356,9 @@ async fn watch_functions(
                 }
                 if let Some(sites) = &sites {
                     sites.replace(reactor_sites::Sites::from_manifest(&manifest));
+                }
+                if let Some(gateway) = &gateway {
+                    gateway.load(&manifest.gateway);
                 }
             }
             Err(e) => eprintln!("reactor.toml: {e} (functions, jobs and sites unchanged)"),

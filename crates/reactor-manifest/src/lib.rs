@@ -17,8 +17,9 @@ pub use credentials::{CredentialStore, StoredIn};
 pub use diagnostic::{Diagnostic, did_you_mean};
 pub use discover::discover;
 pub use manifest::{
-    DataConfig, FunctionConfig, HostPattern, Isolation, JobConfig, MANIFEST_FILE, Manifest,
-    Runtime, SiteConfig, SiteHeaders, SiteRedirect, Trigger,
+    DataConfig, FunctionConfig, GatewayConfig, HostPattern, Isolation, JobConfig, MANIFEST_FILE,
+    Manifest, ModelConfig, ProviderConfig, ProviderKind, Runtime, SiteConfig, SiteHeaders,
+    SiteRedirect, TargetConfig, Trigger,
 };
 
 #[derive(Debug, thiserror::Error)]

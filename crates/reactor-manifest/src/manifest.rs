@@ -36,6 +36,70 @@ pub struct Manifest {
     pub functions: Vec<FunctionConfig>,
     pub sites: Vec<SiteConfig>,
     pub jobs: Vec<JobConfig>,
+    pub gateway: GatewayConfig,
+}
+
+/// `[gateway]`: the AI gateway's providers and the models callers may name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayConfig {
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    /// `rk_pub_` callers without a signed-in user may call it [default: false].
+    pub allow_anonymous: bool,
+    /// One upstream attempt [default: 60000].
+    pub timeout_ms: Option<u64>,
+    /// Attempts of one target beyond the first, on 429, 5xx, timeout or connection error
+    /// [default: 1].
+    pub retries: Option<u32>,
+    /// The first retry's delay, doubled each time [default: 200].
+    pub backoff_ms: Option<u64>,
+    /// Failures in a row after which a target is skipped… [default: 3]
+    pub failures_before_cooldown: Option<u32>,
+    /// …for this long [default: 30].
+    pub cooldown_secs: Option<u64>,
+}
+
+/// An upstream the gateway may call; nothing else is reachable through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// The name of the project secret holding the API key (never the key itself).
+    pub api_key_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    OpenAiCompatible,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
+        }
+    }
+}
+
+/// A model callers name, served by its targets in order (or by weight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub name: String,
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub provider: String,
+    /// The upstream's name for the model.
+    pub model: String,
+    /// Share of the traffic among the targets that have one [default: none: in order].
+    pub weight: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +331,18 @@ impl Manifest {
         if let Some(data) = doc.get("data").and_then(Item::as_table_like) {
             cx.check_keys(data, "[data]", DATA_KEYS, TOP_KEYS);
         }
+        if let Some(gateway) = doc.get("gateway").and_then(Item::as_table_like) {
+            cx.check_keys(gateway, "[gateway]", GATEWAY_KEYS, TOP_KEYS);
+            for provider in entries(gateway.get("providers")) {
+                cx.check_keys(provider, "[[gateway.providers]]", PROVIDER_KEYS, &[]);
+            }
+            for model in entries(gateway.get("models")) {
+                cx.check_keys(model, "[[gateway.models]]", MODEL_KEYS, &[]);
+                for target in entries(model.get("targets")) {
+                    cx.check_keys(target, "a model's `targets`", TARGET_KEYS, &[]);
+                }
+            }
+        }
         cx.finish()?;
 
         let raw: RawManifest = toml::from_str(src).map_err(|e| {
@@ -300,7 +376,22 @@ const TOP_KEYS: &[&str] = &[
     "functions",
     "sites",
     "jobs",
+    "gateway",
 ];
+const GATEWAY_KEYS: &[&str] = &[
+    "providers",
+    "models",
+    "allow_anonymous",
+    "timeout_ms",
+    "retries",
+    "backoff_ms",
+    "failures_before_cooldown",
+    "cooldown_secs",
+];
+const PROVIDER_KEYS: &[&str] = &["name", "kind", "base_url", "api_key_secret"];
+const MODEL_KEYS: &[&str] = &["name", "targets"];
+const TARGET_KEYS: &[&str] = &["provider", "model", "weight"];
+const PROVIDER_KINDS: &[&str] = &["openai", "anthropic", "openai-compatible"];
 const DATA_KEYS: &[&str] = &["migrations_dir"];
 const FUNCTION_KEYS: &[&str] = &[
     "name",
@@ -458,6 +549,7 @@ impl Checker<'_> {
             .into_iter()
             .map(|j| self.job(j, &functions))
             .collect();
+        let gateway = raw.gateway.map(|g| self.gateway(g)).unwrap_or_default();
 
         Manifest {
             path: self.file.to_path_buf(),
@@ -469,6 +561,150 @@ impl Checker<'_> {
             functions,
             sites,
             jobs,
+            gateway,
+        }
+    }
+
+    fn gateway(&mut self, g: RawGateway) -> GatewayConfig {
+        self.check_unique("provider", g.providers.iter().map(|p| &p.name));
+        self.check_unique("model", g.models.iter().map(|m| &m.name));
+        let providers: Vec<ProviderConfig> = g
+            .providers
+            .into_iter()
+            .map(|p| {
+                self.check_slug(&p.name, "provider name", 1, 63);
+                let kind = match p.kind.get_ref().as_str() {
+                    "openai" => ProviderKind::OpenAi,
+                    "anthropic" => ProviderKind::Anthropic,
+                    "openai-compatible" => ProviderKind::OpenAiCompatible,
+                    other => {
+                        let hint = match did_you_mean(other, PROVIDER_KINDS.iter().copied()) {
+                            Some(close) => format!("did you mean `{close}`?"),
+                            None => format!("provider kinds: {}", PROVIDER_KINDS.join(", ")),
+                        };
+                        self.error(Some(p.kind.span()), format!("unknown provider kind `{other}`"))
+                            .hint = Some(hint);
+                        ProviderKind::OpenAiCompatible
+                    }
+                };
+                let base_url = match (&p.base_url, kind) {
+                    (Some(url), _) => {
+                        let u = url.get_ref();
+                        let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                            && u.len() > "https://".len()
+                            && !u.contains(['?', '#', ' ']);
+                        if !ok {
+                            self.error(Some(url.span()), format!("`{u}` is not an http(s) base URL"))
+                                .hint = Some("for example base_url = \"https://api.openai.com/v1\"".into());
+                        }
+                        u.trim_end_matches('/').to_string()
+                    }
+                    (None, ProviderKind::OpenAi) => "https://api.openai.com/v1".into(),
+                    (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".into(),
+                    (None, ProviderKind::OpenAiCompatible) => {
+                        self.error(
+                            Some(p.name.span()),
+                            format!("provider `{}` of kind openai-compatible has no `base_url`", p.name.get_ref()),
+                        )
+                        .hint = Some("add base_url = \"http://host:port/v1\"".into());
+                        String::new()
+                    }
+                };
+                if let Some(secret) = &p.api_key_secret {
+                    let name = secret.get_ref();
+                    let valid = (1..=128).contains(&name.len())
+                        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        self.error(Some(secret.span()), format!("`{name}` is not a secret name"))
+                            .hint = Some("name a project secret (`reactor secrets set OPENAI_API_KEY`), never the key itself".into());
+                    }
+                }
+                ProviderConfig {
+                    name: p.name.into_inner(),
+                    kind,
+                    base_url,
+                    api_key_secret: p.api_key_secret.map(Spanned::into_inner),
+                }
+            })
+            .collect();
+        let models = g
+            .models
+            .into_iter()
+            .map(|m| {
+                if m.targets.is_empty() {
+                    self.error(
+                        Some(m.name.span()),
+                        format!("model `{}` has no targets", m.name.get_ref()),
+                    )
+                    .hint = Some(
+                        "targets = [{ provider = \"openai\", model = \"gpt-4o-mini\" }]".into(),
+                    );
+                }
+                if m.name.get_ref().is_empty() || m.name.get_ref().len() > 128 {
+                    self.error(Some(m.name.span()), "a model name has 1 to 128 characters");
+                }
+                let targets = m
+                    .targets
+                    .into_iter()
+                    .map(|t| {
+                        if !providers.iter().any(|p| &p.name == t.provider.get_ref()) {
+                            let hint = match did_you_mean(
+                                t.provider.get_ref(),
+                                providers.iter().map(|p| p.name.as_str()),
+                            ) {
+                                Some(close) => format!("did you mean `{close}`?"),
+                                None => "declare it in a [[gateway.providers]] table".into(),
+                            };
+                            self.error(
+                                Some(t.provider.span()),
+                                format!(
+                                    "model `{}` names provider `{}`, which is not declared",
+                                    m.name.get_ref(),
+                                    t.provider.get_ref()
+                                ),
+                            )
+                            .hint = Some(hint);
+                        }
+                        let weight = self.check_range(t.weight, "weight", 1, 1000, "");
+                        TargetConfig {
+                            provider: t.provider.into_inner(),
+                            model: t.model,
+                            weight: weight.map(|w| w as u32),
+                        }
+                    })
+                    .collect();
+                ModelConfig {
+                    name: m.name.into_inner(),
+                    targets,
+                }
+            })
+            .collect();
+        GatewayConfig {
+            providers,
+            models,
+            allow_anonymous: g.allow_anonymous.unwrap_or(false),
+            timeout_ms: self
+                .check_range(g.timeout_ms, "timeout_ms", 1, 900_000, "ms")
+                .map(|v| v as u64),
+            retries: self
+                .check_range(g.retries, "retries", 0, 10, "retries")
+                .map(|v| v as u32),
+            backoff_ms: self
+                .check_range(g.backoff_ms, "backoff_ms", 0, 60_000, "ms")
+                .map(|v| v as u64),
+            failures_before_cooldown: self
+                .check_range(
+                    g.failures_before_cooldown,
+                    "failures_before_cooldown",
+                    1,
+                    1000,
+                    "failures",
+                )
+                .map(|v| v as u32),
+            cooldown_secs: self
+                .check_range(g.cooldown_secs, "cooldown_secs", 0, 86_400, "seconds")
+                .map(|v| v as u64),
         }
     }
 
@@ -970,6 +1206,43 @@ struct RawManifest {
     sites: Vec<RawSite>,
     #[serde(default)]
     jobs: Vec<RawJob>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Deserialize)]
+struct RawGateway {
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    models: Vec<RawModel>,
+    allow_anonymous: Option<bool>,
+    timeout_ms: Option<Spanned<i64>>,
+    retries: Option<Spanned<i64>>,
+    backoff_ms: Option<Spanned<i64>>,
+    failures_before_cooldown: Option<Spanned<i64>>,
+    cooldown_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+struct RawProvider {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    base_url: Option<Spanned<String>>,
+    api_key_secret: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawModel {
+    name: Spanned<String>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Deserialize)]
+struct RawTarget {
+    provider: Spanned<String>,
+    model: String,
+    weight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -434,3 +434,85 @@ fn a_snapshot_is_checked_without_the_project_files() {
         };
     assert!(e.contains("which is not declared"), "{e}");
 }
+
+const GATEWAY: &str = r#"
+[gateway]
+allow_anonymous = false
+retries = 2
+
+[[gateway.providers]]
+name = "openai"
+kind = "openai"
+api_key_secret = "OPENAI_API_KEY"
+
+[[gateway.providers]]
+name = "local"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:11434/v1/"
+
+[[gateway.models]]
+name = "fast"
+targets = [{ provider = "openai", model = "gpt-4o-mini", weight = 3 }, { provider = "local", model = "llama3" }]
+"#;
+
+#[test]
+fn the_gateway_section_is_read_and_checked() {
+    let dir = project();
+    let src = format!("{VALID}{GATEWAY}");
+    let m = parse(dir.path(), &src).expect("valid");
+    let g = &m.gateway;
+    assert_eq!(
+        g.providers[0].base_url, "https://api.openai.com/v1",
+        "the kind's default"
+    );
+    assert_eq!(
+        g.providers[1].base_url, "http://127.0.0.1:11434/v1",
+        "no trailing slash"
+    );
+    assert_eq!(
+        g.providers[0].api_key_secret.as_deref(),
+        Some("OPENAI_API_KEY")
+    );
+    assert_eq!(g.models[0].targets[0].weight, Some(3));
+    assert_eq!(g.retries, Some(2));
+
+    for (from, to, expected) in [
+        (
+            "provider = \"local\"",
+            "provider = \"locl\"",
+            "names provider `locl`, which is not declared",
+        ),
+        (
+            "provider = \"local\"",
+            "provider = \"locl\"",
+            "did you mean `local`?",
+        ),
+        (
+            "kind = \"openai-compatible\"",
+            "kind = \"openai-compat\"",
+            "unknown provider kind `openai-compat`",
+        ),
+        (
+            "base_url = \"http://127.0.0.1:11434/v1/\"",
+            "base_url = \"ftp://x\"",
+            "is not an http(s) base URL",
+        ),
+        (
+            "base_url = \"http://127.0.0.1:11434/v1/\"\n",
+            "",
+            "has no `base_url`",
+        ),
+        (
+            "\"OPENAI_API_KEY\"",
+            "\"sk-live-123\"",
+            "`sk-live-123` is not a secret name",
+        ),
+        ("weight = 3", "weight = 0", "`weight` = 0 is out of range"),
+        ("retries = 2", "retrys = 2", "did you mean `retries`?"),
+    ] {
+        let broken = src.replacen(from, to, 1);
+        assert_ne!(broken, src, "{from}");
+        let e = error(&broken);
+        assert!(e.contains(expected), "{to}: {e}");
+    }
+}

@@ -63,6 +63,9 @@ pub struct AppState {
     /// Present when the sites capability is enabled.
     #[cfg(feature = "sites")]
     pub sites: Option<reactor_sites::Sites>,
+    /// Present when the gateway capability is enabled.
+    #[cfg(feature = "gateway")]
+    pub gateway: Option<reactor_gateway::Gateway>,
     /// Receives releases (`/deploy/v1`); absent under `reactor dev`, which serves the
     /// working tree.
     #[cfg(feature = "data")]
@@ -141,6 +144,11 @@ impl AppState {
             let sites = start_sites(config)?;
             AppState { sites, ..state }
         };
+        #[cfg(feature = "gateway")]
+        let state = {
+            let gateway = start_gateway(config, &secrets)?;
+            AppState { gateway, ..state }
+        };
         #[cfg(feature = "data")]
         let state = {
             let deploy = start_deploy(&state, config).await?;
@@ -174,6 +182,8 @@ impl AppState {
             jobs: None,
             #[cfg(feature = "sites")]
             sites: None,
+            #[cfg(feature = "gateway")]
+            gateway: None,
             #[cfg(feature = "data")]
             deploy: None,
             secrets: None,
@@ -426,6 +436,45 @@ fn start_sites(config: &ServerConfig) -> Result<Option<reactor_sites::Sites>, St
     Ok(Some(sites))
 }
 
+/// Provider keys for the gateway: the project's secrets.
+#[cfg(feature = "gateway")]
+#[derive(Debug)]
+struct SecretKeys(reactor_db::secrets::Secrets);
+
+#[cfg(feature = "gateway")]
+impl reactor_gateway::KeySource for SecretKeys {
+    fn key<'a>(&'a self, secret: &'a str) -> reactor_gateway::KeyFuture<'a> {
+        Box::pin(async move {
+            match self.0.values().await {
+                Ok(values) => values.get(secret).cloned(),
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway: the secrets cannot be read");
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// The gateway, configured from the project given to the server (`--project`); a deployed
+/// release, or `reactor dev`, loads its own.
+#[cfg(feature = "gateway")]
+fn start_gateway(
+    config: &ServerConfig,
+    secrets: &reactor_db::secrets::Secrets,
+) -> Result<Option<reactor_gateway::Gateway>, StartError> {
+    if !config.capabilities.contains(&Capability::Gateway) {
+        return Ok(None);
+    }
+    let gateway = reactor_gateway::Gateway::new(Arc::new(SecretKeys(secrets.clone())));
+    if let Some(dir) = &config.project {
+        let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
+            .map_err(|e| StartError::Capability(Capability::Gateway, e.to_string()))?;
+        gateway.load(&manifest.gateway);
+    }
+    Ok(Some(gateway))
+}
+
 /// Releases: the tables, the release in force loaded, other replicas' switches followed.
 /// Not under `reactor dev`, which serves the working tree.
 #[cfg(feature = "data")]
@@ -464,6 +513,8 @@ async fn start_deploy(
         jobs: state.jobs.clone(),
         #[cfg(feature = "sites")]
         sites: state.sites.clone(),
+        #[cfg(feature = "gateway")]
+        gateway: state.gateway.clone(),
         #[cfg(feature = "identity")]
         identity: state.identity.clone(),
     };
@@ -562,6 +613,8 @@ impl AppState {
             Capability::Jobs => self.jobs.is_some(),
             #[cfg(feature = "sites")]
             Capability::Sites => self.sites.is_some(),
+            #[cfg(feature = "gateway")]
+            Capability::Gateway => self.gateway.is_some(),
             _ => false,
         }
     }

@@ -182,7 +182,12 @@ pub(crate) fn router(state: AppState) -> Router {
 /// The routers that stream request or response bodies of any size, so no request timeout
 /// applies: those behind the key middleware, and those anyone may call.
 #[cfg_attr(
-    not(any(feature = "storage", feature = "sites", feature = "data")),
+    not(any(
+        feature = "storage",
+        feature = "sites",
+        feature = "data",
+        feature = "gateway"
+    )),
     allow(unused_variables)
 )]
 fn streaming_routers(state: &AppState) -> (Router, Router) {
@@ -196,6 +201,18 @@ fn streaming_routers(state: &AppState) -> (Router, Router) {
                 reactor_sites::http::PREFIX,
                 reactor_sites::http::public_router(sites.clone()),
             ),
+        ),
+        None => routers,
+    };
+    // A completion streams for as long as the model writes.
+    #[cfg(feature = "gateway")]
+    let routers = match &state.gateway {
+        Some(gateway) => (
+            routers.0.nest(
+                "/gateway/v1",
+                reactor_gateway::http::router(gateway.clone()),
+            ),
+            routers.1,
         ),
         None => routers,
     };

@@ -128,8 +128,9 @@ async fn exercise(database_url: &str, topology: &str) {
     assert_eq!(status("storage"), Some(serde_json::json!("serving")));
     assert_eq!(status("jobs"), Some(serde_json::json!("serving")));
     assert_eq!(status("sites"), Some(serde_json::json!("serving")));
+    assert_eq!(status("gateway"), Some(serde_json::json!("serving")));
     assert_eq!(
-        status("gateway"),
+        status("connect"),
         Some(serde_json::json!("planned")),
         "switched on, not built yet"
     );

@@ -48,6 +48,8 @@ pub struct Targets {
     pub jobs: Option<reactor_jobs::Jobs>,
     #[cfg(feature = "sites")]
     pub sites: Option<reactor_sites::Sites>,
+    #[cfg(feature = "gateway")]
+    pub gateway: Option<reactor_gateway::Gateway>,
     #[cfg(feature = "identity")]
     pub identity: Option<reactor_identity::Identity>,
 }
@@ -592,6 +594,10 @@ impl Deployer {
         #[cfg(feature = "sites")]
         if let Some(sites) = &targets.sites {
             sites.replace(self.site_deployment(id, &index, &manifest, row.created_ms));
+        }
+        #[cfg(feature = "gateway")]
+        if let Some(gateway) = &targets.gateway {
+            gateway.load(&manifest.gateway);
         }
         #[cfg(not(any(feature = "functions", feature = "jobs", feature = "sites")))]
         let _ = (&manifest, &row);

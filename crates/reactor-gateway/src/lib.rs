@@ -1,0 +1,464 @@
+//! The Gateway capability: OpenAI's wire format on `/gateway/v1`, each request routed to the
+//! targets of the model it names, as `reactor.toml`'s `[gateway]` declares them.
+//!
+//! A caller names a model of the project (`"fast"`), never an upstream: the providers and
+//! their URLs come from the manifest only, so nothing else is reachable through the gateway.
+//! A model's targets are tried in order (or, when they carry weights, in a weighted random
+//! order); a target is retried with backoff on 429, 5xx, a timeout or a connection error,
+//! then the next one is tried; a target that keeps failing is skipped for a while. Answers
+//! stream through as the upstream sends them: a streamed completion's events reach the caller
+//! chunk by chunk, never buffered.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use reactor_manifest::{GatewayConfig, ProviderConfig, ProviderKind};
+use serde_json::{Value, json};
+
+/// The header that says which target served.
+pub const TARGET_HEADER: &str = "x-reactor-gateway-target";
+
+/// A future a [`KeySource`] returns.
+pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
+
+/// Where provider API keys come from: the project's secrets, by name.
+pub trait KeySource: Send + Sync + fmt::Debug {
+    fn key<'a>(&'a self, secret: &'a str) -> KeyFuture<'a>;
+}
+
+/// What the gateway answers: OpenAI's paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    routes: RwLock<Arc<Routes>>,
+    http: reqwest::Client,
+    keys: Arc<dyn KeySource>,
+    /// Consecutive failures and cool-down per target (`provider/model`), in this process.
+    health: Mutex<HashMap<String, Health>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Health {
+    failures: u32,
+    cooled_until: Option<Instant>,
+}
+
+/// The gateway's configuration as loaded.
+#[derive(Debug, Default)]
+struct Routes {
+    providers: HashMap<String, ProviderConfig>,
+    config: GatewayConfig,
+}
+
+/// Why a request was not served; rendered in OpenAI's error shape.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the model `{0}` does not exist")]
+    UnknownModel(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("every target of model `{model}` failed; the last: {last}")]
+    Exhausted {
+        model: String,
+        last: String,
+        /// 429 when every failure was a rate limit (with the upstream's Retry-After).
+        rate_limited: Option<Option<String>>,
+    },
+    #[error("{0}")]
+    NotSupported(String),
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (status, kind, code, param) = match &self {
+            GatewayError::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", None, None)
+            }
+            GatewayError::UnknownModel(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model_not_found"),
+                Some("model"),
+            ),
+            GatewayError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                None,
+            ),
+            GatewayError::Exhausted {
+                rate_limited: Some(_),
+                ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                None,
+            ),
+            GatewayError::Exhausted { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                Some("upstream_unavailable"),
+                None,
+            ),
+            GatewayError::NotSupported(_) => (
+                StatusCode::NOT_IMPLEMENTED,
+                "invalid_request_error",
+                Some("not_supported"),
+                None,
+            ),
+        };
+        let mut response = (
+            status,
+            axum::Json(json!({
+                "error": { "message": message, "type": kind, "param": param, "code": code }
+            })),
+        )
+            .into_response();
+        if let GatewayError::Exhausted {
+            rate_limited: Some(Some(after)),
+            ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(after)
+        {
+            response.headers_mut().insert("retry-after", v);
+        }
+        response
+    }
+}
+
+/// The settings in force, with their defaults.
+struct Policy {
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+    failures_before_cooldown: u32,
+    cooldown: Duration,
+}
+
+impl Policy {
+    fn of(c: &GatewayConfig) -> Policy {
+        Policy {
+            timeout: Duration::from_millis(c.timeout_ms.unwrap_or(60_000)),
+            retries: c.retries.unwrap_or(1),
+            backoff: Duration::from_millis(c.backoff_ms.unwrap_or(200)),
+            failures_before_cooldown: c.failures_before_cooldown.unwrap_or(3),
+            cooldown: Duration::from_secs(c.cooldown_secs.unwrap_or(30)),
+        }
+    }
+}
+
+/// One upstream attempt's failure: whether another attempt may help, and what to say.
+struct Failure {
+    message: String,
+    rate_limit: Option<Option<String>>,
+}
+
+impl Gateway {
+    pub fn new(keys: Arc<dyn KeySource>) -> Gateway {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // The upstream is the manifest's, not the caller's: never follow it elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("reactor-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Gateway {
+            inner: Arc::new(Inner {
+                routes: RwLock::default(),
+                http,
+                keys,
+                health: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Puts a manifest's `[gateway]` in force (a deploy or a reload of `reactor.toml`).
+    pub fn load(&self, config: &GatewayConfig) {
+        let routes = Routes {
+            providers: config
+                .providers
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            config: config.clone(),
+        };
+        *self.inner.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn allows_anonymous(&self) -> bool {
+        self.routes().config.allow_anonymous
+    }
+
+    /// `GET /models`: the project's models, in OpenAI's list shape.
+    pub fn models(&self) -> Value {
+        let routes = self.routes();
+        let data: Vec<Value> = routes
+            .config
+            .models
+            .iter()
+            .map(
+                |m| json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "reactor" }),
+            )
+            .collect();
+        json!({ "object": "list", "data": data })
+    }
+
+    /// Sends `body` (the caller's JSON) to the targets of the model it names, in turn, and
+    /// answers with the first that serves.
+    pub async fn forward(&self, endpoint: Endpoint, body: &[u8]) -> Result<Response, GatewayError> {
+        let mut request: Value = serde_json::from_slice(body)
+            .map_err(|e| GatewayError::BadRequest(format!("the body is not JSON: {e}")))?;
+        let Some(object) = request.as_object_mut() else {
+            return Err(GatewayError::BadRequest(
+                "the body must be a JSON object".into(),
+            ));
+        };
+        let Some(model) = object
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return Err(GatewayError::BadRequest(
+                "`model` is required: name a model of this project (GET /gateway/v1/models)".into(),
+            ));
+        };
+        let routes = self.routes();
+        let Some(declared) = routes.config.models.iter().find(|m| m.name == model) else {
+            return Err(GatewayError::UnknownModel(model));
+        };
+        let policy = Policy::of(&routes.config);
+        let mut last = Failure {
+            message: "no target was tried".into(),
+            rate_limit: None,
+        };
+        let mut all_rate_limited = true;
+        for target in self.order(&declared.targets) {
+            let Some(provider) = routes.providers.get(&target.provider) else {
+                continue;
+            };
+            let label = format!("{}/{}", provider.name, target.model);
+            for attempt in 0..=policy.retries {
+                if attempt > 0 {
+                    tokio::time::sleep(policy.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                }
+                match self
+                    .attempt(endpoint, provider, &target.model, object, &policy)
+                    .await
+                {
+                    Ok(mut response) => {
+                        self.record(&label, true, &policy);
+                        if let Ok(v) = HeaderValue::from_str(&label) {
+                            response.headers_mut().insert(TARGET_HEADER, v);
+                        }
+                        return Ok(response);
+                    }
+                    Err(failure) => {
+                        tracing::warn!(target = %label, attempt, error = %failure.message, "gateway upstream failed");
+                        self.record(&label, false, &policy);
+                        if failure.rate_limit.is_none() {
+                            all_rate_limited = false;
+                        }
+                        last = failure;
+                    }
+                }
+            }
+        }
+        Err(GatewayError::Exhausted {
+            model,
+            rate_limited: if all_rate_limited {
+                last.rate_limit.clone()
+            } else {
+                None
+            },
+            last: last.message,
+        })
+    }
+
+    /// The targets to try: weighted ones in a weighted random order, the others as declared;
+    /// cooled-down targets last (tried only when nothing else is left).
+    fn order<'t>(
+        &self,
+        targets: &'t [reactor_manifest::TargetConfig],
+    ) -> Vec<&'t reactor_manifest::TargetConfig> {
+        use rand::Rng;
+        let mut pool: Vec<&reactor_manifest::TargetConfig> = targets.iter().collect();
+        let mut ordered = Vec::with_capacity(pool.len());
+        if targets.iter().any(|t| t.weight.is_some()) {
+            let mut rng = rand::rng();
+            while !pool.is_empty() {
+                let total: u32 = pool.iter().map(|t| t.weight.unwrap_or(1)).sum();
+                let mut pick = rng.random_range(0..total.max(1));
+                let index = pool
+                    .iter()
+                    .position(|t| {
+                        let w = t.weight.unwrap_or(1);
+                        if pick < w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                ordered.push(pool.remove(index));
+            }
+        } else {
+            ordered = pool;
+        }
+        let now = Instant::now();
+        let health = self.inner.health.lock().unwrap_or_else(|p| p.into_inner());
+        let cooled = |t: &&reactor_manifest::TargetConfig| {
+            health
+                .get(&format!("{}/{}", t.provider, t.model))
+                .and_then(|h| h.cooled_until)
+                .is_some_and(|until| until > now)
+        };
+        let (cold, warm): (Vec<_>, Vec<_>) = ordered.into_iter().partition(cooled);
+        warm.into_iter().chain(cold).collect()
+    }
+
+    fn record(&self, label: &str, ok: bool, policy: &Policy) {
+        let mut health = self.inner.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = health.entry(label.to_string()).or_default();
+        if ok {
+            *h = Health::default();
+            return;
+        }
+        h.failures += 1;
+        if h.failures >= policy.failures_before_cooldown {
+            h.cooled_until = Some(Instant::now() + policy.cooldown);
+            h.failures = 0;
+            tracing::warn!(target = %label, seconds = policy.cooldown.as_secs(), "gateway target cooled down");
+        }
+    }
+
+    /// One request to one target. A 2xx, or a 4xx other than 429 (the caller's mistake, which
+    /// another target would repeat), is the answer; the rest is a failure worth another try.
+    async fn attempt(
+        &self,
+        endpoint: Endpoint,
+        provider: &ProviderConfig,
+        model: &str,
+        request: &serde_json::Map<String, Value>,
+        policy: &Policy,
+    ) -> Result<Response, Failure> {
+        let fail = |message: String| Failure {
+            message,
+            rate_limit: None,
+        };
+        if provider.kind == ProviderKind::Anthropic {
+            return Err(fail(format!(
+                "provider `{}`: Anthropic translation is not available yet",
+                provider.name
+            )));
+        }
+        let mut body = request.clone();
+        body.insert("model".into(), Value::String(model.to_string()));
+        let mut req = self
+            .inner
+            .http
+            .post(format!("{}{}", provider.base_url, endpoint.path()))
+            .json(&Value::Object(body));
+        if let Some(secret) = &provider.api_key_secret {
+            match self.inner.keys.key(secret).await {
+                Some(key) => req = req.bearer_auth(key),
+                None => {
+                    return Err(fail(format!(
+                        "provider `{}`: the secret `{secret}` is not set",
+                        provider.name
+                    )));
+                }
+            }
+        }
+        let response = match tokio::time::timeout(policy.timeout, req.send()).await {
+            Err(_) => return Err(fail(format!("`{}` did not answer in time", provider.name))),
+            // The error's text names the URL, never the key.
+            Ok(Err(e)) => return Err(fail(format!("`{}`: {}", provider.name, without_url(&e)))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        if status == 429 {
+            let after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            return Err(Failure {
+                message: format!("`{}` answered 429", provider.name),
+                rate_limit: Some(after),
+            });
+        }
+        if status >= 500 {
+            return Err(fail(format!("`{}` answered {status}", provider.name)));
+        }
+        let mut out = Response::builder().status(status);
+        for name in [
+            "content-type",
+            "cache-control",
+            "x-request-id",
+            "openai-processing-ms",
+        ] {
+            if let Some(v) = response.headers().get(name) {
+                out = out.header(name, v.clone());
+            }
+        }
+        let stream = response.bytes_stream();
+        out.body(Body::from_stream(stream))
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// A reqwest error's description without its URL (which may carry a path the operator
+/// considers private) — what a caller may read.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "a broken answer"
+    } else {
+        "the request failed"
+    };
+    kind.to_string()
+}

@@ -1,0 +1,521 @@
+//! `/gateway/v1` against a fake upstream that speaks OpenAI's wire format (JSON and
+//! server-sent events) on loopback and can be told, by the upstream model name, to fail,
+//! stall or rate-limit: routing, fallback, cool-down, weighted balance, streaming without
+//! buffering, access, and OpenAI-shaped errors — then the unmodified `openai` npm client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use reactor_core::{KeyTier, keys};
+use reactor_db::Db;
+use reactor_server::config::ServerConfig;
+use reactor_server::{AppState, Server};
+use serde_json::{Value, json};
+
+/// What the fake upstream saw: requests per upstream model, and the last Authorization.
+#[derive(Default)]
+struct Seen {
+    calls: HashMap<String, u32>,
+    authorization: Option<String>,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+async fn fake_chat(State(seen): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let model = request["model"].as_str().unwrap_or("").to_string();
+    {
+        let mut s = seen.lock().expect("lock");
+        *s.calls.entry(model.clone()).or_default() += 1;
+        s.authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+    }
+    if model.starts_with("fail") {
+        // An upstream that echoes the key it got must not leak it to the caller.
+        let echo = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        return (StatusCode::INTERNAL_SERVER_ERROR, echo).into_response();
+    }
+    if model == "limited" {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "7")],
+            Json(json!({"error": {"message": "slow down", "type": "rate_limit_error"}})),
+        )
+            .into_response();
+    }
+    if model == "stall" {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    if model == "bad-request" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": "messages is required", "type": "invalid_request_error", "param": "messages", "code": null}})),
+        )
+            .into_response();
+    }
+    let text = format!("{model} says hi");
+    if request["stream"] == json!(true) {
+        // Three chunks a quarter of a second apart, then [DONE].
+        let model2 = model.clone();
+        let stream = async_stream(move |i| {
+            let chunk = json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model2,
+                "choices": [{"index": 0, "delta": {"content": format!("part{i} ")}, "finish_reason": null}]
+            });
+            format!("data: {chunk}\n\n")
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(stream))
+            .expect("response");
+    }
+    Json(json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    }))
+    .into_response()
+}
+
+use axum::Json;
+
+/// Three SSE events 250 ms apart, then `[DONE]`.
+fn async_stream(
+    event: impl Fn(u32) -> String + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> {
+    futures_util::stream::unfold(0u32, move |i| {
+        let next = match i {
+            0..=2 => Some(event(i)),
+            3 => Some("data: [DONE]\n\n".to_string()),
+            _ => None,
+        };
+        async move {
+            let item = next?;
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Some((Ok(item), i + 1))
+        }
+    })
+}
+
+async fn fake_embeddings(State(seen): State<Shared>, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let model = request["model"].as_str().unwrap_or("").to_string();
+    *seen
+        .lock()
+        .expect("lock")
+        .calls
+        .entry(model.clone())
+        .or_default() += 1;
+    // As OpenAI does: floats, or their little-endian f32 bytes in base64 when asked (the
+    // `openai` client asks by default).
+    let vector = [0.25f32, -0.5, 1.0];
+    let embedding = if request["encoding_format"] == "base64" {
+        use base64::Engine;
+        let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+        json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+    } else {
+        json!(vector)
+    };
+    Json(json!({
+        "object": "list", "model": model,
+        "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+        "usage": {"prompt_tokens": 2, "total_tokens": 2}
+    }))
+    .into_response()
+}
+
+async fn fake_upstream() -> (String, Shared) {
+    let seen: Shared = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(fake_chat))
+        .route("/v1/embeddings", axum::routing::post(fake_embeddings))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1"), seen)
+}
+
+/// A listener that counts connections: where a caller would like to send the gateway.
+async fn elsewhere() -> (String, Arc<Mutex<u32>>) {
+    let hits = Arc::new(Mutex::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            *counter.lock().expect("lock") += 1;
+        }
+    });
+    (format!("http://{addr}/v1"), hits)
+}
+
+struct Harness {
+    base: String,
+    service: String,
+    public: String,
+    http: reqwest::Client,
+    seen: Shared,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let (upstream, seen) = fake_upstream().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("reactor.toml"),
+            format!(
+                r#"project_id = "gateway-test"
+name = "gateway test"
+
+[gateway]
+retries = 1
+backoff_ms = 10
+timeout_ms = 500
+failures_before_cooldown = 2
+cooldown_secs = 60
+
+[[gateway.providers]]
+name = "fake"
+kind = "openai-compatible"
+base_url = "{upstream}"
+api_key_secret = "FAKE_KEY"
+
+[[gateway.providers]]
+name = "keyless"
+kind = "openai-compatible"
+base_url = "{upstream}"
+api_key_secret = "NOT_SET"
+
+[[gateway.models]]
+name = "chat"
+targets = [{{ provider = "fake", model = "ok-a" }}]
+
+[[gateway.models]]
+name = "fallback"
+targets = [{{ provider = "fake", model = "fail-1" }}, {{ provider = "fake", model = "ok-b" }}]
+
+[[gateway.models]]
+name = "limited"
+targets = [{{ provider = "fake", model = "limited" }}]
+
+[[gateway.models]]
+name = "stalling"
+targets = [{{ provider = "fake", model = "stall" }}, {{ provider = "fake", model = "ok-c" }}]
+
+[[gateway.models]]
+name = "balanced"
+targets = [{{ provider = "fake", model = "ok-x", weight = 3 }}, {{ provider = "fake", model = "ok-y", weight = 1 }}]
+
+[[gateway.models]]
+name = "cooling"
+targets = [{{ provider = "fake", model = "fail-cool" }}, {{ provider = "fake", model = "ok-d" }}]
+
+[[gateway.models]]
+name = "no-key"
+targets = [{{ provider = "keyless", model = "ok-e" }}]
+
+[[gateway.models]]
+name = "strict"
+targets = [{{ provider = "fake", model = "bad-request" }}, {{ provider = "fake", model = "ok-f" }}]
+"#
+            ),
+        )
+        .expect("manifest");
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .expect("db");
+        let public = keys::generate(KeyTier::Public);
+        db.insert_api_key(&public, "web").await.expect("key");
+        let service = keys::generate(KeyTier::Service);
+        db.insert_api_key(&service, "admin").await.expect("key");
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let endpoint = server.endpoint().expect("endpoint");
+        let config = ServerConfig {
+            master_key: Some(reactor_core::seal::MasterKey::generate()),
+            project: Some(dir.path().to_path_buf()),
+            ..ServerConfig::new(
+                server.local_addr().expect("addr"),
+                String::new(),
+                vec![
+                    reactor_core::Capability::Identity,
+                    reactor_core::Capability::Gateway,
+                ],
+            )
+        };
+        let state = AppState::start(db, &config, &endpoint)
+            .await
+            .expect("state");
+        tokio::spawn(server.run(state, std::future::pending()));
+        let h = Harness {
+            base: endpoint,
+            service: service.secret,
+            public: public.secret,
+            http: reqwest::Client::new(),
+            seen,
+            _dir: dir,
+        };
+        let res = h
+            .http
+            .put(format!("{}/v1/secrets/FAKE_KEY", h.base))
+            .header("apikey", &h.service)
+            .json(&json!({"value": "sk-fake-secret-value"}))
+            .send()
+            .await
+            .expect("secret");
+        assert_eq!(res.status().as_u16(), 204);
+        h
+    }
+
+    async fn chat(&self, key: &str, body: Value) -> (u16, HeaderMap, Value) {
+        let res = self
+            .http
+            .post(format!("{}/gateway/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("chat");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, headers, res.json().await.unwrap_or(Value::Null))
+    }
+
+    fn calls(&self, model: &str) -> u32 {
+        self.seen
+            .lock()
+            .expect("lock")
+            .calls
+            .get(model)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn target(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-reactor-gateway-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn routes_falls_back_cools_down_and_balances() {
+    let h = Harness::start().await;
+
+    // The model callers name maps to the upstream's, with the project's secret as the key.
+    let (status, headers, body) = h.chat(&h.service, hello("chat")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "ok-a says hi");
+    assert_eq!(target(&headers), "fake/ok-a");
+    assert_eq!(
+        h.seen.lock().expect("lock").authorization.as_deref(),
+        Some("Bearer sk-fake-secret-value")
+    );
+
+    // 5xx: retried once, then the next target; the upstream's body (echoing the key) stays
+    // with the gateway.
+    let (status, headers, body) = h.chat(&h.service, hello("fallback")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(target(&headers), "fake/ok-b");
+    assert_eq!(h.calls("fail-1"), 2, "one attempt and one retry");
+
+    // A stalled target times out and the next serves.
+    let started = Instant::now();
+    let (status, headers, _) = h.chat(&h.service, hello("stalling")).await;
+    assert_eq!(status, 200);
+    assert_eq!(target(&headers), "fake/ok-c");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Every target rate-limited: 429 with the upstream's Retry-After, OpenAI's shape.
+    let (status, headers, body) = h.chat(&h.service, hello("limited")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("7")
+    );
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    // A target failing twice in a row is cooled down: the next request skips it.
+    let (status, headers, _) = h.chat(&h.service, hello("cooling")).await;
+    assert_eq!(status, 200);
+    assert_eq!(target(&headers), "fake/ok-d");
+    assert_eq!(h.calls("fail-cool"), 2);
+    let (_, headers, _) = h.chat(&h.service, hello("cooling")).await;
+    assert_eq!(target(&headers), "fake/ok-d");
+    assert_eq!(h.calls("fail-cool"), 2, "cooled down: not tried again");
+
+    // The caller's own mistake (a 4xx) is its answer: another target would say the same.
+    let (status, headers, body) = h.chat(&h.service, hello("strict")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "messages");
+    assert_eq!(target(&headers), "fake/bad-request");
+    assert_eq!(h.calls("ok-f"), 0);
+
+    // Weights 3:1 over 400 requests.
+    for _ in 0..400 {
+        let (status, _, _) = h.chat(&h.service, hello("balanced")).await;
+        assert_eq!(status, 200);
+    }
+    let (x, y) = (h.calls("ok-x"), h.calls("ok-y"));
+    assert_eq!(x + y, 400);
+    assert!(
+        (240..=360).contains(&x),
+        "ok-x served {x} of 400 (expected about 300)"
+    );
+
+    // A provider whose key secret is unset: 502, naming the secret, never a key.
+    let (status, _, body) = h.chat(&h.service, hello("no-key")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("NOT_SET"),
+        "{body}"
+    );
+    assert_eq!(h.calls("ok-e"), 0);
+}
+
+#[tokio::test]
+async fn errors_access_and_no_way_to_another_upstream() {
+    let h = Harness::start().await;
+    // A model that is not configured: 404 in OpenAI's shape.
+    let (status, _, body) = h.chat(&h.service, hello("gpt-4")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    // Malformed bodies: 400 in OpenAI's shape.
+    for bad in ["{", "[1]", "{\"messages\": []}"] {
+        let res = h
+            .http
+            .post(format!("{}/gateway/v1/chat/completions", h.base))
+            .bearer_auth(&h.service)
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status().as_u16(), 400, "{bad}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(
+            body["error"]["type"], "invalid_request_error",
+            "{bad}: {body}"
+        );
+    }
+    // A caller naming its own upstream reaches nothing but the configured ones.
+    let (url, hits) = elsewhere().await;
+    for body in [
+        json!({"model": url, "messages": []}),
+        json!({"model": "chat", "base_url": url, "messages": []}),
+    ] {
+        let _ = h.chat(&h.service, body).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        *hits.lock().expect("lock"),
+        0,
+        "no connection reached the caller's URL"
+    );
+
+    // A bare public key is refused (the project did not allow anonymous callers).
+    let (status, _, body) = h.chat(&h.public, hello("chat")).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+
+    // The models and embeddings.
+    let res = h
+        .http
+        .get(format!("{}/gateway/v1/models", h.base))
+        .bearer_auth(&h.service)
+        .send()
+        .await
+        .expect("models");
+    let models: Value = res.json().await.expect("json");
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "chat");
+}
+
+#[tokio::test]
+async fn streams_pass_through_chunk_by_chunk_and_the_openai_client_works() {
+    let h = Harness::start().await;
+    // The first event arrives long before the last: nothing waits for the whole answer.
+    let started = Instant::now();
+    let res = h
+        .http
+        .post(format!("{}/gateway/v1/chat/completions", h.base))
+        .bearer_auth(&h.service)
+        .json(&json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut stream = res.bytes_stream();
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+        arrivals.push(started.elapsed());
+    }
+    assert!(
+        text.contains("part0") && text.contains("part2") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    let (first, last) = (arrivals[0], arrivals[arrivals.len() - 1]);
+    assert!(
+        last - first >= Duration::from_millis(500),
+        "chunks arrived together ({first:?} … {last:?}): the stream was buffered"
+    );
+
+    // The unmodified `openai` npm client: chat, stream, embeddings, errors.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/openai").exists(),
+        "run `npm ci --prefix crates/reactor-server/tests/js` (scripts/test does)"
+    );
+    let mut node = std::process::Command::new("node");
+    node.arg("gateway.mjs")
+        .current_dir(&dir)
+        .env("REACTOR_GATEWAY_URL", format!("{}/gateway/v1", h.base))
+        .env("REACTOR_SERVICE_KEY", &h.service);
+    let out = tokio::task::spawn_blocking(move || node.output())
+        .await
+        .expect("join")
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "openai client:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
