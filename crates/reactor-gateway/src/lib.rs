@@ -9,6 +9,7 @@
 //! stream through as the upstream sends them: a streamed completion's events reach the caller
 //! chunk by chunk, never buffered.
 
+mod anthropic;
 pub mod http;
 
 use std::collections::HashMap;
@@ -183,6 +184,8 @@ impl Policy {
 struct Failure {
     message: String,
     rate_limit: Option<Option<String>>,
+    /// Another attempt of the same target may help (not so for a request it cannot serve).
+    retry: bool,
 }
 
 impl Gateway {
@@ -270,6 +273,7 @@ impl Gateway {
         let mut last = Failure {
             message: "no target was tried".into(),
             rate_limit: None,
+            retry: false,
         };
         let mut all_rate_limited = true;
         for target in self.order(&declared.targets) {
@@ -298,7 +302,11 @@ impl Gateway {
                         if failure.rate_limit.is_none() {
                             all_rate_limited = false;
                         }
+                        let retry = failure.retry;
                         last = failure;
+                        if !retry {
+                            break;
+                        }
                     }
                 }
             }
@@ -385,31 +393,62 @@ impl Gateway {
         let fail = |message: String| Failure {
             message,
             rate_limit: None,
+            retry: true,
         };
-        if provider.kind == ProviderKind::Anthropic {
-            return Err(fail(format!(
-                "provider `{}`: Anthropic translation is not available yet",
-                provider.name
-            )));
-        }
-        let mut body = request.clone();
-        body.insert("model".into(), Value::String(model.to_string()));
-        let mut req = self
-            .inner
-            .http
-            .post(format!("{}{}", provider.base_url, endpoint.path()))
-            .json(&Value::Object(body));
-        if let Some(secret) = &provider.api_key_secret {
-            match self.inner.keys.key(secret).await {
-                Some(key) => req = req.bearer_auth(key),
+        let anthropic = provider.kind == ProviderKind::Anthropic;
+        let key = match &provider.api_key_secret {
+            Some(secret) => match self.inner.keys.key(secret).await {
+                Some(key) => Some(key),
                 None => {
-                    return Err(fail(format!(
-                        "provider `{}`: the secret `{secret}` is not set",
-                        provider.name
-                    )));
+                    return Err(Failure {
+                        retry: false,
+                        ..fail(format!(
+                            "provider `{}`: the secret `{secret}` is not set",
+                            provider.name
+                        ))
+                    });
                 }
+            },
+            None => None,
+        };
+        let req = if anthropic {
+            if endpoint == Endpoint::Embeddings {
+                return Err(Failure {
+                    retry: false,
+                    ..fail(format!(
+                        "provider `{}` (anthropic) has no embeddings",
+                        provider.name
+                    ))
+                });
             }
-        }
+            let body = match anthropic::request(request, model) {
+                Ok(body) => body,
+                // The caller's request: another target would refuse it too.
+                Err(message) => return Ok(GatewayError::BadRequest(message).into_response()),
+            };
+            let mut req = self
+                .inner
+                .http
+                .post(format!("{}/messages", provider.base_url))
+                .header("anthropic-version", anthropic::VERSION)
+                .json(&body);
+            if let Some(key) = &key {
+                req = req.header("x-api-key", key);
+            }
+            req
+        } else {
+            let mut body = request.clone();
+            body.insert("model".into(), Value::String(model.to_string()));
+            let mut req = self
+                .inner
+                .http
+                .post(format!("{}{}", provider.base_url, endpoint.path()))
+                .json(&Value::Object(body));
+            if let Some(key) = &key {
+                req = req.bearer_auth(key);
+            }
+            req
+        };
         let response = match tokio::time::timeout(policy.timeout, req.send()).await {
             Err(_) => return Err(fail(format!("`{}` did not answer in time", provider.name))),
             // The error's text names the URL, never the key.
@@ -426,10 +465,14 @@ impl Gateway {
             return Err(Failure {
                 message: format!("`{}` answered 429", provider.name),
                 rate_limit: Some(after),
+                retry: true,
             });
         }
         if status >= 500 {
             return Err(fail(format!("`{}` answered {status}", provider.name)));
+        }
+        if anthropic {
+            return Ok(anthropic_answer(response, request).await);
         }
         let mut out = Response::builder().status(status);
         for name in [
@@ -445,6 +488,43 @@ impl Gateway {
         let stream = response.bytes_stream();
         out.body(Body::from_stream(stream))
             .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// An Anthropic answer in OpenAI's shape: a streamed one event by event, a whole one
+/// translated, an error's body as OpenAI's.
+async fn anthropic_answer(
+    response: reqwest::Response,
+    request: &serde_json::Map<String, Value>,
+) -> Response {
+    let status = response.status();
+    let streamed = request.get("stream") == Some(&Value::Bool(true));
+    if status.is_success() && streamed {
+        let include_usage = request
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            == Some(&Value::Bool(true));
+        return Response::builder()
+            .status(200)
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(Body::from_stream(anthropic::stream(
+                response.bytes_stream(),
+                include_usage,
+            )))
+            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+    }
+    let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = match response.bytes().await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+    };
+    if !status.is_success() {
+        return (code, axum::Json(anthropic::error(&bytes))).into_response();
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(message) => axum::Json(anthropic::response(&message)).into_response(),
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
 

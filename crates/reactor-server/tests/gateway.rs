@@ -16,11 +16,99 @@ use reactor_server::config::ServerConfig;
 use reactor_server::{AppState, Server};
 use serde_json::{Value, json};
 
-/// What the fake upstream saw: requests per upstream model, and the last Authorization.
+/// What the fake upstream saw: requests per upstream model, the last Authorization, and the
+/// last Anthropic request with its key.
 #[derive(Default)]
 struct Seen {
     calls: HashMap<String, u32>,
     authorization: Option<String>,
+    anthropic: Option<(Option<String>, Value)>,
+}
+
+/// Anthropic's Messages API, as the fake speaks it.
+async fn fake_messages(State(seen): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let model = request["model"].as_str().unwrap_or("").to_string();
+    {
+        let mut s = seen.lock().expect("lock");
+        *s.calls.entry(model.clone()).or_default() += 1;
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        s.anthropic = Some((key, request.clone()));
+    }
+    if headers.get("anthropic-version").is_none() || request["max_tokens"].as_u64().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "anthropic-version and max_tokens are required",
+        )
+            .into_response();
+    }
+    if model == "claude-bad" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: 999999 > 8192"}})),
+        )
+            .into_response();
+    }
+    if model == "claude-tools" {
+        return Json(json!({
+            "id": "msg_t", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Lyon"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 12, "output_tokens": 8}
+        }))
+        .into_response();
+    }
+    if request["stream"] == json!(true) {
+        let events = [
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_s", "type": "message", "role": "assistant", "model": model, "content": [], "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ("ping", json!({"type": "ping"})),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ];
+        // Split mid-event, as TCP may: the translator must reassemble.
+        let text: String = events
+            .iter()
+            .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+            .collect();
+        let (a, b) = text.split_at(text.len() / 2);
+        let parts = vec![Ok::<_, std::io::Error>(a.to_string()), Ok(b.to_string())];
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                parts,
+            )))
+            .expect("response");
+    }
+    Json(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from claude"}],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 9, "output_tokens": 3}
+    }))
+    .into_response()
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -141,6 +229,7 @@ async fn fake_upstream() -> (String, Shared) {
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(fake_chat))
         .route("/v1/embeddings", axum::routing::post(fake_embeddings))
+        .route("/anthropic/v1/messages", axum::routing::post(fake_messages))
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -178,6 +267,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let (upstream, seen) = fake_upstream().await;
+        let upstream_root = upstream.trim_end_matches("/v1").to_string();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("reactor.toml"),
@@ -203,6 +293,28 @@ name = "keyless"
 kind = "openai-compatible"
 base_url = "{upstream}"
 api_key_secret = "NOT_SET"
+
+[[gateway.providers]]
+name = "ant"
+kind = "anthropic"
+base_url = "{upstream_root}/anthropic/v1"
+api_key_secret = "ANT_KEY"
+
+[[gateway.models]]
+name = "claude"
+targets = [{{ provider = "ant", model = "claude-ok" }}]
+
+[[gateway.models]]
+name = "claude-tools"
+targets = [{{ provider = "ant", model = "claude-tools" }}]
+
+[[gateway.models]]
+name = "claude-bad"
+targets = [{{ provider = "ant", model = "claude-bad" }}]
+
+[[gateway.models]]
+name = "embed"
+targets = [{{ provider = "ant", model = "claude-ok" }}, {{ provider = "fake", model = "ok-g" }}]
 
 [[gateway.models]]
 name = "chat"
@@ -279,6 +391,15 @@ targets = [{{ provider = "fake", model = "bad-request" }}, {{ provider = "fake",
             .put(format!("{}/v1/secrets/FAKE_KEY", h.base))
             .header("apikey", &h.service)
             .json(&json!({"value": "sk-fake-secret-value"}))
+            .send()
+            .await
+            .expect("secret");
+        assert_eq!(res.status().as_u16(), 204);
+        let res = h
+            .http
+            .put(format!("{}/v1/secrets/ANT_KEY", h.base))
+            .header("apikey", &h.service)
+            .json(&json!({"value": "sk-ant-fake"}))
             .send()
             .await
             .expect("secret");
@@ -456,7 +577,17 @@ async fn errors_access_and_no_way_to_another_upstream() {
         .expect("models");
     let models: Value = res.json().await.expect("json");
     assert_eq!(models["object"], "list");
-    assert_eq!(models["data"][0]["id"], "chat");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"chat") && ids.contains(&"claude"), "{ids:?}");
+    assert!(
+        !ids.iter().any(|id| id.contains("ok-")),
+        "upstream names stay private"
+    );
 }
 
 #[tokio::test]
@@ -518,4 +649,142 @@ async fn streams_pass_through_chunk_by_chunk_and_the_openai_client_works() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn anthropic_providers_are_translated_both_ways() {
+    let h = Harness::start().await;
+    let (status, headers, body) = h
+        .chat(
+            &h.service,
+            json!({"model": "claude", "max_tokens": 100, "stop": ["END"], "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(target(&headers), "ant/claude-ok");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from claude"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12})
+    );
+    let (key, sent) = h
+        .seen
+        .lock()
+        .expect("lock")
+        .anthropic
+        .clone()
+        .expect("a request");
+    assert_eq!(
+        key.as_deref(),
+        Some("sk-ant-fake"),
+        "x-api-key, not a Bearer"
+    );
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["stop_sequences"], json!(["END"]));
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+    );
+
+    // Tool calls come back as OpenAI's tool_calls.
+    let (_, _, body) = h
+        .chat(
+            &h.service,
+            json!({"model": "claude-tools", "messages": [{"role": "user", "content": "Weather?"}],
+                   "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]}),
+        )
+        .await;
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(choice["message"]["content"], "Checking.");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"],
+        "weather"
+    );
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Lyon\"}"
+    );
+    let (_, sent) = h
+        .seen
+        .lock()
+        .expect("lock")
+        .anthropic
+        .clone()
+        .expect("a request");
+    assert_eq!(sent["tools"][0]["input_schema"], json!({"type": "object"}));
+
+    // An Anthropic error in OpenAI's shape, with its status.
+    let (status, _, body) = h.chat(&h.service, hello("claude-bad")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_tokens"),
+        "{body}"
+    );
+
+    // A streamed answer: Anthropic's events become OpenAI's chunks, then [DONE].
+    let res = h
+        .http
+        .post(format!("{}/gateway/v1/chat/completions", h.base))
+        .bearer_auth(&h.service)
+        .json(
+            &json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .send()
+        .await
+        .expect("stream");
+    let text = res.text().await.expect("text");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("a JSON chunk"))
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "stop")
+    );
+    let usage = chunks
+        .iter()
+        .find(|c| c["usage"].is_object())
+        .expect("usage chunk");
+    assert_eq!(usage["usage"]["total_tokens"], 11);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    // Anthropic has no embeddings: the next target serves them.
+    let res = h
+        .http
+        .post(format!("{}/gateway/v1/embeddings", h.base))
+        .bearer_auth(&h.service)
+        .json(&json!({"model": "embed", "input": "x"}))
+        .send()
+        .await
+        .expect("embeddings");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(target(res.headers()), "fake/ok-g");
 }

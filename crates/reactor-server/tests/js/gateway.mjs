@@ -1,5 +1,6 @@
 // The unmodified `openai` npm client against Reactor's gateway (driven by tests/gateway.rs):
-// chat, a streamed chat, embeddings, the models list, and errors in OpenAI's shape.
+// chat, a streamed chat (OpenAI-compatible and Anthropic upstreams), embeddings, the models
+// list, and errors in OpenAI's shape.
 import assert from 'node:assert/strict'
 import OpenAI from 'openai'
 
@@ -19,6 +20,15 @@ const stream = await client.chat.completions.create({ model: 'chat', stream: tru
 let text = ''
 for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
 assert.equal(text, 'part0 part1 part2 ')
+
+// An Anthropic provider behind the same client, streamed and not.
+const claude = await client.chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'hi' }] })
+assert.equal(claude.choices[0].message.content, 'Hello from claude')
+let streamed = ''
+for await (const chunk of await client.chat.completions.create({ model: 'claude', stream: true, messages: [{ role: 'user', content: 'hi' }] })) {
+  streamed += chunk.choices[0]?.delta?.content ?? ''
+}
+assert.equal(streamed, 'Hello')
 
 const emb = await client.embeddings.create({ model: 'chat', input: 'hello' })
 assert.deepEqual(emb.data[0].embedding, [0.25, -0.5, 1])
