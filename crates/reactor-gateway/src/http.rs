@@ -1,14 +1,14 @@
 //! `/gateway/v1`, behind the key middleware: OpenAI's `POST /chat/completions`,
 //! `POST /embeddings` and `GET /models`. Thin: who may call, then [`Gateway`].
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use reactor_core::{KeyTier, Principal};
 
-use crate::{Endpoint, Gateway, GatewayError};
+use crate::{Caller, Endpoint, Gateway, GatewayError};
 
 /// Requests carry prompts, sometimes images: more than the default 2 MB.
 const MAX_BODY: usize = 20 * 1024 * 1024;
@@ -18,6 +18,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/chat/completions", post(chat))
         .route("/embeddings", post(embeddings))
         .route("/models", get(models))
+        .route("/usage", get(usage))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(gateway)
 }
@@ -35,13 +36,23 @@ fn admit(gateway: &Gateway, principal: &Principal) -> Result<(), GatewayError> {
     Ok(())
 }
 
+fn caller(principal: &Principal) -> Caller {
+    Caller {
+        key_id: principal.key_id.clone(),
+        user_id: principal.user_id.clone(),
+        org_id: principal.org_id.clone(),
+    }
+}
+
 async fn chat(
     State(gateway): State<Gateway>,
     Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     admit(&gateway, &principal)?;
-    gateway.forward(Endpoint::ChatCompletions, &body).await
+    gateway
+        .forward(Endpoint::ChatCompletions, &body, &caller(&principal))
+        .await
 }
 
 async fn embeddings(
@@ -50,7 +61,55 @@ async fn embeddings(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     admit(&gateway, &principal)?;
-    gateway.forward(Endpoint::Embeddings, &body).await
+    gateway
+        .forward(Endpoint::Embeddings, &body, &caller(&principal))
+        .await
+}
+
+#[derive(serde::Deserialize)]
+struct UsageQuery {
+    /// Comma-separated: `caller`, `model`, `day` [default: caller,model,day].
+    group_by: Option<String>,
+    /// `YYYY-MM-DD` [default: 30 days ago].
+    since: Option<String>,
+}
+
+/// `GET /usage`: the usage table, grouped; the service key only.
+async fn usage(
+    State(gateway): State<Gateway>,
+    Extension(principal): Extension<Principal>,
+    Query(query): Query<UsageQuery>,
+) -> Result<Response, GatewayError> {
+    if !principal.is_service() {
+        return Err(GatewayError::Forbidden);
+    }
+    let by: Vec<&str> = query
+        .group_by
+        .as_deref()
+        .unwrap_or("caller,model,day")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = by.iter().find(|b| !["caller", "model", "day"].contains(b)) {
+        return Err(GatewayError::BadRequest(format!(
+            "cannot group by `{bad}`: use caller, model and day"
+        )));
+    }
+    let since = match query.since {
+        Some(s) if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit() || b == b'-') => s,
+        Some(s) => {
+            return Err(GatewayError::BadRequest(format!(
+                "`since` = {s:?} is not a date (YYYY-MM-DD)"
+            )));
+        }
+        None => crate::meter::day_of(crate::meter::now_ms() - 30 * 86_400_000),
+    };
+    let groups = gateway.usage(&by, &since).await?;
+    Ok(
+        Json(serde_json::json!({ "since": since, "group_by": by, "usage": groups }))
+            .into_response(),
+    )
 }
 
 async fn models(

@@ -11,6 +11,10 @@
 
 mod anthropic;
 pub mod http;
+mod meter;
+pub mod store;
+
+pub use meter::Caller;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use reactor_manifest::{GatewayConfig, ProviderConfig, ProviderKind};
 use serde_json::{Value, json};
 
@@ -59,9 +64,13 @@ pub struct Gateway {
 
 #[derive(Debug)]
 struct Inner {
-    routes: RwLock<Arc<Routes>>,
+    db: reactor_db::Db,
+    /// Shared with the recorder, which prices usage with the price table in force.
+    routes: Arc<RwLock<Arc<Routes>>>,
     http: reqwest::Client,
     keys: Arc<dyn KeySource>,
+    /// Answers served, to the background recorder (usage rows, settled reservations).
+    recorder: tokio::sync::mpsc::UnboundedSender<meter::Served>,
     /// Consecutive failures and cool-down per target (`provider/model`), in this process.
     health: Mutex<HashMap<String, Health>>,
 }
@@ -97,6 +106,12 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     NotSupported(String),
+    #[error("limit reached: {what}")]
+    Limited { what: String, retry_after_secs: u64 },
+    #[error("the service key is needed to read usage")]
+    Forbidden,
+    #[error("the gateway's records cannot be read")]
+    Internal,
 }
 
 impl IntoResponse for GatewayError {
@@ -139,6 +154,19 @@ impl IntoResponse for GatewayError {
                 Some("not_supported"),
                 None,
             ),
+            GatewayError::Limited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                None,
+            ),
+            GatewayError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                Some("not_admin"),
+                None,
+            ),
+            GatewayError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", None, None),
         };
         let mut response = (
             status,
@@ -154,6 +182,14 @@ impl IntoResponse for GatewayError {
             && let Ok(v) = HeaderValue::from_str(after)
         {
             response.headers_mut().insert("retry-after", v);
+        }
+        if let GatewayError::Limited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(*retry_after_secs));
         }
         response
     }
@@ -189,7 +225,14 @@ struct Failure {
 }
 
 impl Gateway {
-    pub fn new(keys: Arc<dyn KeySource>) -> Gateway {
+    /// The gateway over `db` (its usage and counters tables made), provider keys from
+    /// `keys`, its recorder running.
+    pub async fn start(
+        db: reactor_db::Db,
+        keys: Arc<dyn KeySource>,
+    ) -> Result<Gateway, reactor_db::DbError> {
+        db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
+            .await?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // The upstream is the manifest's, not the caller's: never follow it elsewhere.
@@ -197,14 +240,39 @@ impl Gateway {
             .user_agent(concat!("reactor-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Gateway {
+        let routes: Arc<RwLock<Arc<Routes>>> = Arc::default();
+        let recorder = {
+            let routes = routes.clone();
+            meter::spawn_recorder(db.clone(), move || {
+                routes
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .config
+                    .clone()
+            })
+        };
+        Ok(Gateway {
             inner: Arc::new(Inner {
-                routes: RwLock::default(),
+                db,
+                routes,
                 http,
                 keys,
+                recorder,
                 health: Mutex::default(),
             }),
-        }
+        })
+    }
+
+    /// Usage since `since` (`YYYY-MM-DD`), grouped by any of `caller`, `model`, `day`.
+    pub async fn usage(
+        &self,
+        by: &[&str],
+        since: &str,
+    ) -> Result<Vec<store::UsageGroup>, GatewayError> {
+        store::usage(&self.inner.db, by, since).await.map_err(|e| {
+            tracing::error!(error = %e, "gateway usage");
+            GatewayError::Internal
+        })
     }
 
     /// Puts a manifest's `[gateway]` in force (a deploy or a reload of `reactor.toml`).
@@ -248,7 +316,12 @@ impl Gateway {
 
     /// Sends `body` (the caller's JSON) to the targets of the model it names, in turn, and
     /// answers with the first that serves.
-    pub async fn forward(&self, endpoint: Endpoint, body: &[u8]) -> Result<Response, GatewayError> {
+    pub async fn forward(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        caller: &Caller,
+    ) -> Result<Response, GatewayError> {
         let mut request: Value = serde_json::from_slice(body)
             .map_err(|e| GatewayError::BadRequest(format!("the body is not JSON: {e}")))?;
         let Some(object) = request.as_object_mut() else {
@@ -270,6 +343,40 @@ impl Gateway {
             return Err(GatewayError::UnknownModel(model));
         };
         let policy = Policy::of(&routes.config);
+
+        // The caller's budget first: one request and an estimate of its tokens and cost
+        // (at the dearest target's price), reserved atomically in every counter that applies.
+        let tokens = meter::estimate_tokens(object, body.len());
+        let cost = declared
+            .targets
+            .iter()
+            .map(|t| meter::cost(&routes.config, &t.model, tokens, tokens))
+            .max()
+            .unwrap_or(0);
+        let reservation = meter::reserve(&self.inner.db, &routes.config, caller, tokens, cost)
+            .await
+            .map_err(|e| GatewayError::Limited {
+                what: e.what,
+                retry_after_secs: e.retry_after_secs,
+            })?;
+        // Streamed answers carry their usage in a last event only when asked: ask.
+        if object.get("stream") == Some(&Value::Bool(true)) {
+            let options = object.entry("stream_options").or_insert_with(|| json!({}));
+            if let Some(o) = options.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        let served = |target: &str, upstream_model: &str, status: u16| meter::Served {
+            caller: caller.clone(),
+            model: model.clone(),
+            target: target.to_string(),
+            upstream_model: upstream_model.to_string(),
+            status,
+            reservation: reservation.clone(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        };
+
         let mut last = Failure {
             message: "no target was tried".into(),
             rate_limit: None,
@@ -289,8 +396,11 @@ impl Gateway {
                     .attempt(endpoint, provider, &target.model, object, &policy)
                     .await
                 {
-                    Ok(mut response) => {
+                    Ok(response) => {
                         self.record(&label, true, &policy);
+                        let status = response.status().as_u16();
+                        let mut response =
+                            self.metered(response, served(&label, &target.model, status));
                         if let Ok(v) = HeaderValue::from_str(&label) {
                             response.headers_mut().insert(TARGET_HEADER, v);
                         }
@@ -311,6 +421,8 @@ impl Gateway {
                 }
             }
         }
+        // Nothing served: the reservation is given back (and the failure recorded).
+        let _ = self.inner.recorder.send(served("-", "", 502));
         Err(GatewayError::Exhausted {
             model,
             rate_limited: if all_rate_limited {
@@ -320,6 +432,25 @@ impl Gateway {
             },
             last: last.message,
         })
+    }
+
+    /// `response` with its body read for usage as it streams out; the recorder hears of it
+    /// when the body ends (or the caller goes away).
+    fn metered(&self, response: Response, served: meter::Served) -> Response {
+        let json = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/json"));
+        let (parts, body) = response.into_parts();
+        let mut meter = meter::Meter::new(served, self.inner.recorder.clone(), json);
+        let stream = body.into_data_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                meter.observe(bytes);
+            }
+            chunk
+        });
+        Response::from_parts(parts, Body::from_stream(stream))
     }
 
     /// The targets to try: weighted ones in a weighted random order, the others as declared;

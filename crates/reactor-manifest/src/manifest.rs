@@ -57,6 +57,45 @@ pub struct GatewayConfig {
     pub failures_before_cooldown: Option<u32>,
     /// …for this long [default: 30].
     pub cooldown_secs: Option<u64>,
+    pub limits: Vec<LimitConfig>,
+    pub prices: Vec<PriceConfig>,
+}
+
+/// A limit on each caller of one kind (`per`): every user, every org, or every project key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitConfig {
+    pub per: LimitScope,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    /// In millionths of a dollar, from the price table.
+    pub spend_per_day_micro: Option<u64>,
+    pub spend_per_month_micro: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    User,
+    Org,
+    Key,
+}
+
+impl LimitScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitScope::User => "user",
+            LimitScope::Org => "org",
+            LimitScope::Key => "key",
+        }
+    }
+}
+
+/// What an upstream model costs, in millionths of a dollar per million tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceConfig {
+    /// The upstream's model name (a target's `model`).
+    pub model: String,
+    pub input_micro_per_million: u64,
+    pub output_micro_per_million: u64,
 }
 
 /// An upstream the gateway may call; nothing else is reachable through it.
@@ -336,6 +375,12 @@ impl Manifest {
             for provider in entries(gateway.get("providers")) {
                 cx.check_keys(provider, "[[gateway.providers]]", PROVIDER_KEYS, &[]);
             }
+            for limit in entries(gateway.get("limits")) {
+                cx.check_keys(limit, "[[gateway.limits]]", LIMIT_KEYS, &[]);
+            }
+            for price in entries(gateway.get("prices")) {
+                cx.check_keys(price, "[[gateway.prices]]", PRICE_KEYS, &[]);
+            }
             for model in entries(gateway.get("models")) {
                 cx.check_keys(model, "[[gateway.models]]", MODEL_KEYS, &[]);
                 for target in entries(model.get("targets")) {
@@ -381,6 +426,8 @@ const TOP_KEYS: &[&str] = &[
 const GATEWAY_KEYS: &[&str] = &[
     "providers",
     "models",
+    "limits",
+    "prices",
     "allow_anonymous",
     "timeout_ms",
     "retries",
@@ -391,6 +438,14 @@ const GATEWAY_KEYS: &[&str] = &[
 const PROVIDER_KEYS: &[&str] = &["name", "kind", "base_url", "api_key_secret"];
 const MODEL_KEYS: &[&str] = &["name", "targets"];
 const TARGET_KEYS: &[&str] = &["provider", "model", "weight"];
+const LIMIT_KEYS: &[&str] = &[
+    "per",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "spend_per_day",
+    "spend_per_month",
+];
+const PRICE_KEYS: &[&str] = &["model", "input_per_million", "output_per_million"];
 const PROVIDER_KINDS: &[&str] = &["openai", "anthropic", "openai-compatible"];
 const DATA_KEYS: &[&str] = &["migrations_dir"];
 const FUNCTION_KEYS: &[&str] = &[
@@ -705,7 +760,63 @@ impl Checker<'_> {
             cooldown_secs: self
                 .check_range(g.cooldown_secs, "cooldown_secs", 0, 86_400, "seconds")
                 .map(|v| v as u64),
+            limits: g.limits.into_iter().map(|l| self.limit(l)).collect(),
+            prices: g.prices.into_iter().map(|p| self.price(p)).collect(),
         }
+    }
+
+    fn limit(&mut self, l: RawLimit) -> LimitConfig {
+        let per = match l.per.get_ref().as_str() {
+            "user" => LimitScope::User,
+            "org" => LimitScope::Org,
+            "key" => LimitScope::Key,
+            other => {
+                self.error(
+                    Some(l.per.span()),
+                    format!("`per = \"{other}\"` is not a caller kind"),
+                )
+                .hint = Some("per = \"user\", \"org\" or \"key\"".into());
+                LimitScope::Key
+            }
+        };
+        let count = |cx: &mut Self, v: Option<Spanned<i64>>, key: &str| {
+            cx.check_range(v, key, 1, i64::MAX / 4, "")
+                .map(|v| v as u64)
+        };
+        LimitConfig {
+            per,
+            requests_per_minute: count(self, l.requests_per_minute, "requests_per_minute"),
+            tokens_per_minute: count(self, l.tokens_per_minute, "tokens_per_minute"),
+            spend_per_day_micro: self.dollars(l.spend_per_day, "spend_per_day"),
+            spend_per_month_micro: self.dollars(l.spend_per_month, "spend_per_month"),
+        }
+    }
+
+    fn price(&mut self, p: RawPrice) -> PriceConfig {
+        PriceConfig {
+            model: p.model,
+            input_micro_per_million: self
+                .dollars(Some(p.input_per_million), "input_per_million")
+                .unwrap_or(0),
+            output_micro_per_million: self
+                .dollars(Some(p.output_per_million), "output_per_million")
+                .unwrap_or(0),
+        }
+    }
+
+    /// A dollar amount (an integer or a float, not negative) in millionths of a dollar.
+    fn dollars(&mut self, v: Option<Spanned<f64>>, key: &str) -> Option<u64> {
+        let v = v?;
+        let d = *v.get_ref();
+        if !d.is_finite() || !(0.0..=1e9).contains(&d) {
+            self.error(
+                Some(v.span()),
+                format!("`{key}` = {d} is not an amount of dollars"),
+            )
+            .hint = Some("write dollars as a number, e.g. 5 or 0.15".into());
+            return None;
+        }
+        Some((d * 1e6).round() as u64)
     }
 
     fn function(&mut self, root: &Path, f: RawFunction) -> FunctionConfig {
@@ -1221,6 +1332,26 @@ struct RawGateway {
     backoff_ms: Option<Spanned<i64>>,
     failures_before_cooldown: Option<Spanned<i64>>,
     cooldown_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    limits: Vec<RawLimit>,
+    #[serde(default)]
+    prices: Vec<RawPrice>,
+}
+
+#[derive(Deserialize)]
+struct RawLimit {
+    per: Spanned<String>,
+    requests_per_minute: Option<Spanned<i64>>,
+    tokens_per_minute: Option<Spanned<i64>>,
+    spend_per_day: Option<Spanned<f64>>,
+    spend_per_month: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+struct RawPrice {
+    model: String,
+    input_per_million: Spanned<f64>,
+    output_per_million: Spanned<f64>,
 }
 
 #[derive(Deserialize)]

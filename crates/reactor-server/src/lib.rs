@@ -146,7 +146,7 @@ impl AppState {
         };
         #[cfg(feature = "gateway")]
         let state = {
-            let gateway = start_gateway(config, &secrets)?;
+            let gateway = start_gateway(&state.db, config, &secrets).await?;
             AppState { gateway, ..state }
         };
         #[cfg(feature = "data")]
@@ -459,14 +459,18 @@ impl reactor_gateway::KeySource for SecretKeys {
 /// The gateway, configured from the project given to the server (`--project`); a deployed
 /// release, or `reactor dev`, loads its own.
 #[cfg(feature = "gateway")]
-fn start_gateway(
+async fn start_gateway(
+    db: &Db,
     config: &ServerConfig,
     secrets: &reactor_db::secrets::Secrets,
 ) -> Result<Option<reactor_gateway::Gateway>, StartError> {
     if !config.capabilities.contains(&Capability::Gateway) {
         return Ok(None);
     }
-    let gateway = reactor_gateway::Gateway::new(Arc::new(SecretKeys(secrets.clone())));
+    let gateway =
+        reactor_gateway::Gateway::start(db.clone(), Arc::new(SecretKeys(secrets.clone())))
+            .await
+            .map_err(|e| StartError::Capability(Capability::Gateway, e.to_string()))?;
     if let Some(dir) = &config.project {
         let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
             .map_err(|e| StartError::Capability(Capability::Gateway, e.to_string()))?;

@@ -16,6 +16,8 @@ use reactor_server::config::ServerConfig;
 use reactor_server::{AppState, Server};
 use serde_json::{Value, json};
 
+mod support;
+
 /// What the fake upstream saw: requests per upstream model, the last Authorization, and the
 /// last Anthropic request with its key.
 #[derive(Default)]
@@ -281,6 +283,15 @@ backoff_ms = 10
 timeout_ms = 500
 failures_before_cooldown = 2
 cooldown_secs = 60
+
+[[gateway.limits]]
+per = "user"
+requests_per_minute = 3
+
+[[gateway.prices]]
+model = "ok-a"
+input_per_million = 1
+output_per_million = 2
 
 [[gateway.providers]]
 name = "fake"
@@ -787,4 +798,225 @@ async fn anthropic_providers_are_translated_both_ways() {
         .expect("embeddings");
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(target(res.headers()), "fake/ok-g");
+}
+
+/// Signs a user up; their access token.
+async fn sign_up(h: &Harness, email: &str) -> String {
+    let res = h
+        .http
+        .post(format!("{}/auth/v1/signup", h.base))
+        .header("apikey", &h.public)
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("signup");
+    let body: Value = res.json().await.expect("json");
+    body["access_token"].as_str().expect("token").to_string()
+}
+
+#[tokio::test]
+async fn users_are_limited_and_usage_is_recorded_by_caller_model_and_day() {
+    let h = Harness::start().await;
+    let token = sign_up(&h, "ada@example.com").await;
+    let as_user = |body: Value| {
+        h.http
+            .post(format!("{}/gateway/v1/chat/completions", h.base))
+            .header("apikey", &h.public)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    // Three requests a minute for each user; the fourth is refused in OpenAI's shape.
+    for _ in 0..3 {
+        let res = as_user(hello("chat")).await.expect("chat");
+        assert_eq!(res.status().as_u16(), 200);
+        res.text().await.expect("body");
+    }
+    let res = as_user(hello("chat")).await.expect("chat");
+    assert_eq!(res.status().as_u16(), 429);
+    let after: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&after), "{after}");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(
+        h.calls("ok-a"),
+        3,
+        "the refused request never reached the upstream"
+    );
+    // The service key (no user) is not under the per-user limit.
+    assert_eq!(h.chat(&h.service, hello("chat")).await.0, 200);
+
+    // Usage, recorded off the request path: poll until the recorder caught up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let usage = loop {
+        let res = h
+            .http
+            .get(format!("{}/gateway/v1/usage?group_by=caller,model", h.base))
+            .header("apikey", &h.service)
+            .send()
+            .await
+            .expect("usage");
+        assert_eq!(res.status().as_u16(), 200);
+        let body: Value = res.json().await.expect("json");
+        let rows = body["usage"].as_array().cloned().unwrap_or_default();
+        let ada = rows
+            .iter()
+            .find(|r| {
+                r["caller"].as_str().is_some_and(|c| c.starts_with("user:")) && r["model"] == "chat"
+            })
+            .cloned();
+        if let Some(ada) = ada.filter(|a| a["requests"] == 3) {
+            break ada;
+        }
+        assert!(Instant::now() < deadline, "usage never showed: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(usage["prompt_tokens"], 9);
+    assert_eq!(usage["completion_tokens"], 12);
+    // 3 × (3 input tokens at $1/M + 4 output at $2/M) = $0.000033.
+    assert!(
+        (usage["cost"].as_f64().expect("cost") - 0.000033).abs() < 1e-9,
+        "{usage}"
+    );
+
+    // Only the service key reads usage; a bad grouping is a 400.
+    let res = h
+        .http
+        .get(format!("{}/gateway/v1/usage", h.base))
+        .header("apikey", &h.public)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(res.status().as_u16(), 403);
+    let res = h
+        .http
+        .get(format!("{}/gateway/v1/usage?group_by=password", h.base))
+        .header("apikey", &h.service)
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(res.status().as_u16(), 400);
+}
+
+/// Two `reactor-server` processes on one Postgres share a key's daily budget exactly.
+#[tokio::test]
+async fn a_budget_holds_across_two_servers_on_one_postgres() {
+    let Some(url) = reactor_db::testing::fresh_postgres_database("gateway_budget").await else {
+        return;
+    };
+    let (upstream, seen) = fake_upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("reactor.toml"),
+        format!(
+            r#"project_id = "gateway-budget"
+name = "budget"
+
+[[gateway.limits]]
+per = "key"
+spend_per_day = 0.0002
+
+[[gateway.prices]]
+model = "ok-a"
+input_per_million = 1
+output_per_million = 1
+
+[[gateway.providers]]
+name = "fake"
+kind = "openai-compatible"
+base_url = "{upstream}"
+
+[[gateway.models]]
+name = "chat"
+targets = [{{ provider = "fake", model = "ok-a" }}]
+"#
+        ),
+    )
+    .expect("manifest");
+    let key = support::keys_create(&url, "svc");
+    let master = reactor_core::seal::MasterKey::generate().to_base64();
+    let start = |port: u16| {
+        support::Proc(
+            std::process::Command::new(support::BIN)
+                .env("REACTOR_DATABASE_URL", &url)
+                .env("REACTOR_LISTEN", format!("127.0.0.1:{port}"))
+                .env("REACTOR_PROJECT", dir.path())
+                .env("REACTOR_MASTER_KEY", &master)
+                .env(
+                    "REACTOR_CACHE_DIR",
+                    dir.path().join(format!("cache-{port}")),
+                )
+                .env("REACTOR_STORAGE_PATH", dir.path().join("objects"))
+                .env("REACTOR_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    let http = reqwest::Client::new();
+    let (pa, pb) = (support::free_port(), support::free_port());
+    let (_a, _b) = (start(pa), start(pb));
+    let bases = [
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    ];
+    for base in &bases {
+        support::wait_up(&http, base).await;
+    }
+    // Each request reserves about 2 × 60 tokens' worth ($0.00012) and costs $0.000007: the
+    // $0.0002 budget admits a request while what was spent plus that estimate fits.
+    let body =
+        json!({"model": "chat", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]});
+    let mut served = 0;
+    let mut refused = 0;
+    for i in 0..30 {
+        let base = &bases[i % 2];
+        let res = http
+            .post(format!("{base}/gateway/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .expect("chat");
+        match res.status().as_u16() {
+            200 => served += 1,
+            429 => refused += 1,
+            other => panic!("{other}: {}", res.text().await.unwrap_or_default()),
+        }
+        res.bytes().await.expect("body");
+        // The recorder settles each reservation off the request path; let it.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let upstream_calls = seen
+        .lock()
+        .expect("lock")
+        .calls
+        .get("ok-a")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        upstream_calls, served,
+        "every admitted request reached the upstream, no other"
+    );
+    assert!(
+        refused > 0 && served > 0,
+        "served {served}, refused {refused}"
+    );
+    // What was spent never passed the budget, though two servers admitted requests.
+    let spent_micro = served as i64 * 7;
+    assert!(
+        spent_micro <= 200,
+        "spent {spent_micro} micro-dollars of 200"
+    );
+    assert!(
+        served >= 10,
+        "the budget was used, not refused early: served {served}"
+    );
 }

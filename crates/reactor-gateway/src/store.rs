@@ -1,0 +1,377 @@
+//! The gateway's state in the database, shared by every replica: usage rows (one per
+//! request served) and the counters limits are enforced with. A counter is one row per caller
+//! scope and period; reserving is one conditional upsert, so two replicas can never both
+//! take the last of a budget.
+
+use reactor_db::{Db, DbError, Migration};
+use serde::Serialize;
+use sqlx::Row;
+
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "gateway usage and counters",
+    sql: "
+        create table reactor.gateway_usage (
+            id bigserial primary key,
+            at_ms bigint not null,
+            day text not null,
+            caller text not null,
+            user_id text,
+            org_id text,
+            key_id text not null,
+            model text not null,
+            target text not null,
+            prompt_tokens bigint not null,
+            completion_tokens bigint not null,
+            cost_micro bigint not null,
+            status int not null
+        );
+        create index gateway_usage_day on reactor.gateway_usage (day);
+        create table reactor.gateway_counters (
+            scope text not null,
+            period text not null,
+            requests bigint not null,
+            tokens bigint not null,
+            cost_micro bigint not null,
+            expires_ms bigint not null,
+            primary key (scope, period)
+        );
+    ",
+}];
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "gateway usage and counters",
+    sql: "
+        create table _reactor_gateway_usage (
+            id integer primary key autoincrement,
+            at_ms integer not null,
+            day text not null,
+            caller text not null,
+            user_id text,
+            org_id text,
+            key_id text not null,
+            model text not null,
+            target text not null,
+            prompt_tokens integer not null,
+            completion_tokens integer not null,
+            cost_micro integer not null,
+            status integer not null
+        );
+        create index _reactor_gateway_usage_day on _reactor_gateway_usage (day);
+        create table _reactor_gateway_counters (
+            scope text not null,
+            period text not null,
+            requests integer not null,
+            tokens integer not null,
+            cost_micro integer not null,
+            expires_ms integer not null,
+            primary key (scope, period)
+        );
+    ",
+}];
+
+/// One request served.
+#[derive(Debug, Clone)]
+pub struct UsageRow {
+    pub at_ms: i64,
+    pub day: String,
+    /// `user:<id>`, else `key:<id>`: who is billed.
+    pub caller: String,
+    pub user_id: Option<String>,
+    pub org_id: Option<String>,
+    pub key_id: String,
+    pub model: String,
+    pub target: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micro: i64,
+    pub status: i32,
+}
+
+/// What a counter may grow to; `i64::MAX` where there is no limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost_micro: i64,
+}
+
+/// Adds to a counter if the result stays within `caps`; whether it did.
+#[allow(clippy::too_many_arguments)]
+pub async fn reserve(
+    db: &Db,
+    scope: &str,
+    period: &str,
+    expires_ms: i64,
+    requests: i64,
+    tokens: i64,
+    cost_micro: i64,
+    caps: Caps,
+) -> Result<bool, DbError> {
+    if requests > caps.requests || tokens > caps.tokens || cost_micro > caps.cost_micro {
+        return Ok(false);
+    }
+    Ok(match db {
+        Db::Postgres(pool) => sqlx::query(
+            "insert into reactor.gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
+             values ($1, $2, $3, $4, $5, $6)
+             on conflict (scope, period) do update set
+               requests = c.requests + excluded.requests,
+               tokens = c.tokens + excluded.tokens,
+               cost_micro = c.cost_micro + excluded.cost_micro
+             where c.requests + excluded.requests <= $7
+               and c.tokens + excluded.tokens <= $8
+               and c.cost_micro + excluded.cost_micro <= $9
+             returning 1",
+        )
+        .bind(scope)
+        .bind(period)
+        .bind(requests)
+        .bind(tokens)
+        .bind(cost_micro)
+        .bind(expires_ms)
+        .bind(caps.requests)
+        .bind(caps.tokens)
+        .bind(caps.cost_micro)
+        .fetch_optional(pool)
+        .await?
+        .is_some(),
+        Db::Sqlite(pool) => {
+            let (scope, period) = (scope.to_string(), period.to_string());
+            pool.with(move |conn| {
+                use rusqlite::OptionalExtension;
+                Ok(conn
+                    .query_row(
+                        "insert into _reactor_gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
+                         values (?1, ?2, ?3, ?4, ?5, ?6)
+                         on conflict (scope, period) do update set
+                           requests = c.requests + excluded.requests,
+                           tokens = c.tokens + excluded.tokens,
+                           cost_micro = c.cost_micro + excluded.cost_micro
+                         where c.requests + excluded.requests <= ?7
+                           and c.tokens + excluded.tokens <= ?8
+                           and c.cost_micro + excluded.cost_micro <= ?9
+                         returning 1",
+                        rusqlite::params![
+                            scope,
+                            period,
+                            requests,
+                            tokens,
+                            cost_micro,
+                            expires_ms,
+                            caps.requests,
+                            caps.tokens,
+                            caps.cost_micro
+                        ],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some())
+            })
+            .await?
+        }
+    })
+}
+
+/// Adds (or, negative, gives back) to a counter without a cap: a reservation settled.
+pub async fn adjust(
+    db: &Db,
+    scope: &str,
+    period: &str,
+    tokens: i64,
+    cost_micro: i64,
+) -> Result<(), DbError> {
+    match db {
+        Db::Postgres(pool) => {
+            sqlx::query(
+                "update reactor.gateway_counters set tokens = tokens + $3, cost_micro = cost_micro + $4
+                 where scope = $1 and period = $2",
+            )
+            .bind(scope)
+            .bind(period)
+            .bind(tokens)
+            .bind(cost_micro)
+            .execute(pool)
+            .await?;
+        }
+        Db::Sqlite(pool) => {
+            let (scope, period) = (scope.to_string(), period.to_string());
+            pool.with(move |conn| {
+                conn.execute(
+                    "update _reactor_gateway_counters set tokens = tokens + ?3, cost_micro = cost_micro + ?4
+                     where scope = ?1 and period = ?2",
+                    rusqlite::params![scope, period, tokens, cost_micro],
+                )?;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes usage rows and drops counters whose period is over.
+pub async fn record(db: &Db, rows: Vec<UsageRow>, now_ms: i64) -> Result<(), DbError> {
+    match db {
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            for r in &rows {
+                sqlx::query(
+                    "insert into reactor.gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
+                       target, prompt_tokens, completion_tokens, cost_micro, status)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(r.at_ms)
+                .bind(&r.day)
+                .bind(&r.caller)
+                .bind(&r.user_id)
+                .bind(&r.org_id)
+                .bind(&r.key_id)
+                .bind(&r.model)
+                .bind(&r.target)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cost_micro)
+                .bind(r.status)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("delete from reactor.gateway_counters where expires_ms < $1")
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Db::Sqlite(pool) => {
+            pool.with(move |conn| {
+                let tx = conn.transaction()?;
+                for r in &rows {
+                    tx.execute(
+                        "insert into _reactor_gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
+                           target, prompt_tokens, completion_tokens, cost_micro, status)
+                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        rusqlite::params![
+                            r.at_ms,
+                            r.day,
+                            r.caller,
+                            r.user_id,
+                            r.org_id,
+                            r.key_id,
+                            r.model,
+                            r.target,
+                            r.prompt_tokens,
+                            r.completion_tokens,
+                            r.cost_micro,
+                            r.status
+                        ],
+                    )?;
+                }
+                tx.execute(
+                    "delete from _reactor_gateway_counters where expires_ms < ?1",
+                    [now_ms],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One group of the usage table.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageGroup {
+    pub caller: Option<String>,
+    pub model: Option<String>,
+    pub day: Option<String>,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// In US dollars, from the price table.
+    pub cost: f64,
+}
+
+/// Usage since `since_day` (inclusive, `YYYY-MM-DD`), grouped by the columns named in
+/// `by` (`caller`, `model`, `day`; checked by the caller against that list).
+pub async fn usage(db: &Db, by: &[&str], since_day: &str) -> Result<Vec<UsageGroup>, DbError> {
+    let pick = |c: &str| {
+        if by.contains(&c) {
+            c.to_string()
+        } else {
+            format!("cast(null as text) as {c}")
+        }
+    };
+    let group: Vec<&str> = ["caller", "model", "day"]
+        .into_iter()
+        .filter(|c| by.contains(c))
+        .collect();
+    let group_sql = if group.is_empty() {
+        String::new()
+    } else {
+        format!("group by {0} order by {0}", group.join(", "))
+    };
+    let table = match db {
+        Db::Postgres(_) => "reactor.gateway_usage",
+        Db::Sqlite(_) => "_reactor_gateway_usage",
+    };
+    let sql = format!(
+        "select {}, {}, {}, count(*) as requests,
+           cast(coalesce(sum(prompt_tokens), 0) as bigint) as prompt_tokens,
+           cast(coalesce(sum(completion_tokens), 0) as bigint) as completion_tokens,
+           cast(coalesce(sum(cost_micro), 0) as bigint) as cost_micro
+         from {table} where day >= {} {group_sql}",
+        pick("caller"),
+        pick("model"),
+        pick("day"),
+        if matches!(db, Db::Postgres(_)) {
+            "$1"
+        } else {
+            "?1"
+        },
+    );
+    match db {
+        Db::Postgres(pool) => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(since_day)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UsageGroup {
+                        caller: r.try_get("caller")?,
+                        model: r.try_get("model")?,
+                        day: r.try_get("day")?,
+                        requests: r.try_get("requests")?,
+                        prompt_tokens: r.try_get("prompt_tokens")?,
+                        completion_tokens: r.try_get("completion_tokens")?,
+                        cost: r.try_get::<i64, _>("cost_micro")? as f64 / 1e6,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(DbError::from)
+        }
+        Db::Sqlite(pool) => {
+            let since = since_day.to_string();
+            pool.with(move |conn| {
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt
+                    .query_map([&since], |r| {
+                        Ok(UsageGroup {
+                            caller: r.get(0)?,
+                            model: r.get(1)?,
+                            day: r.get(2)?,
+                            requests: r.get(3)?,
+                            prompt_tokens: r.get(4)?,
+                            completion_tokens: r.get(5)?,
+                            cost: r.get::<_, i64>(6)? as f64 / 1e6,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+        }
+    }
+}
