@@ -14,6 +14,7 @@ mod data;
 mod deploy;
 mod dev;
 mod functions;
+mod gateway;
 mod info;
 mod init;
 mod jobs;
@@ -96,6 +97,9 @@ enum Command {
     Releases(deploy::ReleasesCommand),
     /// Switch back to an earlier release (code and sites; migrations stay).
     Rollback(deploy::RollbackArgs),
+    /// The AI gateway's state (it is configured in reactor.toml): usage.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
 }
 
 #[tokio::main]
@@ -121,6 +125,7 @@ async fn main() -> ExitCode {
         Command::Deploy(args) => deploy::deploy(&session, args).await,
         Command::Releases(cmd) => deploy::releases(&session, cmd).await,
         Command::Rollback(args) => deploy::rollback(&session, args).await,
+        Command::Gateway(cmd) => gateway::run(&session, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

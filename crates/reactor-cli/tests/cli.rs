@@ -1721,3 +1721,104 @@ async fn build_and_deploy_the_todo_example_to_a_postgres_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An upstream that answers every request with one OpenAI chat completion: enough for the
+/// gateway to have something to record.
+fn canned_upstream() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 65536];
+            let mut got = Vec::new();
+            // Headers, then the body its Content-Length announces.
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn gateway_usage_reads_what_the_gateway_served() {
+    let upstream = canned_upstream();
+    let sb = Sandbox::new();
+    let project = sb.init("ai");
+    let manifest = project.join("reactor.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    text.push_str(&format!(
+        "\n[[gateway.providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"{upstream}\"\n\n[[gateway.models]]\nname = \"fast\"\ntargets = [{{ provider = \"up\", model = \"tiny\" }}]\n\n[[gateway.prices]]\nmodel = \"tiny\"\ninput_per_million = 2\noutput_per_million = 4\n"
+    ));
+    std::fs::write(&manifest, text).expect("write");
+    let dev = start_dev(&sb, &project);
+    assert!(
+        sb.ok(&project, &["gateway", "usage"]).is_empty(),
+        "nothing yet"
+    );
+
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{}/gateway/v1/chat/completions", dev.endpoint),
+            "-H",
+            &format!("authorization: Bearer {}", dev.service_key),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+
+    // Recorded off the request path: within a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let table = sb.ok(&project, &["gateway", "usage", "--by", "model"]);
+        if table.contains("fast") {
+            break table;
+        }
+        assert!(Instant::now() < deadline, "no usage row: {table}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        table.contains("MODEL") && table.contains("COST (USD)"),
+        "{table}"
+    );
+    // 5 prompt tokens at $2/M and 6 completion tokens at $4/M.
+    assert!(table.contains("0.000034"), "{table}");
+    let json: Value =
+        serde_json::from_str(&sb.ok(&project, &["gateway", "usage", "--json"])).expect("json");
+    assert_eq!(json["usage"][0]["requests"], 1, "{json}");
+    assert_eq!(json["usage"][0]["prompt_tokens"], 5);
+    let err = sb.fails(&project, &["gateway", "usage", "--by", "password"]);
+    assert!(err.contains("cannot group by `password`"), "{err}");
+}

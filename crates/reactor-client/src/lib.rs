@@ -2,6 +2,7 @@
 //! so a command behaves the same against `reactor dev` and a remote `reactor-server`.
 
 mod deploy;
+mod gateway;
 mod jobs;
 mod storage;
 

@@ -21,6 +21,7 @@ import { DataClient, type ArgsOf, type Count, type FunctionName, type GenericDat
 import { FunctionsClient } from '@reactor/functions'
 import { JobsClient } from '@reactor/jobs'
 import { SitesClient } from '@reactor/sites'
+import { AiClient } from '@reactor/ai'
 import { StorageClient } from '@reactor/storage'
 
 export * from '@reactor/auth'
@@ -28,6 +29,7 @@ export * from '@reactor/data'
 export { FunctionsClient, type FunctionsError, type FunctionsResponse, type InvokeOptions } from '@reactor/functions'
 export { JobsClient, type Job, type JobsError, type Run, type RunStatus } from '@reactor/jobs'
 export { SitesClient, type Release, type Site, type SitesError, type SitesList } from '@reactor/sites'
+export { AiClient, type AiError, type ChatChunk, type ChatCompletion, type ChatMessage, type ChatRequest, type Embeddings, type Model } from '@reactor/ai'
 export {
   StorageClient,
   BucketApi,
@@ -62,6 +64,8 @@ export class ReactorClient<DB = GenericDatabase> {
   readonly jobs: JobsClient
   /** The project's static sites on `/sites/v1`: list, releases, page URLs. */
   readonly sites: SitesClient
+  /** The project's AI gateway on `/gateway/v1`: chat, streamed chat, embeddings, models. */
+  readonly ai: AiClient
   /** The organization sent with every request, when set. */
   org: string | undefined
 
@@ -88,6 +92,7 @@ export class ReactorClient<DB = GenericDatabase> {
     this.storage = new StorageClient(`${base}/storage/v1`, authed)
     this.jobs = new JobsClient(`${base}/jobs/v1`, authed)
     this.sites = new SitesClient(`${base}/sites/v1`, authed)
+    this.ai = new AiClient(`${base}/gateway/v1`, authed)
   }
 
   /** Rows of a table or view: `reactor.from('todos').select()`. */
