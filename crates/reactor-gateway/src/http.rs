@@ -2,6 +2,7 @@
 //! `POST /embeddings` and `GET /models`. Thin: who may call, then [`Gateway`].
 
 use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -44,25 +45,45 @@ fn caller(principal: &Principal) -> Caller {
     }
 }
 
+/// `Cache-Control: no-cache` (or `no-store`): the caller wants a fresh answer.
+fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"))
+}
+
 async fn chat(
     State(gateway): State<Gateway>,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     admit(&gateway, &principal)?;
     gateway
-        .forward(Endpoint::ChatCompletions, &body, &caller(&principal))
+        .forward(
+            Endpoint::ChatCompletions,
+            &body,
+            &caller(&principal),
+            no_cache(&headers),
+        )
         .await
 }
 
 async fn embeddings(
     State(gateway): State<Gateway>,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     admit(&gateway, &principal)?;
     gateway
-        .forward(Endpoint::Embeddings, &body, &caller(&principal))
+        .forward(
+            Endpoint::Embeddings,
+            &body,
+            &caller(&principal),
+            no_cache(&headers),
+        )
         .await
 }
 

@@ -32,6 +32,31 @@ use serde_json::{Value, json};
 
 /// The header that says which target served.
 pub const TARGET_HEADER: &str = "x-reactor-gateway-target";
+/// `hit` or `miss`, on models with a cache.
+pub const CACHE_HEADER: &str = "x-reactor-gateway-cache";
+
+/// The cache key of a request: its endpoint and its JSON with every object's keys sorted, so
+/// the same request written in another order is the same request.
+fn cache_key(endpoint: Endpoint, request: &serde_json::Map<String, Value>) -> String {
+    use sha2::Digest;
+    fn canonical(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => {
+                let sorted: std::collections::BTreeMap<&String, Value> =
+                    o.iter().map(|(k, v)| (k, canonical(v))).collect();
+                serde_json::to_value(sorted).unwrap_or(Value::Null)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+            other => other.clone(),
+        }
+    }
+    let text = canonical(&Value::Object(request.clone())).to_string();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(endpoint.path().as_bytes());
+    hasher.update([0]);
+    hasher.update(text.as_bytes());
+    hex::encode(hasher.finalize())
+}
 
 /// A future a [`KeySource`] returns.
 pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
@@ -321,6 +346,7 @@ impl Gateway {
         endpoint: Endpoint,
         body: &[u8],
         caller: &Caller,
+        no_cache: bool,
     ) -> Result<Response, GatewayError> {
         let mut request: Value = serde_json::from_slice(body)
             .map_err(|e| GatewayError::BadRequest(format!("the body is not JSON: {e}")))?;
@@ -343,6 +369,42 @@ impl Gateway {
             return Err(GatewayError::UnknownModel(model));
         };
         let policy = Policy::of(&routes.config);
+
+        // An identical request answered within the model's cache TTL is answered again,
+        // unless the caller said `Cache-Control: no-cache` (then the fresh answer replaces it).
+        let streamed = object.get("stream") == Some(&Value::Bool(true));
+        let cache_key = declared
+            .cache_ttl_secs
+            .filter(|_| !streamed)
+            .map(|ttl| (cache_key(endpoint, object), ttl));
+        if let Some((key, _)) = &cache_key
+            && !no_cache
+        {
+            match store::cached(&self.inner.db, key, meter::now_ms()).await {
+                Ok(Some(body)) => {
+                    let _ = self.inner.recorder.send(meter::Served {
+                        caller: caller.clone(),
+                        model: model.clone(),
+                        target: "cache".into(),
+                        upstream_model: String::new(),
+                        status: 200,
+                        reservation: meter::Reservation::none(),
+                        prompt_tokens: 0,
+                        completion_tokens: 0,
+                        cache: None,
+                        body: None,
+                    });
+                    let mut response =
+                        ([("content-type", "application/json")], body).into_response();
+                    let h = response.headers_mut();
+                    h.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+                    h.insert(TARGET_HEADER, HeaderValue::from_static("cache"));
+                    return Ok(response);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "gateway: cache read"),
+            }
+        }
 
         // The caller's budget first: one request and an estimate of its tokens and cost
         // (at the dearest target's price), reserved atomically in every counter that applies.
@@ -375,6 +437,10 @@ impl Gateway {
             reservation: reservation.clone(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            cache: cache_key
+                .as_ref()
+                .map(|(key, ttl)| (key.clone(), meter::now_ms() + *ttl as i64 * 1000)),
+            body: None,
         };
 
         let mut last = Failure {
@@ -403,6 +469,11 @@ impl Gateway {
                             self.metered(response, served(&label, &target.model, status));
                         if let Ok(v) = HeaderValue::from_str(&label) {
                             response.headers_mut().insert(TARGET_HEADER, v);
+                        }
+                        if cache_key.is_some() {
+                            response
+                                .headers_mut()
+                                .insert(CACHE_HEADER, HeaderValue::from_static("miss"));
                         }
                         return Ok(response);
                     }

@@ -98,6 +98,17 @@ pub struct Reservation {
     cost_micro: i64,
 }
 
+impl Reservation {
+    /// Nothing held (an answer from the cache costs nothing).
+    pub fn none() -> Reservation {
+        Reservation {
+            held: Vec::new(),
+            tokens: 0,
+            cost_micro: 0,
+        }
+    }
+}
+
 /// Why a request was refused: what ran out and when it comes back.
 #[derive(Debug)]
 pub struct Exceeded {
@@ -223,6 +234,10 @@ pub struct Served {
     pub reservation: Reservation,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Keep a 200 JSON answer under this cache key until this time.
+    pub cache: Option<(String, i64)>,
+    /// The answer's body, when it is to be cached.
+    pub body: Option<Vec<u8>>,
 }
 
 /// Reads an answer's usage as it streams past: the `usage` object of a JSON body, or of
@@ -289,6 +304,12 @@ impl Drop for Meter {
             && let Ok(v) = serde_json::from_slice::<Value>(&self.pending)
         {
             self.take_usage(&v["usage"].clone());
+            if let Some(s) = &mut self.served
+                && s.cache.is_some()
+                && s.status == 200
+            {
+                s.body = Some(std::mem::take(&mut self.pending));
+            }
         }
         if let Some(served) = self.served.take() {
             let _ = self.tx.send(served);
@@ -314,7 +335,12 @@ pub fn spawn_recorder(
             let config = config();
             let now = now_ms();
             let mut rows = Vec::new();
-            for s in batch.drain(..) {
+            for mut s in batch.drain(..) {
+                if let (Some((key, expires)), Some(body)) = (s.cache.take(), s.body.take())
+                    && let Err(e) = store::cache(&db, &key, &s.model, body, expires, now).await
+                {
+                    tracing::warn!(error = %e, "gateway: cannot cache an answer");
+                }
                 let actual = cost(
                     &config,
                     &s.upstream_model,

@@ -7,10 +7,11 @@ use reactor_db::{Db, DbError, Migration};
 use serde::Serialize;
 use sqlx::Row;
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "gateway usage and counters",
-    sql: "
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "gateway usage and counters",
+        sql: "
         create table reactor.gateway_usage (
             id bigserial primary key,
             at_ms bigint not null,
@@ -37,12 +38,26 @@ pub const POSTGRES: &[Migration] = &[Migration {
             primary key (scope, period)
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "gateway response cache",
+        sql: "
+        create table reactor.gateway_cache (
+            key text primary key,
+            model text not null,
+            body bytea not null,
+            expires_ms bigint not null
+        );
+    ",
+    },
+];
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "gateway usage and counters",
-    sql: "
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "gateway usage and counters",
+        sql: "
         create table _reactor_gateway_usage (
             id integer primary key autoincrement,
             at_ms integer not null,
@@ -69,7 +84,95 @@ pub const SQLITE: &[Migration] = &[Migration {
             primary key (scope, period)
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "gateway response cache",
+        sql: "
+        create table _reactor_gateway_cache (
+            key text primary key,
+            model text not null,
+            body blob not null,
+            expires_ms integer not null
+        );
+    ",
+    },
+];
+
+/// A cached answer's body, if one is fresh.
+pub async fn cached(db: &Db, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(match db {
+        Db::Postgres(pool) => {
+            sqlx::query_scalar(
+                "select body from reactor.gateway_cache where key = $1 and expires_ms > $2",
+            )
+            .bind(key)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await?
+        }
+        Db::Sqlite(pool) => {
+            let key = key.to_string();
+            pool.with(move |conn| {
+                use rusqlite::OptionalExtension;
+                Ok(conn
+                    .query_row(
+                        "select body from _reactor_gateway_cache where key = ?1 and expires_ms > ?2",
+                        rusqlite::params![key, now_ms],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?
+        }
+    })
+}
+
+/// Keeps an answer for identical requests until `expires_ms`, and drops expired ones.
+pub async fn cache(
+    db: &Db,
+    key: &str,
+    model: &str,
+    body: Vec<u8>,
+    expires_ms: i64,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    match db {
+        Db::Postgres(pool) => {
+            sqlx::query(
+                "insert into reactor.gateway_cache (key, model, body, expires_ms) values ($1, $2, $3, $4)
+                 on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
+            )
+            .bind(key)
+            .bind(model)
+            .bind(body)
+            .bind(expires_ms)
+            .execute(pool)
+            .await?;
+            sqlx::query("delete from reactor.gateway_cache where expires_ms < $1")
+                .bind(now_ms)
+                .execute(pool)
+                .await?;
+        }
+        Db::Sqlite(pool) => {
+            let (key, model) = (key.to_string(), model.to_string());
+            pool.with(move |conn| {
+                conn.execute(
+                    "insert into _reactor_gateway_cache (key, model, body, expires_ms) values (?1, ?2, ?3, ?4)
+                     on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
+                    rusqlite::params![key, model, body, expires_ms],
+                )?;
+                conn.execute(
+                    "delete from _reactor_gateway_cache where expires_ms < ?1",
+                    [now_ms],
+                )?;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
 
 /// One request served.
 #[derive(Debug, Clone)]

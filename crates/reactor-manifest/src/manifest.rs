@@ -130,6 +130,8 @@ impl ProviderKind {
 pub struct ModelConfig {
     pub name: String,
     pub targets: Vec<TargetConfig>,
+    /// Identical requests (not streamed) are answered from the cache for this long.
+    pub cache_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -436,7 +438,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "cooldown_secs",
 ];
 const PROVIDER_KEYS: &[&str] = &["name", "kind", "base_url", "api_key_secret"];
-const MODEL_KEYS: &[&str] = &["name", "targets"];
+const MODEL_KEYS: &[&str] = &["name", "targets", "cache_ttl_secs"];
 const TARGET_KEYS: &[&str] = &["provider", "model", "weight"];
 const LIMIT_KEYS: &[&str] = &[
     "per",
@@ -729,9 +731,19 @@ impl Checker<'_> {
                         }
                     })
                     .collect();
+                let cache_ttl_secs = self
+                    .check_range(
+                        m.cache_ttl_secs,
+                        "cache_ttl_secs",
+                        1,
+                        30 * 86_400,
+                        "seconds",
+                    )
+                    .map(|v| v as u64);
                 ModelConfig {
                     name: m.name.into_inner(),
                     targets,
+                    cache_ttl_secs,
                 }
             })
             .collect();
@@ -1367,6 +1379,7 @@ struct RawModel {
     name: Spanned<String>,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    cache_ttl_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -332,6 +332,11 @@ name = "chat"
 targets = [{{ provider = "fake", model = "ok-a" }}]
 
 [[gateway.models]]
+name = "cached"
+cache_ttl_secs = 60
+targets = [{{ provider = "fake", model = "ok-h" }}]
+
+[[gateway.models]]
 name = "fallback"
 targets = [{{ provider = "fake", model = "fail-1" }}, {{ provider = "fake", model = "ok-b" }}]
 
@@ -1019,4 +1024,74 @@ targets = [{{ provider = "fake", model = "ok-a" }}]
         served >= 10,
         "the budget was used, not refused early: served {served}"
     );
+}
+
+#[tokio::test]
+async fn identical_requests_are_answered_from_the_cache_unless_told_not_to() {
+    let h = Harness::start().await;
+    let send = |body: &'static str, no_cache: bool| {
+        let mut req = h
+            .http
+            .post(format!("{}/gateway/v1/chat/completions", h.base))
+            .bearer_auth(&h.service)
+            .header("content-type", "application/json")
+            .body(body);
+        if no_cache {
+            req = req.header("cache-control", "no-cache");
+        }
+        req.send()
+    };
+    let first = send(
+        r#"{"model":"cached","messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+        false,
+    )
+    .await
+    .expect("chat");
+    assert_eq!(first.headers()["x-reactor-gateway-cache"], "miss");
+    let answer: Value = first.json().await.expect("json");
+    assert_eq!(h.calls("ok-h"), 1);
+
+    // The same request, its keys in another order: from the cache (once the answer is kept,
+    // which happens off the request path).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = send(
+            r#"{"temperature":0,"messages":[{"content":"hi","role":"user"}],"model":"cached"}"#,
+            false,
+        )
+        .await
+        .expect("chat");
+        if res.headers()["x-reactor-gateway-cache"] == "hit" {
+            assert_eq!(res.headers()["x-reactor-gateway-target"], "cache");
+            let cached: Value = res.json().await.expect("json");
+            assert_eq!(cached, answer);
+            break;
+        }
+        res.bytes().await.expect("body");
+        assert!(Instant::now() < deadline, "never served from the cache");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let upstream_calls = h.calls("ok-h");
+
+    // `Cache-Control: no-cache` goes to the upstream; another question is another entry.
+    let res = send(
+        r#"{"model":"cached","messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+        true,
+    )
+    .await
+    .expect("chat");
+    assert_eq!(res.headers()["x-reactor-gateway-cache"], "miss");
+    res.bytes().await.expect("body");
+    assert_eq!(h.calls("ok-h"), upstream_calls + 1);
+    let res = send(
+        r#"{"model":"cached","messages":[{"role":"user","content":"bye"}]}"#,
+        false,
+    )
+    .await
+    .expect("chat");
+    assert_eq!(res.headers()["x-reactor-gateway-cache"], "miss");
+    res.bytes().await.expect("body");
+    // A model without a cache says nothing about one.
+    let (_, headers, _) = h.chat(&h.service, hello("chat")).await;
+    assert!(headers.get("x-reactor-gateway-cache").is_none());
 }
