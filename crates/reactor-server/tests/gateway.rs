@@ -270,6 +270,11 @@ impl Harness {
     async fn start() -> Harness {
         let (upstream, seen) = fake_upstream().await;
         let upstream_root = upstream.trim_end_matches("/v1").to_string();
+        // A port nothing listens on: connections are refused.
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("reactor.toml"),
@@ -330,6 +335,19 @@ targets = [{{ provider = "ant", model = "claude-ok" }}, {{ provider = "fake", mo
 [[gateway.models]]
 name = "chat"
 targets = [{{ provider = "fake", model = "ok-a" }}]
+
+[[gateway.providers]]
+name = "gone"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:{closed_port}/v1"
+
+[[gateway.models]]
+name = "unreachable"
+targets = [{{ provider = "gone", model = "x" }}, {{ provider = "fake", model = "ok-i" }}]
+
+[[gateway.models]]
+name = "broken"
+targets = [{{ provider = "fake", model = "fail-2" }}]
 
 [[gateway.models]]
 name = "cached"
@@ -479,6 +497,26 @@ async fn routes_falls_back_cools_down_and_balances() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(target(&headers), "fake/ok-b");
     assert_eq!(h.calls("fail-1"), 2, "one attempt and one retry");
+
+    // A refused connection: the next target serves.
+    let (status, headers, _) = h.chat(&h.service, hello("unreachable")).await;
+    assert_eq!(status, 200);
+    assert_eq!(target(&headers), "fake/ok-i");
+
+    // Every target failing: 502, and the upstream's body (which echoed the provider key) is
+    // not passed on.
+    let res = h
+        .http
+        .post(format!("{}/gateway/v1/chat/completions", h.base))
+        .bearer_auth(&h.service)
+        .json(&hello("broken"))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(res.status().as_u16(), 502);
+    let text = res.text().await.expect("text");
+    assert!(!text.contains("sk-fake-secret-value"), "{text}");
+    assert!(text.contains("upstream_unavailable"), "{text}");
 
     // A stalled target times out and the next serves.
     let started = Instant::now();

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""The AI gateway's overhead, as TensorZero measures it: a mock provider on the same box,
+the same request sent straight to it and through the gateway, under a steady load.
+
+The mock is a node HTTP server answering every chat completion with one canned JSON answer.
+wrk sends `POST /v1/chat/completions` (direct) and `POST /gateway/v1/chat/completions`
+(through `reactor-server`, release build, SQLite, with usage recorded and a per-key limit
+checked on every request) at about --rate requests/s: --conns connections, each pausing
+conns/rate seconds between requests (wrk's `delay()`). Printed: requests/s, p50 and p99 of
+each, and the added latency (gateway − direct) at p50 and p99.
+
+Target: p99 added latency ≤ 1 ms at 2,000 requests/s.
+
+Usage: bench/gateway.py [--seconds N] [--rate N] [--conns N]
+Needs: cargo, node, wrk, python3.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from common import Process, build_reactor, free_port, run, wait_http, wrk
+
+MOCK = r"""
+const http = require('http')
+const answer = JSON.stringify({id: 'chatcmpl-bench', object: 'chat.completion', created: 1, model: 'mock',
+  choices: [{index: 0, message: {role: 'assistant', content: 'Hello! How can I help you today?'}, finish_reason: 'stop'}],
+  usage: {prompt_tokens: 12, completion_tokens: 9, total_tokens: 21}})
+http.createServer((req, res) => {
+  req.on('data', () => {})
+  req.on('end', () => {
+    if (req.url === '/health') return res.end('ok')
+    res.writeHead(200, {'content-type': 'application/json', 'content-length': Buffer.byteLength(answer)})
+    res.end(answer)
+  })
+}).listen(Number(process.argv[2]), '127.0.0.1')
+"""
+
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 64}
+
+
+def script(tmp, delay_ms, key):
+    path = os.path.join(tmp, "post.lua")
+    headers = 'wrk.headers["content-type"] = "application/json"\n'
+    if key:
+        headers += f'wrk.headers["authorization"] = "Bearer {key}"\n'
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write(f"wrk.body = {json.dumps(json.dumps(BODY))}\n")
+        f.write(headers)
+        f.write(f"function delay() return {delay_ms} end\n")
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--conns", type=int, default=20)
+    args = parser.parse_args()
+    for tool in ["wrk", "node"]:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing")
+    release = build_reactor()
+    delay_ms = max(1, round(args.conns * 1000 / args.rate))
+    with tempfile.TemporaryDirectory() as tmp:
+        mock_js = os.path.join(tmp, "mock.js")
+        with open(mock_js, "w") as f:
+            f.write(MOCK)
+        mock_port = free_port()
+        mock = Process(["node", mock_js, str(mock_port)])
+        project = os.path.join(tmp, "project")
+        os.makedirs(project)
+        with open(os.path.join(project, "reactor.toml"), "w") as f:
+            f.write(f'''project_id = "bench-gateway"
+name = "bench"
+
+[[gateway.providers]]
+name = "mock"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+
+[[gateway.models]]
+name = "bench"
+targets = [{{ provider = "mock", model = "mock" }}]
+
+[[gateway.limits]]
+per = "key"
+requests_per_minute = 100000000
+
+[[gateway.prices]]
+model = "mock"
+input_per_million = 0.15
+output_per_million = 0.6
+''')
+        env = {**os.environ, "REACTOR_DATABASE_URL": f"sqlite://{os.path.join(tmp, 'server.db')}",
+               "REACTOR_LOG": "warn", "REACTOR_PROJECT": project, "REACTOR_CACHE_DIR": os.path.join(tmp, "cache")}
+        server_bin = os.path.join(release, "reactor-server")
+        key = run([server_bin, "keys", "create", "--tier", "svc", "--name", "bench"], env=env).stdout.strip()
+        port = free_port()
+        server = Process([server_bin], env={**env, "REACTOR_LISTEN": f"127.0.0.1:{port}"})
+        try:
+            wait_http(mock_port, "/health")
+            wait_http(port, "/healthz")
+            direct = wrk(f"http://127.0.0.1:{mock_port}/v1/chat/completions", args.seconds, 2, args.conns,
+                         script=script(tmp, delay_ms, None))
+            gateway = wrk(f"http://127.0.0.1:{port}/gateway/v1/chat/completions", args.seconds, 2, args.conns,
+                          script=script(tmp, delay_ms, key))
+        finally:
+            server.stop()
+            mock.stop()
+    print(f"load: {args.conns} connections, each waiting {delay_ms} ms between requests (~{args.rate} req/s)")
+    print(f"{'':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, r in [("direct", direct), ("gateway", gateway)]:
+        print(f"{name:<10}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}")
+    print(f"added latency: p50 {gateway['p50'] - direct['p50']:.3f} ms, p99 {gateway['p99'] - direct['p99']:.3f} ms"
+          f"  (target: p99 ≤ 1 ms at 2,000 req/s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
