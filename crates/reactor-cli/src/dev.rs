@@ -153,6 +153,18 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
             manifest.sites[0].name
         );
     }
+    if state.gateway.is_some() && !manifest.gateway.models.is_empty() {
+        let names: Vec<&str> = manifest
+            .gateway
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        println!(
+            "  gateway       {} ({endpoint}/gateway/v1, OpenAI's API)",
+            names.join(", ")
+        );
+    }
     if state.jobs.is_some() && !manifest.jobs.is_empty() {
         let names: Vec<&str> = manifest.jobs.iter().map(|j| j.name.as_str()).collect();
         println!("  jobs          {} (`reactor jobs list`)", names.join(", "));
