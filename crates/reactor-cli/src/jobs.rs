@@ -183,7 +183,8 @@ pub async fn run(session: &Session, cmd: JobsCommand) -> anyhow::Result<()> {
         }
         JobsCommand::Retry { id } => {
             let run = client.job_run_action(&id, "retry").await?;
-            eprintln!("run {id} is {} again", text(&run["status"]));
+            // A worker may have claimed it already: say what it is now.
+            eprintln!("run {id} queued again (now {})", text(&run["status"]));
         }
     }
     Ok(())
