@@ -60,6 +60,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--conns", type=int, default=20)
+    parser.add_argument("--no-limits", action="store_true", help="no [[gateway.limits]]: no reservation per request")
     args = parser.parse_args()
     for tool in ["wrk", "node"]:
         if not shutil.which(tool):
@@ -87,15 +88,12 @@ base_url = "http://127.0.0.1:{mock_port}/v1"
 name = "bench"
 targets = [{{ provider = "mock", model = "mock" }}]
 
-[[gateway.limits]]
-per = "key"
-requests_per_minute = 100000000
-
+{{LIMITS}}
 [[gateway.prices]]
 model = "mock"
 input_per_million = 0.15
 output_per_million = 0.6
-''')
+'''.replace("{LIMITS}", "" if args.no_limits else '[[gateway.limits]]\nper = "key"\nrequests_per_minute = 100000000\n'))
         env = {**os.environ, "REACTOR_DATABASE_URL": f"sqlite://{os.path.join(tmp, 'server.db')}",
                "REACTOR_LOG": "warn", "REACTOR_PROJECT": project, "REACTOR_CACHE_DIR": os.path.join(tmp, "cache")}
         server_bin = os.path.join(release, "reactor-server")
