@@ -73,6 +73,44 @@ pub struct Assets {
     pub blobs: Arc<dyn Blobs>,
     /// When the release was made: every asset's `Last-Modified`.
     pub modified: SystemTime,
+    /// Small files read once, kept by hash.
+    pub memory: Memory,
+}
+
+/// Release files held in memory by SHA-256, up to a byte budget (then nothing more is kept:
+/// the files are immutable, so what is held never goes stale, and a deploy starts afresh).
+#[derive(Debug)]
+pub struct Memory {
+    held: std::sync::Mutex<(HashMap<String, bytes::Bytes>, usize)>,
+    budget: usize,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            held: std::sync::Mutex::default(),
+            budget: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Memory {
+    pub fn get(&self, sha256: &str) -> Option<bytes::Bytes> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(sha256)
+            .cloned()
+    }
+
+    pub fn put(&self, sha256: &str, bytes: bytes::Bytes) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.1 + bytes.len() <= self.budget && !held.0.contains_key(sha256) {
+            held.1 += bytes.len();
+            held.0.insert(sha256.to_string(), bytes);
+        }
+    }
 }
 
 /// One file of a release: its hash and size, and the compressed variants the build made when

@@ -253,6 +253,13 @@ async fn respond(
     if method == Method::HEAD {
         return response;
     }
+    // A release's small files are kept in memory once read: they never change.
+    if let (Some(sha256), Files::Assets(assets)) = (blob, &site.files)
+        && let Some(bytes) = assets.memory.get(sha256)
+    {
+        *response.body_mut() = Body::from(bytes);
+        return response;
+    }
     let path = match (disk_path, blob, &site.files) {
         (Some(path), _, _) => Ok(path.clone()),
         (None, Some(sha256), Files::Assets(assets)) => assets.blobs.path(sha256).await,
@@ -260,7 +267,12 @@ async fn respond(
     };
     match path {
         Ok(path) => match body(&path, len).await {
-            Ok(body) => {
+            Ok((body, whole)) => {
+                if let (Some(sha256), Files::Assets(assets), Some(bytes)) =
+                    (blob, &site.files, whole)
+                {
+                    assets.memory.put(sha256, bytes);
+                }
                 *response.body_mut() = body;
                 return response;
             }
@@ -275,14 +287,15 @@ async fn respond(
     plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
 }
 
-async fn body(path: &Path, len: u64) -> std::io::Result<Body> {
+/// The body, and the bytes when the file was read whole.
+async fn body(path: &Path, len: u64) -> std::io::Result<(Body, Option<bytes::Bytes>)> {
     if len <= READ_WHOLE {
-        return Ok(Body::from(tokio::fs::read(path).await?));
+        let bytes = bytes::Bytes::from(tokio::fs::read(path).await?);
+        return Ok((Body::from(bytes.clone()), Some(bytes)));
     }
     let file = tokio::fs::File::open(path).await?;
-    Ok(Body::from_stream(
-        tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024),
-    ))
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    Ok((body, None))
 }
 
 /// The representation to send: `(sha256, size)` and its `Content-Encoding`. Brotli when the

@@ -101,6 +101,7 @@ fn release(dir: &Path) -> Files {
         files,
         blobs: Arc::new(DirBlobs(blobs)),
         modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        memory: Default::default(),
     })
 }
 
@@ -383,4 +384,20 @@ async fn a_release_whose_blob_is_missing_answers_500_not_a_wrong_file() {
     let sites = site(files, false);
     let r = get(&sites, "/about", &[]).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn a_release_file_read_once_is_served_from_memory() {
+    let dir = tree();
+    let sites = site(release(dir.path()), false);
+    assert_eq!(get(&sites, "/about", &[]).await.body, "<h1>about</h1>");
+    // The disk copy gone, the bytes read once still answer (release files never change).
+    std::fs::remove_dir_all(dir.path().join("blobs")).expect("rm");
+    let r = get(&sites, "/about", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "<h1>about</h1>");
+    assert_eq!(
+        get(&sites, "/logo.svg", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
 }

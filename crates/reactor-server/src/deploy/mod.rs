@@ -722,6 +722,7 @@ impl Deployer {
                             files,
                             blobs: blobs.clone(),
                             modified,
+                            memory: Default::default(),
                         }),
                     })
                 })
