@@ -59,15 +59,14 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    admit(&gateway, &principal)?;
-    gateway
-        .forward(
-            Endpoint::ChatCompletions,
-            &body,
-            &caller(&principal),
-            no_cache(&headers),
-        )
-        .await
+    forward(
+        Endpoint::ChatCompletions,
+        &gateway,
+        &principal,
+        &headers,
+        &body,
+    )
+    .await
 }
 
 async fn embeddings(
@@ -76,14 +75,19 @@ async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    admit(&gateway, &principal)?;
+    forward(Endpoint::Embeddings, &gateway, &principal, &headers, &body).await
+}
+
+async fn forward(
+    endpoint: Endpoint,
+    gateway: &Gateway,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, GatewayError> {
+    admit(gateway, principal)?;
     gateway
-        .forward(
-            Endpoint::Embeddings,
-            &body,
-            &caller(&principal),
-            no_cache(&headers),
-        )
+        .forward(endpoint, body, &caller(principal), no_cache(headers))
         .await
 }
 
