@@ -79,24 +79,16 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
     if let Some(functions) = &state.functions {
         load_functions(functions, &manifest);
     }
-    if let Some(jobs) = &state.jobs {
-        jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
-        sync_event_jobs(jobs).await;
-    }
-    // Sites are read from the working tree on every request; only their list and rules
-    // come from reactor.toml.
-    if let Some(sites) = &state.sites {
-        sites.replace(reactor_sites::Sites::from_manifest(&manifest));
-    }
-    if let Some(gateway) = &state.gateway {
-        gateway.load(&manifest.gateway);
-    }
+    let driven = Driven {
+        jobs: state.jobs.clone(),
+        sites: state.sites.clone(),
+        gateway: state.gateway.clone(),
+        connect: state.connect.clone(),
+    };
+    driven.load(&manifest).await;
     let function_watcher = state.functions.clone().map(|functions| {
         let manifest_path = manifest.root.join(reactor_manifest::MANIFEST_FILE);
-        let jobs = state.jobs.clone();
-        let sites = state.sites.clone();
-        let gateway = state.gateway.clone();
-        async move { watch_functions(functions, jobs, sites, gateway, manifest_path).await }
+        async move { watch_functions(functions, driven, manifest_path).await }
     });
 
     telemetry::init();
@@ -162,6 +154,18 @@ pub async fn run(session: &Session, args: DevArgs) -> anyhow::Result<()> {
             .collect();
         println!(
             "  gateway       {} ({endpoint}/gateway/v1, OpenAI's API)",
+            names.join(", ")
+        );
+    }
+    if state.connect.is_some() && !manifest.connect.integrations.is_empty() {
+        let names: Vec<&str> = manifest
+            .connect
+            .integrations
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        println!(
+            "  connect       {} ({endpoint}/connect/v1)",
             names.join(", ")
         );
     }
@@ -343,12 +347,43 @@ fn functions_fingerprint(
     seen
 }
 
-/// Polls twice a second, like the migrations watcher, and reloads what changed.
-async fn watch_functions(
-    functions: reactor_functions::Functions,
+/// What `reactor.toml` drives beside functions, loaded at start and with every change.
+#[derive(Debug, Clone)]
+struct Driven {
     jobs: Option<reactor_jobs::Jobs>,
     sites: Option<reactor_sites::Sites>,
     gateway: Option<reactor_gateway::Gateway>,
+    connect: Option<reactor_connect::Connect>,
+}
+
+impl Driven {
+    async fn load(&self, manifest: &reactor_manifest::Manifest) {
+        if let Some(jobs) = &self.jobs {
+            jobs.load(reactor_jobs::JobSpec::from_manifest(manifest));
+            sync_event_jobs(jobs).await;
+        }
+        // Sites are read from the working tree on every request; only their list and rules
+        // come from reactor.toml.
+        if let Some(sites) = &self.sites {
+            sites.replace(reactor_sites::Sites::from_manifest(manifest));
+        }
+        if let Some(gateway) = &self.gateway {
+            gateway.load(&manifest.gateway);
+        }
+        if let Some(connect) = &self.connect
+            && let Err(problems) = connect.load(&manifest.connect)
+        {
+            for p in problems {
+                eprintln!("reactor.toml: {p} (integrations unchanged)");
+            }
+        }
+    }
+}
+
+/// Polls twice a second, like the migrations watcher, and reloads what changed.
+async fn watch_functions(
+    functions: reactor_functions::Functions,
+    driven: Driven,
     manifest_path: std::path::PathBuf,
 ) {
     let mut last = functions_fingerprint(&manifest_path);
@@ -362,16 +397,7 @@ async fn watch_functions(
         match reactor_manifest::Manifest::load(&manifest_path) {
             Ok(manifest) => {
                 load_functions(&functions, &manifest);
-                if let Some(jobs) = &jobs {
-                    jobs.load(reactor_jobs::JobSpec::from_manifest(&manifest));
-                    sync_event_jobs(jobs).await;
-                }
-                if let Some(sites) = &sites {
-                    sites.replace(reactor_sites::Sites::from_manifest(&manifest));
-                }
-                if let Some(gateway) = &gateway {
-                    gateway.load(&manifest.gateway);
-                }
+                driven.load(&manifest).await;
             }
             Err(e) => eprintln!("reactor.toml: {e} (functions, jobs and sites unchanged)"),
         }

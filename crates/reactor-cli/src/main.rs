@@ -9,6 +9,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod connect;
 mod context;
 mod data;
 mod deploy;
@@ -100,6 +101,9 @@ enum Command {
     /// The AI gateway's state (it is configured in reactor.toml): usage.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
+    /// Third-party integrations (declared in reactor.toml) and users' connections.
+    #[command(subcommand)]
+    Connect(connect::ConnectCommand),
 }
 
 #[tokio::main]
@@ -126,6 +130,7 @@ async fn main() -> ExitCode {
         Command::Releases(cmd) => deploy::releases(&session, cmd).await,
         Command::Rollback(args) => deploy::rollback(&session, args).await,
         Command::Gateway(cmd) => gateway::run(&session, cmd).await,
+        Command::Connect(cmd) => connect::run(&session, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1822,3 +1822,78 @@ fn gateway_usage_reads_what_the_gateway_served() {
     let err = sb.fails(&project, &["gateway", "usage", "--by", "password"]);
     assert!(err.contains("cannot group by `password`"), "{err}");
 }
+
+#[test]
+fn connect_lists_integrations_and_connections_and_deletes_one() {
+    let sb = Sandbox::new();
+    let project = sb.init("links");
+    let manifest = project.join("reactor.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    text.push_str(
+        "\n[[connect.integrations]]\nname = \"billing\"\nprovider = \"stripe\"\n\n[[connect.integrations]]\nname = \"crm\"\nprovider = \"api-key\"\nbase_url = \"https://api.crm.example.com/v2\"\n",
+    );
+    std::fs::write(&manifest, text).expect("write");
+    let dev = start_dev(&sb, &project);
+
+    let table = sb.ok(&project, &["connect", "integrations"]);
+    assert!(
+        table.contains("billing") && table.contains("stripe") && table.contains("api_key"),
+        "{table}"
+    );
+    assert!(
+        sb.ok(&project, &["connect", "connections"]).is_empty(),
+        "none yet"
+    );
+
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("{}/connect/v1/connections", dev.endpoint),
+            "-H",
+            &format!("authorization: Bearer {}", dev.service_key),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"integration":"billing","api_key":"sk_test_cli","end_user":{"id":"cust-9"}}"#,
+        ])
+        .output()
+        .expect("curl");
+    let made: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = made["id"].as_str().expect("id").to_string();
+
+    let table = sb.ok(&project, &["connect", "connections"]);
+    assert!(
+        table.contains(&id) && table.contains("end user cust-9") && table.contains("active"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("sk_test_cli"),
+        "credentials are never shown"
+    );
+    let json: Value = serde_json::from_str(&sb.ok(
+        &project,
+        &[
+            "connect",
+            "connections",
+            "--integration",
+            "billing",
+            "--json",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(json[0]["id"], id.as_str());
+    let none: Value = serde_json::from_str(&sb.ok(
+        &project,
+        &["connect", "connections", "--integration", "crm", "--json"],
+    ))
+    .expect("json");
+    assert_eq!(none, serde_json::json!([]));
+
+    assert!(
+        sb.ok(&project, &["connect", "delete", &id])
+            .contains("deleted")
+    );
+    let err = sb.fails(&project, &["connect", "delete", &id]);
+    assert!(err.contains("no connection"), "{err}");
+    assert!(sb.ok(&project, &["connect", "connections"]).is_empty());
+}

@@ -1,6 +1,7 @@
 //! A typed client of the Reactor server's HTTP API. The CLI talks to every server through it,
 //! so a command behaves the same against `reactor dev` and a remote `reactor-server`.
 
+mod connect;
 mod deploy;
 mod gateway;
 mod jobs;

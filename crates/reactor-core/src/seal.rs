@@ -51,6 +51,18 @@ impl MasterKey {
         STANDARD.encode(self.0)
     }
 
+    /// A key for one purpose (`"connect-vault"`), derived from this one, so a capability with
+    /// its own cipher never uses the master key itself.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"reactor-key-derivation\0");
+        h.update(purpose.as_bytes());
+        h.update([0]);
+        h.update(self.0);
+        h.finalize().into()
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&self.0))
     }

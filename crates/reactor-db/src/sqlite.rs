@@ -152,6 +152,27 @@ impl SqlitePool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> WriteOutcome<T> + Send + 'static,
     {
+        self.queue_write(RequestVars::of(principal), f).await
+    }
+
+    /// A short write of the platform's own (no caller), on the writer thread like
+    /// [`SqlitePool::write_with_principal`]: kept when `f` succeeds, rolled back when it fails.
+    /// Writes from many tasks never wait on SQLite's file lock, whose busy handler sleeps in
+    /// steps of milliseconds.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        self.queue_write(RequestVars::default(), move |conn| f(conn).into())
+            .await?
+    }
+
+    async fn queue_write<T, F>(&self, vars: RequestVars, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> WriteOutcome<T> + Send + 'static,
+    {
         let sender = match self.inner.writer.get() {
             Some(s) => s.clone(),
             None => {
@@ -160,7 +181,6 @@ impl SqlitePool {
                 self.inner.writer.get_or_init(|| s).clone()
             }
         };
-        let vars = RequestVars::of(principal);
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, DbError>>();
         let job: WriteJob = Box::new(move |conn, cell| {
             set_vars(cell, vars);
@@ -219,12 +239,20 @@ impl SqlitePool {
 /// The writer thread: waits for a write, takes every write queued behind it (up to
 /// `MAX_BATCH`), runs them in one immediate transaction, each in a savepoint, commits, then
 /// answers them all. It ends when the pool is dropped.
+///
+/// The writer never checkpoints the WAL itself: a checkpoint fsyncs the database, which can
+/// take milliseconds, and every queued write would wait behind it. It asks the checkpointer
+/// thread instead, at most every [`CHECKPOINT_EVERY`]; a passive checkpoint there runs beside
+/// the writer.
 fn start_writer(path: &Path) -> Result<std::sync::mpsc::Sender<WriteJob>, DbError> {
     let mut pooled = open_connection(path)?;
+    pooled.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let checkpoint = start_checkpointer(path)?;
     let (sender, receiver) = std::sync::mpsc::channel::<WriteJob>();
     std::thread::Builder::new()
         .name("reactor-sqlite-writer".into())
         .spawn(move || {
+            let mut asked = std::time::Instant::now();
             while let Ok(first) = receiver.recv() {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -234,10 +262,39 @@ fn start_writer(path: &Path) -> Result<std::sync::mpsc::Sender<WriteJob>, DbErro
                     }
                 }
                 run_batch(&mut pooled, batch);
+                if asked.elapsed() >= CHECKPOINT_EVERY {
+                    // Full means one is already asked for.
+                    let _ = checkpoint.try_send(());
+                    asked = std::time::Instant::now();
+                }
             }
         })
         .map_err(|e| DbError::Task(format!("cannot start the SQLite writer thread: {e}")))?;
     Ok(sender)
+}
+
+/// How often the writer asks for a checkpoint while it writes.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The thread that checkpoints what the writer wrote, on its own connection, when asked.
+/// It ends when the writer does (its sender is dropped).
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, DbError> {
+    let pooled = open_connection(path)?;
+    let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("reactor-sqlite-checkpoint".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                if let Err(e) = pooled
+                    .conn
+                    .query_row("pragma wal_checkpoint(passive)", [], |_| Ok(()))
+                {
+                    tracing::warn!(error = %e, "SQLite checkpoint");
+                }
+            }
+        })
+        .map_err(|e| DbError::Task(format!("cannot start the SQLite checkpoint thread: {e}")))?;
+    Ok(ask)
 }
 
 fn run_batch(pooled: &mut Pooled, batch: Vec<WriteJob>) {

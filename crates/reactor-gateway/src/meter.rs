@@ -148,18 +148,17 @@ pub async fn reserve(
 ) -> Result<Reservation, Exceeded> {
     let now = now_ms();
     let [minute, day, month] = periods(now);
-    let mut held = Vec::new();
+    let cap = |v: Option<u64>| v.map_or(i64::MAX, |v| v.min(i64::MAX as u64) as i64);
+    let mut checks = Vec::new();
+    let mut what = Vec::new();
     for limit in &config.limits {
         let Some(scope) = caller.scope(limit.per) else {
             continue;
         };
-        let cap = |v: Option<u64>| v.map_or(i64::MAX, |v| v.min(i64::MAX as u64) as i64);
-        let checks = [
+        let wanted = [
             (
                 &minute,
-                1,
-                tokens,
-                0,
+                (1, tokens, 0),
                 Caps {
                     requests: cap(limit.requests_per_minute),
                     tokens: cap(limit.tokens_per_minute),
@@ -169,9 +168,7 @@ pub async fn reserve(
             ),
             (
                 &day,
-                0,
-                0,
-                cost_micro,
+                (0, 0, cost_micro),
                 Caps {
                     requests: i64::MAX,
                     tokens: i64::MAX,
@@ -181,9 +178,7 @@ pub async fn reserve(
             ),
             (
                 &month,
-                0,
-                0,
-                cost_micro,
+                (0, 0, cost_micro),
                 Caps {
                     requests: i64::MAX,
                     tokens: i64::MAX,
@@ -192,28 +187,47 @@ pub async fn reserve(
                 "spend per month",
             ),
         ];
-        for ((period, ends), requests, t, c, caps, what) in checks {
+        for ((period, ends), (requests, t, c), caps, label) in wanted {
             let limited =
                 caps.requests < i64::MAX || caps.tokens < i64::MAX || caps.cost_micro < i64::MAX;
             if !limited {
                 continue;
             }
-            // Counters live a period past their end, then the recorder drops them.
-            let ok = store::reserve(db, &scope, period, ends + 60_000, requests, t, c, caps)
-                .await
-                .unwrap_or_else(|e| {
-                    // A database failure must not open the budget: refuse.
-                    tracing::error!(error = %e, "gateway: cannot reserve");
-                    false
-                });
-            if !ok {
-                return Err(Exceeded {
-                    what: format!("{what} for {}", scope),
-                    retry_after_secs: ((ends - now) / 1000).max(1) as u64,
-                });
-            }
-            held.push((scope.clone(), period.clone()));
+            checks.push(store::Check {
+                scope: scope.clone(),
+                period: period.clone(),
+                // Counters live a period past their end, then the recorder drops them.
+                expires_ms: ends + 60_000,
+                requests,
+                tokens: t,
+                cost_micro: c,
+                caps,
+            });
+            what.push((format!("{label} for {scope}"), *ends));
         }
+    }
+    if checks.is_empty() {
+        return Ok(Reservation {
+            held: Vec::new(),
+            tokens,
+            cost_micro,
+        });
+    }
+    let held = checks
+        .iter()
+        .map(|c| (c.scope.clone(), c.period.clone()))
+        .collect();
+    let refused = store::reserve(db, checks).await.unwrap_or_else(|e| {
+        // A database failure must not open the budget: refuse.
+        tracing::error!(error = %e, "gateway: cannot reserve");
+        Some(0)
+    });
+    if let Some(i) = refused {
+        let (what, ends) = what.swap_remove(i);
+        return Err(Exceeded {
+            what,
+            retry_after_secs: ((ends - now) / 1000).max(1) as u64,
+        });
     }
     Ok(Reservation {
         held,
@@ -317,7 +331,8 @@ impl Drop for Meter {
     }
 }
 
-/// The recorder: settles reservations and writes usage rows, in batches.
+/// The recorder: settles reservations, writes usage rows and keeps answers for the cache,
+/// a batch of requests per transaction.
 pub fn spawn_recorder(
     db: Db,
     config: impl Fn() -> GatewayConfig + Send + 'static,
@@ -334,12 +349,15 @@ pub fn spawn_recorder(
             }
             let config = config();
             let now = now_ms();
-            let mut rows = Vec::new();
+            let mut settled = store::Settlement::default();
             for mut s in batch.drain(..) {
-                if let (Some((key, expires)), Some(body)) = (s.cache.take(), s.body.take())
-                    && let Err(e) = store::cache(&db, &key, &s.model, body, expires, now).await
-                {
-                    tracing::warn!(error = %e, "gateway: cannot cache an answer");
+                if let (Some((key, expires)), Some(body)) = (s.cache.take(), s.body.take()) {
+                    settled.cache.push(store::CacheEntry {
+                        key,
+                        model: s.model.clone(),
+                        body,
+                        expires_ms: expires,
+                    });
                 }
                 let actual = cost(
                     &config,
@@ -354,11 +372,14 @@ pub fn spawn_recorder(
                     } else {
                         (0, actual - s.reservation.cost_micro)
                     };
-                    if let Err(e) = store::adjust(&db, scope, period, dt, dc).await {
-                        tracing::warn!(error = %e, "gateway: cannot settle a reservation");
-                    }
+                    let entry = settled
+                        .adjust
+                        .entry((scope.clone(), period.clone()))
+                        .or_default();
+                    entry.0 += dt;
+                    entry.1 += dc;
                 }
-                rows.push(UsageRow {
+                settled.rows.push(UsageRow {
                     at_ms: now,
                     day: day_of(now),
                     caller: s.caller.label(),
@@ -373,7 +394,8 @@ pub fn spawn_recorder(
                     status: i32::from(s.status),
                 });
             }
-            if let Err(e) = store::record(&db, rows, now).await {
+            // One transaction for the whole batch, however many requests it holds.
+            if let Err(e) = store::settle(&db, settled, now).await {
                 tracing::error!(error = %e, "gateway: cannot record usage");
             }
         }

@@ -51,6 +51,14 @@ pub const POSTGRES: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 3,
+        name: "gateway expiry indexes",
+        sql: "
+        create index gateway_counters_expires on reactor.gateway_counters (expires_ms);
+        create index gateway_cache_expires on reactor.gateway_cache (expires_ms);
+    ",
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -97,6 +105,14 @@ pub const SQLITE: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 3,
+        name: "gateway expiry indexes",
+        sql: "
+        create index _reactor_gateway_counters_expires on _reactor_gateway_counters (expires_ms);
+        create index _reactor_gateway_cache_expires on _reactor_gateway_cache (expires_ms);
+    ",
+    },
 ];
 
 /// A cached answer's body, if one is fresh.
@@ -128,52 +144,6 @@ pub async fn cached(db: &Db, key: &str, now_ms: i64) -> Result<Option<Vec<u8>>, 
     })
 }
 
-/// Keeps an answer for identical requests until `expires_ms`, and drops expired ones.
-pub async fn cache(
-    db: &Db,
-    key: &str,
-    model: &str,
-    body: Vec<u8>,
-    expires_ms: i64,
-    now_ms: i64,
-) -> Result<(), DbError> {
-    match db {
-        Db::Postgres(pool) => {
-            sqlx::query(
-                "insert into reactor.gateway_cache (key, model, body, expires_ms) values ($1, $2, $3, $4)
-                 on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
-            )
-            .bind(key)
-            .bind(model)
-            .bind(body)
-            .bind(expires_ms)
-            .execute(pool)
-            .await?;
-            sqlx::query("delete from reactor.gateway_cache where expires_ms < $1")
-                .bind(now_ms)
-                .execute(pool)
-                .await?;
-        }
-        Db::Sqlite(pool) => {
-            let (key, model) = (key.to_string(), model.to_string());
-            pool.with(move |conn| {
-                conn.execute(
-                    "insert into _reactor_gateway_cache (key, model, body, expires_ms) values (?1, ?2, ?3, ?4)
-                     on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
-                    rusqlite::params![key, model, body, expires_ms],
-                )?;
-                conn.execute(
-                    "delete from _reactor_gateway_cache where expires_ms < ?1",
-                    [now_ms],
-                )?;
-                Ok(())
-            })
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// One request served.
 #[derive(Debug, Clone)]
 pub struct UsageRow {
@@ -200,126 +170,157 @@ pub struct Caps {
     pub cost_micro: i64,
 }
 
-/// Adds to a counter if the result stays within `caps`; whether it did.
-#[allow(clippy::too_many_arguments)]
-pub async fn reserve(
-    db: &Db,
-    scope: &str,
-    period: &str,
-    expires_ms: i64,
-    requests: i64,
-    tokens: i64,
-    cost_micro: i64,
-    caps: Caps,
-) -> Result<bool, DbError> {
-    if requests > caps.requests || tokens > caps.tokens || cost_micro > caps.cost_micro {
-        return Ok(false);
-    }
-    Ok(match db {
-        Db::Postgres(pool) => sqlx::query(
-            "insert into reactor.gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
-             values ($1, $2, $3, $4, $5, $6)
-             on conflict (scope, period) do update set
-               requests = c.requests + excluded.requests,
-               tokens = c.tokens + excluded.tokens,
-               cost_micro = c.cost_micro + excluded.cost_micro
-             where c.requests + excluded.requests <= $7
-               and c.tokens + excluded.tokens <= $8
-               and c.cost_micro + excluded.cost_micro <= $9
-             returning 1",
-        )
-        .bind(scope)
-        .bind(period)
-        .bind(requests)
-        .bind(tokens)
-        .bind(cost_micro)
-        .bind(expires_ms)
-        .bind(caps.requests)
-        .bind(caps.tokens)
-        .bind(caps.cost_micro)
-        .fetch_optional(pool)
-        .await?
-        .is_some(),
-        Db::Sqlite(pool) => {
-            let (scope, period) = (scope.to_string(), period.to_string());
-            pool.with(move |conn| {
-                use rusqlite::OptionalExtension;
-                Ok(conn
-                    .query_row(
-                        "insert into _reactor_gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
-                         values (?1, ?2, ?3, ?4, ?5, ?6)
-                         on conflict (scope, period) do update set
-                           requests = c.requests + excluded.requests,
-                           tokens = c.tokens + excluded.tokens,
-                           cost_micro = c.cost_micro + excluded.cost_micro
-                         where c.requests + excluded.requests <= ?7
-                           and c.tokens + excluded.tokens <= ?8
-                           and c.cost_micro + excluded.cost_micro <= ?9
-                         returning 1",
-                        rusqlite::params![
-                            scope,
-                            period,
-                            requests,
-                            tokens,
-                            cost_micro,
-                            expires_ms,
-                            caps.requests,
-                            caps.tokens,
-                            caps.cost_micro
-                        ],
-                        |_| Ok(()),
-                    )
-                    .optional()?
-                    .is_some())
-            })
-            .await?
-        }
-    })
+/// One counter a request must fit in: what it adds, and what the counter may grow to.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub scope: String,
+    pub period: String,
+    /// When the counter may be dropped.
+    pub expires_ms: i64,
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost_micro: i64,
+    pub caps: Caps,
 }
 
-/// Adds (or, negative, gives back) to a counter without a cap: a reservation settled.
-pub async fn adjust(
-    db: &Db,
-    scope: &str,
-    period: &str,
-    tokens: i64,
-    cost_micro: i64,
-) -> Result<(), DbError> {
+const RESERVE_POSTGRES: &str = "insert into reactor.gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
+     values ($1, $2, $3, $4, $5, $6)
+     on conflict (scope, period) do update set
+       requests = c.requests + excluded.requests,
+       tokens = c.tokens + excluded.tokens,
+       cost_micro = c.cost_micro + excluded.cost_micro
+     where c.requests + excluded.requests <= $7
+       and c.tokens + excluded.tokens <= $8
+       and c.cost_micro + excluded.cost_micro <= $9
+     returning 1";
+
+const RESERVE_SQLITE: &str = "insert into _reactor_gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
+     values (?1, ?2, ?3, ?4, ?5, ?6)
+     on conflict (scope, period) do update set
+       requests = c.requests + excluded.requests,
+       tokens = c.tokens + excluded.tokens,
+       cost_micro = c.cost_micro + excluded.cost_micro
+     where c.requests + excluded.requests <= ?7
+       and c.tokens + excluded.tokens <= ?8
+       and c.cost_micro + excluded.cost_micro <= ?9
+     returning 1";
+
+fn reserve_postgres(
+    c: &Check,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(RESERVE_POSTGRES)
+        .bind(&c.scope)
+        .bind(&c.period)
+        .bind(c.requests)
+        .bind(c.tokens)
+        .bind(c.cost_micro)
+        .bind(c.expires_ms)
+        .bind(c.caps.requests)
+        .bind(c.caps.tokens)
+        .bind(c.caps.cost_micro)
+}
+
+/// Adds to every counter of `checks` if each stays within its caps, or to none: `None` when
+/// all took it, else the index of the first that could not. Each add is a conditional upsert,
+/// so replicas racing for the last of a budget cannot both win it.
+pub async fn reserve(db: &Db, checks: Vec<Check>) -> Result<Option<usize>, DbError> {
+    if let Some(i) = checks.iter().position(|c| {
+        c.requests > c.caps.requests || c.tokens > c.caps.tokens || c.cost_micro > c.caps.cost_micro
+    }) {
+        return Ok(Some(i));
+    }
     match db {
+        // One counter: one statement, no transaction around it.
+        Db::Postgres(pool) if checks.len() == 1 => {
+            let c = &checks[0];
+            let took = reserve_postgres(c).fetch_optional(pool).await?.is_some();
+            Ok((!took).then_some(0))
+        }
+        // Several: in one transaction, taken in the same order by every caller (so two
+        // reservations cannot deadlock), all or none.
         Db::Postgres(pool) => {
-            sqlx::query(
-                "update reactor.gateway_counters set tokens = tokens + $3, cost_micro = cost_micro + $4
-                 where scope = $1 and period = $2",
-            )
-            .bind(scope)
-            .bind(period)
-            .bind(tokens)
-            .bind(cost_micro)
-            .execute(pool)
-            .await?;
+            let mut tx = pool.begin().await?;
+            for (i, c) in checks.iter().enumerate() {
+                let took = reserve_postgres(c)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !took {
+                    tx.rollback().await?;
+                    return Ok(Some(i));
+                }
+            }
+            tx.commit().await?;
+            Ok(None)
         }
         Db::Sqlite(pool) => {
-            let (scope, period) = (scope.to_string(), period.to_string());
-            pool.with(move |conn| {
-                conn.execute(
-                    "update _reactor_gateway_counters set tokens = tokens + ?3, cost_micro = cost_micro + ?4
-                     where scope = ?1 and period = ?2",
-                    rusqlite::params![scope, period, tokens, cost_micro],
-                )?;
-                Ok(())
+            pool.write(move |conn| {
+                use rusqlite::OptionalExtension;
+                // The writer runs this in a savepoint of a shared transaction; this inner one
+                // undoes the counters already taken when a later one is full.
+                conn.execute_batch("savepoint reserve")?;
+                let mut refused = None;
+                for (i, c) in checks.iter().enumerate() {
+                    let took = conn
+                        .prepare_cached(RESERVE_SQLITE)?
+                        .query_row(
+                            rusqlite::params![
+                                c.scope,
+                                c.period,
+                                c.requests,
+                                c.tokens,
+                                c.cost_micro,
+                                c.expires_ms,
+                                c.caps.requests,
+                                c.caps.tokens,
+                                c.caps.cost_micro
+                            ],
+                            |_| Ok(()),
+                        )
+                        .optional()?
+                        .is_some();
+                    if !took {
+                        refused = Some(i);
+                        break;
+                    }
+                }
+                conn.execute_batch(if refused.is_some() {
+                    "rollback to reserve; release reserve"
+                } else {
+                    "release reserve"
+                })?;
+                Ok(refused)
             })
-            .await?;
+            .await
         }
     }
-    Ok(())
 }
 
-/// Writes usage rows and drops counters whose period is over.
-pub async fn record(db: &Db, rows: Vec<UsageRow>, now_ms: i64) -> Result<(), DbError> {
+/// An answer kept for identical requests until `expires_ms`.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub key: String,
+    pub model: String,
+    pub body: Vec<u8>,
+    pub expires_ms: i64,
+}
+
+/// What a batch of served requests leaves behind: their usage rows, what each counter gets
+/// back or owes once the real usage is known (tokens, cost), and answers to cache.
+#[derive(Debug, Default)]
+pub struct Settlement {
+    pub rows: Vec<UsageRow>,
+    pub adjust: std::collections::HashMap<(String, String), (i64, i64)>,
+    pub cache: Vec<CacheEntry>,
+}
+
+/// Writes a settlement in one transaction, and drops counters and cached answers whose
+/// time is over.
+pub async fn settle(db: &Db, s: Settlement, now_ms: i64) -> Result<(), DbError> {
     match db {
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            for r in &rows {
+            for r in &s.rows {
                 sqlx::query(
                     "insert into reactor.gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
                        target, prompt_tokens, completion_tokens, cost_micro, status)
@@ -340,41 +341,82 @@ pub async fn record(db: &Db, rows: Vec<UsageRow>, now_ms: i64) -> Result<(), DbE
                 .execute(&mut *tx)
                 .await?;
             }
+            for ((scope, period), (tokens, cost)) in &s.adjust {
+                sqlx::query(
+                    "update reactor.gateway_counters set tokens = tokens + $3, cost_micro = cost_micro + $4
+                     where scope = $1 and period = $2",
+                )
+                .bind(scope)
+                .bind(period)
+                .bind(tokens)
+                .bind(cost)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for c in &s.cache {
+                sqlx::query(
+                    "insert into reactor.gateway_cache (key, model, body, expires_ms) values ($1, $2, $3, $4)
+                     on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
+                )
+                .bind(&c.key)
+                .bind(&c.model)
+                .bind(&c.body)
+                .bind(c.expires_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query("delete from reactor.gateway_counters where expires_ms < $1")
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("delete from reactor.gateway_cache where expires_ms < $1")
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
         }
         Db::Sqlite(pool) => {
-            pool.with(move |conn| {
-                let tx = conn.transaction()?;
-                for r in &rows {
-                    tx.execute(
-                        "insert into _reactor_gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
-                           target, prompt_tokens, completion_tokens, cost_micro, status)
-                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                        rusqlite::params![
-                            r.at_ms,
-                            r.day,
-                            r.caller,
-                            r.user_id,
-                            r.org_id,
-                            r.key_id,
-                            r.model,
-                            r.target,
-                            r.prompt_tokens,
-                            r.completion_tokens,
-                            r.cost_micro,
-                            r.status
-                        ],
-                    )?;
-                }
-                tx.execute(
-                    "delete from _reactor_gateway_counters where expires_ms < ?1",
-                    [now_ms],
+            // The writer thread runs this in a transaction of its own.
+            pool.write(move |conn| {
+                let mut insert = conn.prepare_cached(
+                    "insert into _reactor_gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
+                       target, prompt_tokens, completion_tokens, cost_micro, status)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
-                tx.commit()?;
+                for r in &s.rows {
+                    insert.execute(rusqlite::params![
+                        r.at_ms,
+                        r.day,
+                        r.caller,
+                        r.user_id,
+                        r.org_id,
+                        r.key_id,
+                        r.model,
+                        r.target,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        r.cost_micro,
+                        r.status
+                    ])?;
+                }
+                for ((scope, period), (tokens, cost)) in &s.adjust {
+                    conn.prepare_cached(
+                        "update _reactor_gateway_counters set tokens = tokens + ?3, cost_micro = cost_micro + ?4
+                         where scope = ?1 and period = ?2",
+                    )?
+                    .execute(rusqlite::params![scope, period, tokens, cost])?;
+                }
+                for c in &s.cache {
+                    conn.prepare_cached(
+                        "insert into _reactor_gateway_cache (key, model, body, expires_ms) values (?1, ?2, ?3, ?4)
+                         on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
+                    )?
+                    .execute(rusqlite::params![c.key, c.model, c.body, c.expires_ms])?;
+                }
+                conn.prepare_cached("delete from _reactor_gateway_counters where expires_ms < ?1")?
+                    .execute([now_ms])?;
+                conn.prepare_cached("delete from _reactor_gateway_cache where expires_ms < ?1")?
+                    .execute([now_ms])?;
                 Ok(())
             })
             .await?;

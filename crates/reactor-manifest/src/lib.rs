@@ -17,9 +17,10 @@ pub use credentials::{CredentialStore, StoredIn};
 pub use diagnostic::{Diagnostic, did_you_mean};
 pub use discover::discover;
 pub use manifest::{
-    DataConfig, FunctionConfig, GatewayConfig, HostPattern, Isolation, JobConfig, LimitConfig,
-    LimitScope, MANIFEST_FILE, Manifest, ModelConfig, PriceConfig, ProviderConfig, ProviderKind,
-    Runtime, SiteConfig, SiteHeaders, SiteRedirect, TargetConfig, Trigger,
+    ConnectConfig, DataConfig, FunctionConfig, GatewayConfig, HostPattern, IntegrationConfig,
+    Isolation, JobConfig, LimitConfig, LimitScope, MANIFEST_FILE, Manifest, ModelConfig,
+    PriceConfig, ProviderConfig, ProviderKind, Runtime, SiteConfig, SiteHeaders, SiteRedirect,
+    TargetConfig, Trigger,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,39 @@ pub struct Manifest {
     pub sites: Vec<SiteConfig>,
     pub jobs: Vec<JobConfig>,
     pub gateway: GatewayConfig,
+    pub connect: ConnectConfig,
+}
+
+/// `[connect]`: the third-party integrations users may connect.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectConfig {
+    pub integrations: Vec<IntegrationConfig>,
+}
+
+/// `[[connect.integrations]]`: one provider of the catalog, with this project's OAuth client.
+/// The provider's own settings come from the catalog; the URLs here override them (a
+/// generic `oauth2` provider has none of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationConfig {
+    /// The URL segment (`/connect/v1/oauth/<name>/authorize`).
+    pub name: String,
+    /// A provider of the catalog (`github`, `google`, `oauth2`…), checked when Connect loads.
+    pub provider: String,
+    pub client_id: Option<String>,
+    /// The name of the project secret holding the OAuth client secret.
+    pub client_secret: Option<String>,
+    /// Asked for in addition to the provider's default scopes.
+    pub scopes: Vec<String>,
+    /// Origins a finished connection may return the browser to (`https://app.example.com`).
+    pub redirect_origins: Vec<String>,
+    /// The name of the project secret webhooks are signed with.
+    pub webhook_secret: Option<String>,
+    /// Overrides the provider's PKCE setting.
+    pub pkce: Option<bool>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    /// Where the proxy sends calls (the provider's API).
+    pub base_url: Option<String>,
 }
 
 /// `[gateway]`: the AI gateway's providers and the models callers may name.
@@ -390,6 +423,17 @@ impl Manifest {
                 }
             }
         }
+        if let Some(connect) = doc.get("connect").and_then(Item::as_table_like) {
+            cx.check_keys(connect, "[connect]", CONNECT_KEYS, TOP_KEYS);
+            for integration in entries(connect.get("integrations")) {
+                cx.check_keys(
+                    integration,
+                    "[[connect.integrations]]",
+                    INTEGRATION_KEYS,
+                    &[],
+                );
+            }
+        }
         cx.finish()?;
 
         let raw: RawManifest = toml::from_str(src).map_err(|e| {
@@ -424,6 +468,21 @@ const TOP_KEYS: &[&str] = &[
     "sites",
     "jobs",
     "gateway",
+    "connect",
+];
+const CONNECT_KEYS: &[&str] = &["integrations"];
+const INTEGRATION_KEYS: &[&str] = &[
+    "name",
+    "provider",
+    "client_id",
+    "client_secret",
+    "scopes",
+    "redirect_origins",
+    "webhook_secret",
+    "pkce",
+    "authorization_url",
+    "token_url",
+    "base_url",
 ];
 const GATEWAY_KEYS: &[&str] = &[
     "providers",
@@ -607,6 +666,7 @@ impl Checker<'_> {
             .map(|j| self.job(j, &functions))
             .collect();
         let gateway = raw.gateway.map(|g| self.gateway(g)).unwrap_or_default();
+        let connect = raw.connect.map(|c| self.connect(c)).unwrap_or_default();
 
         Manifest {
             path: self.file.to_path_buf(),
@@ -619,6 +679,82 @@ impl Checker<'_> {
             sites,
             jobs,
             gateway,
+            connect,
+        }
+    }
+
+    fn connect(&mut self, c: RawConnect) -> ConnectConfig {
+        self.check_unique("integration", c.integrations.iter().map(|i| &i.name));
+        let integrations = c
+            .integrations
+            .into_iter()
+            .map(|i| {
+                self.check_slug(&i.name, "integration name", 1, 63);
+                self.check_slug(&i.provider, "provider name", 1, 63);
+                for secret in [&i.client_secret, &i.webhook_secret].into_iter().flatten() {
+                    self.check_secret_name(secret);
+                }
+                for url in [&i.authorization_url, &i.token_url, &i.base_url]
+                    .into_iter()
+                    .flatten()
+                {
+                    let u = url.get_ref();
+                    let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                        && u.len() > "https://".len()
+                        && !u.contains(['#', ' ']);
+                    if !ok {
+                        self.error(Some(url.span()), format!("`{u}` is not an http(s) URL"));
+                    }
+                }
+                for origin in &i.redirect_origins {
+                    if !is_origin(origin.get_ref()) {
+                        self.error(
+                            Some(origin.span()),
+                            format!("`{}` is not an origin", origin.get_ref()),
+                        )
+                        .hint = Some(
+                            "an origin is a scheme, a host and an optional port, without a path: \"https://app.example.com\" or \"http://localhost:5173\"".into(),
+                        );
+                    }
+                }
+                IntegrationConfig {
+                    name: i.name.into_inner(),
+                    provider: i.provider.into_inner(),
+                    client_id: i.client_id,
+                    client_secret: i.client_secret.map(Spanned::into_inner),
+                    scopes: i.scopes,
+                    redirect_origins: i
+                        .redirect_origins
+                        .into_iter()
+                        .map(|o| o.into_inner().trim_end_matches('/').to_string())
+                        .collect(),
+                    webhook_secret: i.webhook_secret.map(Spanned::into_inner),
+                    pkce: i.pkce,
+                    authorization_url: i.authorization_url.map(Spanned::into_inner),
+                    token_url: i.token_url.map(Spanned::into_inner),
+                    base_url: i
+                        .base_url
+                        .map(|u| u.into_inner().trim_end_matches('/').to_string()),
+                }
+            })
+            .collect();
+        ConnectConfig { integrations }
+    }
+
+    /// A project secret's name (never the secret itself).
+    fn check_secret_name(&mut self, secret: &Spanned<String>) {
+        let name = secret.get_ref();
+        let valid = (1..=128).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            self.error(
+                Some(secret.span()),
+                format!("`{name}` is not a secret name"),
+            )
+            .hint = Some(
+                "name a project secret (`reactor secrets set NAME`), never the value itself".into(),
+            );
         }
     }
 
@@ -639,8 +775,11 @@ impl Checker<'_> {
                             Some(close) => format!("did you mean `{close}`?"),
                             None => format!("provider kinds: {}", PROVIDER_KINDS.join(", ")),
                         };
-                        self.error(Some(p.kind.span()), format!("unknown provider kind `{other}`"))
-                            .hint = Some(hint);
+                        self.error(
+                            Some(p.kind.span()),
+                            format!("unknown provider kind `{other}`"),
+                        )
+                        .hint = Some(hint);
                         ProviderKind::OpenAiCompatible
                     }
                 };
@@ -651,8 +790,12 @@ impl Checker<'_> {
                             && u.len() > "https://".len()
                             && !u.contains(['?', '#', ' ']);
                         if !ok {
-                            self.error(Some(url.span()), format!("`{u}` is not an http(s) base URL"))
-                                .hint = Some("for example base_url = \"https://api.openai.com/v1\"".into());
+                            self.error(
+                                Some(url.span()),
+                                format!("`{u}` is not an http(s) base URL"),
+                            )
+                            .hint =
+                                Some("for example base_url = \"https://api.openai.com/v1\"".into());
                         }
                         u.trim_end_matches('/').to_string()
                     }
@@ -661,21 +804,17 @@ impl Checker<'_> {
                     (None, ProviderKind::OpenAiCompatible) => {
                         self.error(
                             Some(p.name.span()),
-                            format!("provider `{}` of kind openai-compatible has no `base_url`", p.name.get_ref()),
+                            format!(
+                                "provider `{}` of kind openai-compatible has no `base_url`",
+                                p.name.get_ref()
+                            ),
                         )
                         .hint = Some("add base_url = \"http://host:port/v1\"".into());
                         String::new()
                     }
                 };
                 if let Some(secret) = &p.api_key_secret {
-                    let name = secret.get_ref();
-                    let valid = (1..=128).contains(&name.len())
-                        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                    if !valid {
-                        self.error(Some(secret.span()), format!("`{name}` is not a secret name"))
-                            .hint = Some("name a project secret (`reactor secrets set OPENAI_API_KEY`), never the key itself".into());
-                    }
+                    self.check_secret_name(secret);
                 }
                 ProviderConfig {
                     name: p.name.into_inner(),
@@ -1317,6 +1456,17 @@ pub(crate) fn is_context_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// `scheme://host[:port]`, nothing after.
+fn is_origin(text: &str) -> bool {
+    let text = text.trim_end_matches('/');
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' ', '\\'])
+}
+
 #[derive(Deserialize)]
 struct RawManifest {
     project_id: Spanned<String>,
@@ -1330,6 +1480,30 @@ struct RawManifest {
     #[serde(default)]
     jobs: Vec<RawJob>,
     gateway: Option<RawGateway>,
+    connect: Option<RawConnect>,
+}
+
+#[derive(Deserialize)]
+struct RawConnect {
+    #[serde(default)]
+    integrations: Vec<RawIntegration>,
+}
+
+#[derive(Deserialize)]
+struct RawIntegration {
+    name: Spanned<String>,
+    provider: Spanned<String>,
+    client_id: Option<String>,
+    client_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    redirect_origins: Vec<Spanned<String>>,
+    webhook_secret: Option<Spanned<String>>,
+    pkce: Option<bool>,
+    authorization_url: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    base_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -516,3 +516,77 @@ fn the_gateway_section_is_read_and_checked() {
         assert!(e.contains(expected), "{to}: {e}");
     }
 }
+
+const CONNECT: &str = r#"
+[[connect.integrations]]
+name = "github"
+provider = "github"
+client_id = "Iv1.abc"
+client_secret = "GITHUB_CLIENT_SECRET"
+scopes = ["repo"]
+redirect_origins = ["http://localhost:5173/", "https://app.example.com"]
+webhook_secret = "GITHUB_WEBHOOK_SECRET"
+
+[[connect.integrations]]
+name = "crm"
+provider = "oauth2"
+client_id = "reactor"
+authorization_url = "https://crm.example.com/oauth/authorize"
+token_url = "https://crm.example.com/oauth/token"
+base_url = "https://api.crm.example.com/v2/"
+pkce = false
+"#;
+
+#[test]
+fn the_connect_section_is_read_and_checked() {
+    let dir = project();
+    let src = format!("{VALID}{CONNECT}");
+    let m = parse(dir.path(), &src).expect("valid");
+    let c = &m.connect.integrations;
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].client_secret.as_deref(), Some("GITHUB_CLIENT_SECRET"));
+    assert_eq!(
+        c[0].redirect_origins,
+        ["http://localhost:5173", "https://app.example.com"],
+        "origins without a trailing slash"
+    );
+    assert_eq!(c[1].pkce, Some(false));
+    assert_eq!(
+        c[1].base_url.as_deref(),
+        Some("https://api.crm.example.com/v2")
+    );
+
+    for (from, to, expected) in [
+        (
+            "name = \"crm\"",
+            "name = \"github\"",
+            "duplicate integration name `github`",
+        ),
+        (
+            "name = \"crm\"",
+            "name = \"CRM!\"",
+            "`CRM!` is not a valid integration name",
+        ),
+        (
+            "\"GITHUB_CLIENT_SECRET\"",
+            "\"ghs_live secret\"",
+            "`ghs_live secret` is not a secret name",
+        ),
+        (
+            "\"https://app.example.com\"",
+            "\"https://app.example.com/callback\"",
+            "`https://app.example.com/callback` is not an origin",
+        ),
+        (
+            "token_url = \"https://",
+            "token_url = \"ftp://",
+            "is not an http(s) URL",
+        ),
+        ("scopes = ", "scope = ", "did you mean `scopes`?"),
+    ] {
+        let broken = src.replacen(from, to, 1);
+        assert_ne!(broken, src, "{from}");
+        let e = error(&broken);
+        assert!(e.contains(expected), "{to}: {e}");
+    }
+}

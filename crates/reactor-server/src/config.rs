@@ -64,6 +64,27 @@ struct FileConfig {
     sites: SitesSettings,
     #[serde(default)]
     deploy: DeploySettings,
+    #[serde(default)]
+    connect: ConnectSettings,
+}
+
+/// `[connect]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectSettings {
+    /// Where browsers reach this server, for the OAuth callback
+    /// (`<public_url>/connect/v1/oauth/callback`, registered with each provider);
+    /// `REACTOR_PUBLIC_URL` overrides it [default: the listen address].
+    pub public_url: Option<String>,
+    /// Seals connections' credentials: 32 random bytes in base64;
+    /// `REACTOR_CONNECT_VAULT_KEY` overrides it [default: derived from the master key].
+    pub vault_key: Option<String>,
+    /// Keys that sealed credentials before `vault_key` replaced them: they still open, and
+    /// at start every credential they sealed is sealed again under `vault_key`.
+    #[serde(default)]
+    pub previous_vault_keys: Vec<String>,
+    /// How often expiring tokens are looked for and refreshed, in seconds [default: 300].
+    pub refresh_every_secs: Option<u64>,
 }
 
 /// `[sites]` in the config file.
@@ -223,6 +244,7 @@ pub struct ServerConfig {
     pub jobs: JobsSettings,
     pub sites: SitesSettings,
     pub deploy: DeploySettings,
+    pub connect: ConnectSettings,
     /// `reactor dev`: emails go to the console and the dev mailbox.
     pub dev: bool,
 }
@@ -253,6 +275,8 @@ pub enum ConfigError {
     AllowedHost(String),
     #[error("invalid [storage] setting: {0}")]
     Storage(String),
+    #[error("invalid [connect] setting: {0}")]
+    Connect(String),
 }
 
 impl ConfigError {
@@ -260,10 +284,13 @@ impl ConfigError {
         match self {
             ConfigError::Read { .. } => "check the path given to --config or REACTOR_CONFIG".into(),
             ConfigError::Parse { .. } => {
-                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [jobs], [sites], [deploy], [cors] and [smtp]"
+                "the keys allowed are listen, database_url, capabilities, master_key, project, [identity], [data], [functions], [storage], [jobs], [sites], [deploy], [connect], [cors] and [smtp]"
                     .into()
             }
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
+            ConfigError::Connect(_) => {
+                "public_url is where browsers reach this server (https://api.example.com); vault keys are 32 random bytes in base64 (`openssl rand -base64 32`)".into()
+            }
             ConfigError::Storage(_) => {
                 "backend = \"fs\" takes path; backend = \"s3\" needs s3_bucket (and s3_endpoint for MinIO or R2)".into()
             }
@@ -312,6 +339,7 @@ impl ServerConfig {
             jobs: JobsSettings::default(),
             sites: SitesSettings::default(),
             deploy: DeploySettings::default(),
+            connect: ConnectSettings::default(),
             dev: false,
         }
     }
@@ -436,6 +464,24 @@ impl ServerConfig {
                 )));
             }
         }
+        let mut connect = file.connect;
+        if let Ok(url) = std::env::var("REACTOR_PUBLIC_URL") {
+            connect.public_url = Some(url);
+        }
+        if let Ok(key) = std::env::var("REACTOR_CONNECT_VAULT_KEY") {
+            connect.vault_key = Some(key);
+        }
+        if let Some(url) = &connect.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Connect(format!(
+                "public_url = {url:?} is not an http(s) URL"
+            )));
+        }
+        for key in connect.vault_key.iter().chain(&connect.previous_vault_keys) {
+            reactor_core::seal::MasterKey::from_base64(key)
+                .map_err(|e| ConfigError::Connect(format!("a vault key: {e}")))?;
+        }
         let mut deploy = file.deploy;
         if let Some(dir) = std::env::var_os("REACTOR_CACHE_DIR") {
             deploy.cache_dir = Some(dir.into());
@@ -455,6 +501,7 @@ impl ServerConfig {
             jobs: file.jobs,
             sites: file.sites,
             deploy,
+            connect,
             dev: false,
         })
     }

@@ -66,6 +66,9 @@ pub struct AppState {
     /// Present when the gateway capability is enabled.
     #[cfg(feature = "gateway")]
     pub gateway: Option<reactor_gateway::Gateway>,
+    /// Present when the connect capability is enabled.
+    #[cfg(feature = "connect")]
+    pub connect: Option<reactor_connect::Connect>,
     /// Receives releases (`/deploy/v1`); absent under `reactor dev`, which serves the
     /// working tree.
     #[cfg(feature = "data")]
@@ -149,6 +152,11 @@ impl AppState {
             let gateway = start_gateway(&state.db, config, &secrets).await?;
             AppState { gateway, ..state }
         };
+        #[cfg(feature = "connect")]
+        let state = {
+            let connect = start_connect(&state, config, endpoint, &secrets).await?;
+            AppState { connect, ..state }
+        };
         #[cfg(feature = "data")]
         let state = {
             let deploy = start_deploy(&state, config).await?;
@@ -184,6 +192,8 @@ impl AppState {
             sites: None,
             #[cfg(feature = "gateway")]
             gateway: None,
+            #[cfg(feature = "connect")]
+            connect: None,
             #[cfg(feature = "data")]
             deploy: None,
             secrets: None,
@@ -479,6 +489,111 @@ async fn start_gateway(
     Ok(Some(gateway))
 }
 
+/// Client and webhook secrets for Connect: the project's secrets.
+#[cfg(feature = "connect")]
+#[derive(Debug)]
+struct ConnectSecrets(reactor_db::secrets::Secrets);
+
+#[cfg(feature = "connect")]
+impl reactor_connect::Secrets for ConnectSecrets {
+    fn get<'a>(&'a self, name: &'a str) -> reactor_connect::BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match self.0.values().await {
+                Ok(values) => values.get(name).cloned(),
+                Err(e) => {
+                    tracing::error!(error = %e, "connect: the secrets cannot be read");
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Connect's events become Jobs events (runs of the jobs that listen for them).
+#[cfg(all(feature = "connect", feature = "jobs"))]
+#[derive(Debug)]
+struct JobEvents(reactor_jobs::Jobs);
+
+#[cfg(all(feature = "connect", feature = "jobs"))]
+impl reactor_connect::Events for JobEvents {
+    fn emit<'a>(
+        &'a self,
+        event: &'a str,
+        payload: serde_json::Value,
+    ) -> reactor_connect::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.0.emit(event, payload).await {
+                tracing::error!(event, error = %e, "connect: cannot emit the event");
+            }
+        })
+    }
+}
+
+/// Connect, with the integrations of the project given to the server (`--project`); a
+/// deployed release, or `reactor dev`, loads its own. Its vault key is the configured one,
+/// else one derived from the master key.
+#[cfg(feature = "connect")]
+async fn start_connect(
+    state: &AppState,
+    config: &ServerConfig,
+    endpoint: &str,
+    secrets: &reactor_db::secrets::Secrets,
+) -> Result<Option<reactor_connect::Connect>, StartError> {
+    use reactor_core::seal::MasterKey;
+    if !config.capabilities.contains(&Capability::Connect) {
+        return Ok(None);
+    }
+    let failed = |e: String| StartError::Capability(Capability::Connect, e);
+    let settings = &config.connect;
+    const PURPOSE: &str = "connect-vault";
+    let derive = |text: &String| {
+        MasterKey::from_base64(text)
+            .map(|k| k.derive(PURPOSE))
+            .map_err(|e| failed(format!("a vault key: {e}")))
+    };
+    let current = match (&settings.vault_key, &config.master_key) {
+        (Some(text), _) => Some(derive(text)?),
+        (None, Some(master)) => Some(master.derive(PURPOSE)),
+        (None, None) => None,
+    };
+    let previous = settings
+        .previous_vault_keys
+        .iter()
+        .map(derive)
+        .collect::<Result<Vec<_>, _>>()?;
+    let vault = match current {
+        Some(key) => reactor_connect::vault::Vault::new(&key, &previous),
+        None => reactor_connect::vault::Vault::none(),
+    };
+    let mut connect_config = reactor_connect::ConnectConfig::new(
+        settings.public_url.as_deref().unwrap_or(endpoint),
+        vault,
+    );
+    if let Some(secs) = settings.refresh_every_secs {
+        connect_config.refresh_every = std::time::Duration::from_secs(secs.max(1));
+    }
+    let connect = reactor_connect::Connect::start(
+        state.db.clone(),
+        connect_config,
+        Arc::new(ConnectSecrets(secrets.clone())),
+    )
+    .await
+    .map_err(failed)?;
+    #[cfg(feature = "jobs")]
+    if let Some(jobs) = &state.jobs {
+        connect.set_events(Arc::new(JobEvents(jobs.clone())));
+    }
+    if let Some(dir) = &config.project {
+        let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
+            .map_err(|e| failed(e.to_string()))?;
+        connect
+            .load(&manifest.connect)
+            .map_err(|problems| failed(problems.join("; ")))?;
+    }
+    connect.spawn();
+    Ok(Some(connect))
+}
+
 /// Releases: the tables, the release in force loaded, other replicas' switches followed.
 /// Not under `reactor dev`, which serves the working tree.
 #[cfg(feature = "data")]
@@ -519,6 +634,8 @@ async fn start_deploy(
         sites: state.sites.clone(),
         #[cfg(feature = "gateway")]
         gateway: state.gateway.clone(),
+        #[cfg(feature = "connect")]
+        connect: state.connect.clone(),
         #[cfg(feature = "identity")]
         identity: state.identity.clone(),
     };
@@ -619,6 +736,9 @@ impl AppState {
             Capability::Sites => self.sites.is_some(),
             #[cfg(feature = "gateway")]
             Capability::Gateway => self.gateway.is_some(),
+            #[cfg(feature = "connect")]
+            Capability::Connect => self.connect.is_some(),
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }

@@ -186,7 +186,8 @@ pub(crate) fn router(state: AppState) -> Router {
         feature = "storage",
         feature = "sites",
         feature = "data",
-        feature = "gateway"
+        feature = "gateway",
+        feature = "connect"
     )),
     allow(unused_variables)
 )]
@@ -213,6 +214,21 @@ fn streaming_routers(state: &AppState) -> (Router, Router) {
                 reactor_gateway::http::router(gateway.clone()),
             ),
             routers.1,
+        ),
+        None => routers,
+    };
+    // A proxied call streams for as long as the provider answers.
+    #[cfg(feature = "connect")]
+    let routers = match &state.connect {
+        Some(connect) => (
+            routers.0.nest(
+                "/connect/v1",
+                reactor_connect::http::router(connect.clone()),
+            ),
+            routers.1.nest(
+                "/connect/v1",
+                reactor_connect::http::public_router(connect.clone()),
+            ),
         ),
         None => routers,
     };

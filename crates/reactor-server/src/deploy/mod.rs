@@ -50,6 +50,8 @@ pub struct Targets {
     pub sites: Option<reactor_sites::Sites>,
     #[cfg(feature = "gateway")]
     pub gateway: Option<reactor_gateway::Gateway>,
+    #[cfg(feature = "connect")]
+    pub connect: Option<reactor_connect::Connect>,
     #[cfg(feature = "identity")]
     pub identity: Option<reactor_identity::Identity>,
 }
@@ -363,6 +365,14 @@ impl Deployer {
             }
         }
 
+        // 5. Every integration names a provider of the catalog, with what it needs.
+        #[cfg(feature = "connect")]
+        if let Some(connect) = &self.inner.targets.connect
+            && let Err(problems) = reactor_connect::check(connect.catalog(), &manifest.connect)
+        {
+            return Err(DeployError::Manifest(problems.join("; ")));
+        }
+
         let previous = store::active(db).await?;
         let mut outcome = Outcome {
             release: release.clone(),
@@ -598,6 +608,13 @@ impl Deployer {
         #[cfg(feature = "gateway")]
         if let Some(gateway) = &targets.gateway {
             gateway.load(&manifest.gateway);
+        }
+        #[cfg(feature = "connect")]
+        if let Some(connect) = &targets.connect
+            && let Err(problems) = connect.load(&manifest.connect)
+        {
+            // Checked before the release was accepted; a catalog that changed since says so.
+            tracing::error!(problems = %problems.join("; "), "the release's integrations do not load here");
         }
         #[cfg(not(any(feature = "functions", feature = "jobs", feature = "sites")))]
         let _ = (&manifest, &row);

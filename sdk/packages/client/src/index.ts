@@ -22,6 +22,7 @@ import { FunctionsClient } from '@reactor/functions'
 import { JobsClient } from '@reactor/jobs'
 import { SitesClient } from '@reactor/sites'
 import { AiClient } from '@reactor/ai'
+import { ConnectClient } from '@reactor/connect'
 import { StorageClient } from '@reactor/storage'
 
 export * from '@reactor/auth'
@@ -29,6 +30,7 @@ export * from '@reactor/data'
 export { FunctionsClient, type FunctionsError, type FunctionsResponse, type InvokeOptions } from '@reactor/functions'
 export { JobsClient, type Job, type JobsError, type Run, type RunStatus } from '@reactor/jobs'
 export { SitesClient, type Release, type Site, type SitesError, type SitesList } from '@reactor/sites'
+export { ConnectClient, type Connection, type ConnectError, type EndUser, type Integration, type Session as ConnectSession } from '@reactor/connect'
 export { AiClient, type AiError, type ChatChunk, type ChatCompletion, type ChatMessage, type ChatRequest, type Embeddings, type Model } from '@reactor/ai'
 export {
   StorageClient,
@@ -66,6 +68,8 @@ export class ReactorClient<DB = GenericDatabase> {
   readonly sites: SitesClient
   /** The project's AI gateway on `/gateway/v1`: chat, streamed chat, embeddings, models. */
   readonly ai: AiClient
+  /** Third-party integrations on `/connect/v1`: connect accounts, list, proxy calls. */
+  readonly connect: ConnectClient
   /** The organization sent with every request, when set. */
   org: string | undefined
 
@@ -93,6 +97,7 @@ export class ReactorClient<DB = GenericDatabase> {
     this.jobs = new JobsClient(`${base}/jobs/v1`, authed)
     this.sites = new SitesClient(`${base}/sites/v1`, authed)
     this.ai = new AiClient(`${base}/gateway/v1`, authed)
+    this.connect = new ConnectClient(`${base}/connect/v1`, authed)
   }
 
   /** Rows of a table or view: `reactor.from('todos').select()`. */

@@ -1,0 +1,1340 @@
+//! Connect: third-party integrations on `/connect/v1`. The project declares integrations in
+//! `reactor.toml` (a provider of the [`catalog`] and its OAuth client); its users connect
+//! their accounts through the OAuth dance (or by handing over an API key), and the server
+//! keeps the credentials sealed in the [`vault`], refreshes them before they expire (one
+//! replica at a time), and makes calls with them through the [`proxy`]. Credentials never
+//! leave the server: no API returns them and no log line carries them.
+
+pub mod catalog;
+pub mod http;
+pub mod oauth;
+pub mod proxy;
+pub mod store;
+pub mod vault;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use reactor_core::ApiError;
+use reactor_db::{Db, DbError};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::catalog::{AuthMode, Catalog, Provider, Template};
+use crate::oauth::{Credentials, Grant, TokenError};
+use crate::store::{ConnectionRow, Owner, Session};
+use crate::vault::{Vault, VaultError};
+
+/// An access token expiring within this is refreshed before it is used.
+pub const REFRESH_BEFORE_MS: i64 = 15 * 60 * 1000;
+
+/// A connection not refreshed for this long is refreshed in the background (some providers
+/// expire refresh tokens that go unused).
+pub const REFRESH_AT_LEAST_EVERY_MS: i64 = 24 * 3600 * 1000;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The project's secrets (client secrets and webhook secrets are named there).
+pub trait Secrets: Send + Sync + std::fmt::Debug {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<String>>;
+}
+
+/// Where Connect's events go (Jobs, handed over by the server).
+pub trait Events: Send + Sync + std::fmt::Debug {
+    fn emit<'a>(&'a self, event: &'a str, payload: Value) -> BoxFuture<'a, ()>;
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The server's settings for Connect.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// Where browsers reach this server: the OAuth callback is
+    /// `<public_url>/connect/v1/oauth/callback`.
+    pub public_url: String,
+    pub vault: Vault,
+    /// How long a connect session may take to finish.
+    pub session_ttl: Duration,
+    /// How often the background refresh looks for connections due.
+    pub refresh_every: Duration,
+    /// One request to a provider (token endpoint or proxied call, until its headers).
+    pub timeout: Duration,
+    /// Longest wait on a 429's retry-after before the 429 is passed on.
+    pub max_retry_wait: Duration,
+    /// 429 retries of one proxied call.
+    pub retries: u32,
+}
+
+impl ConnectConfig {
+    pub fn new(public_url: &str, vault: Vault) -> ConnectConfig {
+        ConnectConfig {
+            public_url: public_url.trim_end_matches('/').to_string(),
+            vault,
+            session_ttl: Duration::from_secs(30 * 60),
+            refresh_every: Duration::from_secs(300),
+            timeout: Duration::from_secs(30),
+            max_retry_wait: Duration::from_secs(10),
+            retries: 3,
+        }
+    }
+
+    pub fn callback_url(&self) -> String {
+        format!("{}/connect/v1/oauth/callback", self.public_url)
+    }
+}
+
+/// An integration in force: its provider with the project's overrides applied.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub name: String,
+    pub provider: Provider,
+    pub client_id: Option<String>,
+    /// The name of the project secret holding the client secret.
+    pub client_secret: Option<String>,
+    /// The provider's default scopes, then the integration's.
+    pub scopes: Vec<String>,
+    pub redirect_origins: Vec<String>,
+    pub webhook_secret: Option<String>,
+}
+
+/// What `GET /connect/v1/integrations` shows of one.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntegrationInfo {
+    pub name: String,
+    pub provider: String,
+    pub display_name: String,
+    pub auth_mode: &'static str,
+    pub scopes: Vec<String>,
+    pub webhooks: bool,
+}
+
+/// Checks a manifest's `[connect]` against the catalog: the integrations it makes, or every
+/// problem, each naming its integration and field.
+pub fn check(
+    catalog: &Catalog,
+    config: &reactor_manifest::ConnectConfig,
+) -> Result<Vec<Integration>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for i in &config.integrations {
+        let mut problem = |m: String| problems.push(format!("integration `{}`: {m}", i.name));
+        let Some(base) = catalog.get(&i.provider) else {
+            let names: Vec<&str> = catalog.names().collect();
+            problem(format!(
+                "provider `{}` is not in the catalog (providers: {})",
+                i.provider,
+                names.join(", ")
+            ));
+            continue;
+        };
+        let mut provider = base.clone();
+        if let Some(url) = &i.authorization_url {
+            provider.authorization_url = Some(url.clone());
+        }
+        if let Some(url) = &i.token_url {
+            provider.token_url = Some(url.clone());
+        }
+        if let Some(pkce) = i.pkce {
+            provider.pkce = pkce;
+        }
+        if let Some(url) = &i.base_url {
+            match Template::parse(url) {
+                Ok(t) => provider.proxy.base_url = Some(t),
+                Err(e) => problem(format!("`base_url`: {e}")),
+            }
+        }
+        if provider.proxy.base_url.is_none() {
+            problem(format!(
+                "provider `{}` has no API base URL; add base_url = \"https://api.example.com\"",
+                provider.name
+            ));
+        }
+        match provider.auth_mode {
+            AuthMode::OAuth2 | AuthMode::OAuth2ClientCredentials => {
+                if provider.auth_mode == AuthMode::OAuth2 && provider.authorization_url.is_none() {
+                    problem(format!(
+                        "provider `{}` has no authorization URL; add authorization_url = \"https://…\"",
+                        provider.name
+                    ));
+                }
+                if provider.token_url.is_none() {
+                    problem(format!(
+                        "provider `{}` has no token URL; add token_url = \"https://…\"",
+                        provider.name
+                    ));
+                }
+                if i.client_id.is_none() {
+                    problem("`client_id` is required by OAuth".into());
+                }
+                if i.client_secret.is_none() {
+                    problem(
+                        "`client_secret` (the name of a project secret) is required by OAuth"
+                            .into(),
+                    );
+                }
+            }
+            AuthMode::ApiKey | AuthMode::Basic => {}
+        }
+        if i.webhook_secret.is_some() && provider.webhook.is_none() {
+            problem(format!(
+                "`webhook_secret` is set, but provider `{}` does not sign webhooks",
+                provider.name
+            ));
+        }
+        let mut scopes = provider.default_scopes.clone();
+        for s in &i.scopes {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        out.push(Integration {
+            name: i.name.clone(),
+            provider,
+            client_id: i.client_id.clone(),
+            client_secret: i.client_secret.clone(),
+            scopes,
+            redirect_origins: i.redirect_origins.clone(),
+            webhook_secret: i.webhook_secret.clone(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no integration `{0}` in this project")]
+    UnknownIntegration(String),
+    #[error("no connection `{0}`")]
+    UnknownConnection(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the connect session is unknown, used or expired")]
+    BadSession,
+    #[error("the OAuth state is unknown, used or expired")]
+    BadState,
+    #[error("`{0}` is not an allowed redirect origin of this integration")]
+    RedirectNotAllowed(String),
+    #[error("connection `{id}` failed and must be connected again: {reason}")]
+    ConnectionFailed { id: String, reason: String },
+    #[error("the provider: {0}")]
+    Provider(String),
+    #[error("the provider refused: {0}")]
+    ProviderRefused(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("the project secret `{0}` is not set")]
+    MissingSecret(String),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+}
+
+impl ConnectError {
+    fn api(&self) -> ApiError {
+        let message = self.to_string();
+        match self {
+            ConnectError::UnknownIntegration(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "integration_not_found", message)
+                    .with_hint("GET /connect/v1/integrations lists this project's integrations")
+            }
+            ConnectError::UnknownConnection(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "connection_not_found", message)
+            }
+            ConnectError::BadRequest(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            ConnectError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            ConnectError::BadSession => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_session", message)
+                    .with_hint("start again: create a connect session (POST /connect/v1/sessions)")
+            }
+            ConnectError::BadState => ApiError::new(StatusCode::BAD_REQUEST, "bad_state", message)
+                .with_hint("start the connection again from the app"),
+            ConnectError::RedirectNotAllowed(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "redirect_not_allowed", message).with_hint(
+                    "add the origin to the integration's redirect_origins in reactor.toml",
+                )
+            }
+            ConnectError::ConnectionFailed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "connection_failed", message)
+                    .with_hint("delete the connection and connect the account again")
+            }
+            ConnectError::Provider(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_unavailable", message)
+            }
+            ConnectError::ProviderRefused(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_refused", message)
+            }
+            ConnectError::Vault(VaultError::NoKey) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_vault_key",
+                message,
+            )
+            .with_hint(
+                "set REACTOR_MASTER_KEY (or [connect] vault_key in the server config) to 32 random bytes in base64",
+            ),
+            ConnectError::Vault(_) => {
+                tracing::error!(error = %self, "connect vault");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "vault", message).with_hint(
+                    "the server was not given the vault key these credentials were sealed with",
+                )
+            }
+            ConnectError::MissingSecret(name) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "missing_secret", message)
+                    .with_hint(format!("reactor secrets set {name}"))
+            }
+            ConnectError::Db(e) => {
+                tracing::error!(error = %e, "connect");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ConnectError {
+    fn into_response(self) -> Response {
+        self.api().into_response()
+    }
+}
+
+/// Who asks: the service key (perhaps for an end user of the app), or a signed-in user.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Service,
+    User {
+        user_id: String,
+        org_id: Option<String>,
+    },
+}
+
+impl Caller {
+    pub fn owner(&self) -> Owner {
+        match self {
+            Caller::Service => Owner::Service,
+            Caller::User { user_id, org_id } => Owner::User {
+                user_id: user_id.clone(),
+                org_id: org_id.clone(),
+            },
+        }
+    }
+}
+
+/// For whom the service key creates a session or a connection.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct EndUser {
+    pub id: String,
+    pub org_id: Option<String>,
+}
+
+/// The owner columns of a session or connection.
+#[derive(Debug, Clone)]
+struct Owned {
+    user_id: Option<String>,
+    org_id: Option<String>,
+    end_user_id: Option<String>,
+}
+
+/// What a connection shows: everything but its credentials.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub integration: String,
+    pub provider: String,
+    pub auth_mode: String,
+    pub user_id: Option<String>,
+    pub org_id: Option<String>,
+    pub end_user_id: Option<String>,
+    pub status: String,
+    pub scopes: Vec<String>,
+    pub config: Value,
+    /// When the access token expires (RFC 3339), for OAuth connections.
+    pub expires_at: Option<String>,
+    pub last_refresh_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// RFC 3339 (UTC, milliseconds) of a time in milliseconds since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// A connect session handed to the caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionCreated {
+    pub token: String,
+    /// Where to send the user's browser (OAuth integrations).
+    pub authorize_url: Option<String>,
+    pub expires_at: String,
+}
+
+/// What `POST /connect/v1/connections` takes for a key, basic or client-credentials
+/// integration.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewConnection {
+    pub integration: String,
+    pub api_key: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Values the provider's templates read (`${config.subdomain}`).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub end_user: Option<EndUser>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    catalog: Catalog,
+    integrations: RwLock<Arc<BTreeMap<String, Arc<Integration>>>>,
+    config: ConnectConfig,
+    secrets: Arc<dyn Secrets>,
+    events: RwLock<Option<Arc<dyn Events>>>,
+    http: reqwest::Client,
+    locks: store::LocalLocks,
+}
+
+/// The Connect capability.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    inner: Arc<Inner>,
+}
+
+/// Longest credential or config value accepted.
+const MAX_VALUE: usize = 8 * 1024;
+
+impl Connect {
+    /// Connect over `db` (its tables made), with the built-in catalog.
+    pub async fn start(
+        db: Db,
+        config: ConnectConfig,
+        secrets: Arc<dyn Secrets>,
+    ) -> Result<Connect, String> {
+        let catalog = Catalog::built_in().map_err(|e| e.to_string())?;
+        db.apply_migrations("connect", store::SQLITE, store::POSTGRES)
+            .await
+            .map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A provider's redirect could lead anywhere, credentials attached: never follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("reactor-connect/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Connect {
+            inner: Arc::new(Inner {
+                db,
+                catalog,
+                integrations: RwLock::default(),
+                config,
+                secrets,
+                events: RwLock::default(),
+                http,
+                locks: store::LocalLocks::default(),
+            }),
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Puts a manifest's `[connect]` in force, whole, or changes nothing and says why.
+    pub fn load(&self, config: &reactor_manifest::ConnectConfig) -> Result<(), Vec<String>> {
+        let integrations = check(&self.inner.catalog, config)?;
+        let map = integrations
+            .into_iter()
+            .map(|i| (i.name.clone(), Arc::new(i)))
+            .collect();
+        *self
+            .inner
+            .integrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+        Ok(())
+    }
+
+    /// Where `connect.connection.failed` and webhook events go.
+    pub fn set_events(&self, events: Arc<dyn Events>) {
+        *self.inner.events.write().unwrap_or_else(|p| p.into_inner()) = Some(events);
+    }
+
+    async fn emit(&self, event: &str, payload: Value) {
+        let events = self
+            .inner
+            .events
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match events {
+            Some(events) => events.emit(event, payload).await,
+            None => tracing::info!(event, "connect event (no jobs to run it)"),
+        }
+    }
+
+    fn integration(&self, name: &str) -> Result<Arc<Integration>, ConnectError> {
+        self.inner
+            .integrations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ConnectError::UnknownIntegration(name.to_string()))
+    }
+
+    pub fn integrations(&self) -> Vec<IntegrationInfo> {
+        self.inner
+            .integrations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|i| IntegrationInfo {
+                name: i.name.clone(),
+                provider: i.provider.name.clone(),
+                display_name: i.provider.display_name.clone(),
+                auth_mode: i.provider.auth_mode.name(),
+                scopes: i.scopes.clone(),
+                webhooks: i.provider.webhook.is_some(),
+            })
+            .collect()
+    }
+
+    async fn secret(&self, name: &str) -> Result<String, ConnectError> {
+        self.inner
+            .secrets
+            .get(name)
+            .await
+            .ok_or_else(|| ConnectError::MissingSecret(name.to_string()))
+    }
+
+    async fn client_secret(
+        &self,
+        integration: &Integration,
+    ) -> Result<Option<String>, ConnectError> {
+        match &integration.client_secret {
+            Some(name) => Ok(Some(self.secret(name).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Who owns what `caller` creates (an end user, when the service key names one).
+    fn owned_by(caller: &Caller, end_user: Option<&EndUser>) -> Result<Owned, ConnectError> {
+        match (caller, end_user) {
+            (Caller::Service, Some(e)) => {
+                let id = e.id.trim();
+                if id.is_empty() || id.len() > 256 {
+                    return Err(ConnectError::BadRequest(
+                        "`end_user.id` must have 1 to 256 characters".into(),
+                    ));
+                }
+                Ok(Owned {
+                    user_id: None,
+                    org_id: e.org_id.clone(),
+                    end_user_id: Some(id.to_string()),
+                })
+            }
+            (Caller::Service, None) => Err(ConnectError::BadRequest(
+                "the service key connects for an end user: send `end_user: {\"id\": …, \"org_id\": …}`".into(),
+            )),
+            (Caller::User { .. }, Some(_)) => Err(ConnectError::Forbidden(
+                "only the service key may act for an end user".into(),
+            )),
+            (Caller::User { user_id, org_id }, None) => Ok(Owned {
+                user_id: Some(user_id.clone()),
+                org_id: org_id.clone(),
+                end_user_id: None,
+            }),
+        }
+    }
+
+    /// Starts connecting `integration`: a session token, and for OAuth the URL to send the
+    /// browser to. `redirect_to` must be on one of the integration's allowed origins.
+    pub async fn create_session(
+        &self,
+        caller: &Caller,
+        integration: &str,
+        redirect_to: Option<&str>,
+        end_user: Option<&EndUser>,
+    ) -> Result<SessionCreated, ConnectError> {
+        let integration = self.integration(integration)?;
+        let Owned {
+            user_id,
+            org_id,
+            end_user_id,
+        } = Self::owned_by(caller, end_user)?;
+        if let Some(to) = redirect_to {
+            check_redirect(&integration, to)?;
+        }
+        let token = oauth::random_token();
+        let expires_ms = now_ms() + self.inner.config.session_ttl.as_millis() as i64;
+        store::insert_session(
+            &self.inner.db,
+            &Session {
+                id: oauth::hash(&token),
+                integration: integration.name.clone(),
+                user_id,
+                org_id,
+                end_user_id,
+                redirect_to: redirect_to.map(str::to_string),
+                verifier: None,
+                expires_ms,
+            },
+        )
+        .await?;
+        let authorize_url = (integration.provider.auth_mode == AuthMode::OAuth2).then(|| {
+            format!(
+                "{}/connect/v1/oauth/{}/authorize?session={token}",
+                self.inner.config.public_url, integration.name
+            )
+        });
+        Ok(SessionCreated {
+            token,
+            authorize_url,
+            expires_at: rfc3339(expires_ms),
+        })
+    }
+
+    /// `GET …/oauth/<integration>/authorize`: binds a fresh state and PKCE verifier to the
+    /// session and answers with the provider's authorization URL.
+    pub async fn authorize(
+        &self,
+        integration: &str,
+        session_token: &str,
+    ) -> Result<String, ConnectError> {
+        let integration = self.integration(integration)?;
+        if integration.provider.auth_mode != AuthMode::OAuth2 {
+            return Err(ConnectError::BadRequest(format!(
+                "integration `{}` ({}) has no browser step",
+                integration.name,
+                integration.provider.auth_mode.name()
+            )));
+        }
+        let state = oauth::random_token();
+        let verifier = integration.provider.pkce.then(oauth::random_token);
+        let sealed = match &verifier {
+            Some(v) => Some(
+                self.inner
+                    .config
+                    .vault
+                    .seal(&oauth::hash(&state), v.as_bytes())?,
+            ),
+            None => None,
+        };
+        let started = store::start_session(
+            &self.inner.db,
+            &oauth::hash(session_token),
+            &integration.name,
+            &oauth::hash(&state),
+            sealed,
+            now_ms(),
+        )
+        .await?;
+        if !started {
+            return Err(ConnectError::BadSession);
+        }
+        oauth::authorization_url(
+            &integration,
+            &self.inner.config.callback_url(),
+            &state,
+            verifier.as_deref(),
+        )
+        .ok_or_else(|| ConnectError::BadRequest("the integration has no authorization URL".into()))
+    }
+
+    /// `GET …/oauth/callback`: the provider sent the browser back. The state is used up
+    /// whatever happens next; on success the connection is stored. The answer is where to
+    /// send the browser (the session's `redirect_to`, told the outcome), if anywhere.
+    pub async fn callback(
+        &self,
+        query: &BTreeMap<String, String>,
+    ) -> Result<(Option<String>, Option<ConnectionInfo>), ConnectError> {
+        let state = query.get("state").ok_or(ConnectError::BadState)?;
+        let session = store::take_session(&self.inner.db, &oauth::hash(state), now_ms())
+            .await?
+            .ok_or(ConnectError::BadState)?;
+        let back = |params: &[(&str, &str)]| {
+            session.redirect_to.as_ref().map(|to| {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                q.extend_pairs(params);
+                let joiner = if to.contains('?') { '&' } else { '?' };
+                format!("{to}{joiner}{}", q.finish())
+            })
+        };
+        if let Some(error) = query.get("error") {
+            // The user said no (or the provider failed): nothing is stored.
+            let location = back(&[("error", error), ("integration", &session.integration)]);
+            return match location {
+                Some(l) => Ok((Some(l), None)),
+                None => Err(ConnectError::ProviderRefused(error.clone())),
+            };
+        }
+        let code = query
+            .get("code")
+            .ok_or_else(|| ConnectError::BadRequest("the callback has no `code`".into()))?;
+        let integration = self.integration(&session.integration)?;
+        let verifier = match &session.verifier {
+            Some(sealed) => Some(
+                String::from_utf8(self.inner.config.vault.open(&oauth::hash(state), sealed)?)
+                    .map_err(|_| ConnectError::BadState)?,
+            ),
+            None => None,
+        };
+        let secret = self.client_secret(&integration).await?;
+        let tokens = oauth::token(
+            &self.inner.http,
+            &integration,
+            secret.as_deref(),
+            Grant::Code {
+                code,
+                redirect_uri: &self.inner.config.callback_url(),
+                verifier: verifier.as_deref(),
+            },
+            self.inner.config.timeout,
+        )
+        .await;
+        let tokens = match tokens {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(integration = %integration.name, error = %e, "connect: code exchange failed");
+                return match back(&[
+                    ("error", "token_exchange_failed"),
+                    ("integration", &integration.name),
+                ]) {
+                    Some(l) => Ok((Some(l), None)),
+                    None => Err(ConnectError::ProviderRefused(e.to_string())),
+                };
+            }
+        };
+        let info = self
+            .store_new(
+                &integration,
+                Owned {
+                    user_id: session.user_id,
+                    org_id: session.org_id,
+                    end_user_id: session.end_user_id,
+                },
+                Credentials {
+                    access_token: Some(tokens.access_token),
+                    refresh_token: tokens.refresh_token,
+                    ..Default::default()
+                },
+                tokens.expires_in,
+                tokens.scope,
+                BTreeMap::new(),
+            )
+            .await?;
+        let location = back(&[
+            ("connection_id", &info.id),
+            ("integration", &integration.name),
+        ]);
+        Ok((location, Some(info)))
+    }
+
+    /// `POST /connections`: an API key, basic or client-credentials connection.
+    pub async fn create_connection(
+        &self,
+        caller: &Caller,
+        new: NewConnection,
+    ) -> Result<ConnectionInfo, ConnectError> {
+        let integration = self.integration(&new.integration)?;
+        let owner = Self::owned_by(caller, new.end_user.as_ref())?;
+        for (k, v) in &new.config {
+            check_config_value(k, v)?;
+        }
+        let present = |v: &Option<String>, what: &str| -> Result<String, ConnectError> {
+            match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() && s.len() <= MAX_VALUE => Ok(s.to_string()),
+                _ => Err(ConnectError::BadRequest(format!(
+                    "`{what}` is required by integration `{}` ({})",
+                    integration.name,
+                    integration.provider.auth_mode.name()
+                ))),
+            }
+        };
+        let (credentials, expires_in, scope) = match integration.provider.auth_mode {
+            AuthMode::ApiKey => (
+                Credentials {
+                    api_key: Some(present(&new.api_key, "api_key")?),
+                    ..Default::default()
+                },
+                None,
+                None,
+            ),
+            AuthMode::Basic => (
+                Credentials {
+                    username: Some(present(&new.username, "username")?),
+                    password: Some(present(&new.password, "password")?),
+                    ..Default::default()
+                },
+                None,
+                None,
+            ),
+            AuthMode::OAuth2ClientCredentials => {
+                let secret = self.client_secret(&integration).await?;
+                let tokens = oauth::token(
+                    &self.inner.http,
+                    &integration,
+                    secret.as_deref(),
+                    Grant::ClientCredentials,
+                    self.inner.config.timeout,
+                )
+                .await
+                .map_err(|e| match e {
+                    TokenError::Refused(m) => ConnectError::ProviderRefused(m),
+                    TokenError::Unavailable(m) => ConnectError::Provider(m),
+                })?;
+                (
+                    Credentials {
+                        access_token: Some(tokens.access_token),
+                        ..Default::default()
+                    },
+                    // Without an expiry, fetched again daily.
+                    Some(
+                        tokens
+                            .expires_in
+                            .unwrap_or(REFRESH_AT_LEAST_EVERY_MS / 1000),
+                    ),
+                    tokens.scope,
+                )
+            }
+            AuthMode::OAuth2 => {
+                return Err(ConnectError::BadRequest(format!(
+                    "integration `{}` connects through the browser: create a session (POST /connect/v1/sessions) and send the user to its authorize_url",
+                    integration.name
+                )));
+            }
+        };
+        self.store_new(
+            &integration,
+            owner,
+            credentials,
+            expires_in,
+            scope,
+            new.config,
+        )
+        .await
+    }
+
+    async fn store_new(
+        &self,
+        integration: &Integration,
+        owned: Owned,
+        credentials: Credentials,
+        expires_in: Option<i64>,
+        scope: Option<String>,
+        config: BTreeMap<String, String>,
+    ) -> Result<ConnectionInfo, ConnectError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        let sealed = self.seal(&id, &credentials)?;
+        let scopes = scope
+            .map(|s| {
+                s.split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| integration.scopes.join(" "));
+        let row = ConnectionRow {
+            id,
+            integration: integration.name.clone(),
+            provider: integration.provider.name.clone(),
+            user_id: owned.user_id,
+            org_id: owned.org_id,
+            end_user_id: owned.end_user_id,
+            status: "active".into(),
+            credentials: sealed,
+            expires_ms: expires_in.map(|s| now + s.saturating_mul(1000)),
+            scopes,
+            config: serde_json::to_string(&config).unwrap_or_else(|_| "{}".into()),
+            last_refresh_ms: None,
+            last_error: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        store::insert_connection(&self.inner.db, &row).await?;
+        tracing::info!(connection = %row.id, integration = %row.integration, "connect: connection made");
+        Ok(self.info(&row))
+    }
+
+    fn seal(&self, id: &str, credentials: &Credentials) -> Result<String, ConnectError> {
+        let json = serde_json::to_vec(credentials).unwrap_or_default();
+        Ok(self.inner.config.vault.seal(id, &json)?)
+    }
+
+    fn open(&self, row: &ConnectionRow) -> Result<Credentials, ConnectError> {
+        let bytes = self.inner.config.vault.open(&row.id, &row.credentials)?;
+        serde_json::from_slice(&bytes).map_err(|_| ConnectError::Vault(VaultError::Open))
+    }
+
+    fn info(&self, row: &ConnectionRow) -> ConnectionInfo {
+        let auth_mode = self
+            .inner
+            .catalog
+            .get(&row.provider)
+            .map_or("unknown", |p| p.auth_mode.name());
+        ConnectionInfo {
+            id: row.id.clone(),
+            integration: row.integration.clone(),
+            provider: row.provider.clone(),
+            auth_mode: auth_mode.to_string(),
+            user_id: row.user_id.clone(),
+            org_id: row.org_id.clone(),
+            end_user_id: row.end_user_id.clone(),
+            status: row.status.clone(),
+            scopes: row
+                .scopes
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            config: serde_json::from_str(&row.config).unwrap_or_else(|_| json!({})),
+            expires_at: row.expires_ms.map(rfc3339),
+            last_refresh_at: row.last_refresh_ms.map(rfc3339),
+            last_error: row.last_error.clone(),
+            created_at: rfc3339(row.created_ms),
+            updated_at: rfc3339(row.updated_ms),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        filter: &store::Filter,
+    ) -> Result<Vec<ConnectionInfo>, ConnectError> {
+        let rows = store::list(&self.inner.db, &caller.owner(), filter).await?;
+        Ok(rows.iter().map(|r| self.info(r)).collect())
+    }
+
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<ConnectionInfo, ConnectError> {
+        let row = self.row(caller, id).await?;
+        Ok(self.info(&row))
+    }
+
+    /// A connection `caller` may reach; another org's is as unknown as a missing one.
+    async fn row(&self, caller: &Caller, id: &str) -> Result<ConnectionRow, ConnectError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ConnectError::UnknownConnection(id.to_string()));
+        }
+        store::get(&self.inner.db, &caller.owner(), id)
+            .await?
+            .ok_or_else(|| ConnectError::UnknownConnection(id.to_string()))
+    }
+
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), ConnectError> {
+        if uuid::Uuid::parse_str(id).is_ok()
+            && store::delete(&self.inner.db, &caller.owner(), id).await?
+        {
+            tracing::info!(connection = %id, "connect: connection deleted");
+            return Ok(());
+        }
+        Err(ConnectError::UnknownConnection(id.to_string()))
+    }
+
+    /// The credentials to call with: refreshed first when the access token expires within
+    /// [`REFRESH_BEFORE_MS`].
+    async fn usable(
+        &self,
+        row: &ConnectionRow,
+        integration: &Integration,
+    ) -> Result<Credentials, ConnectError> {
+        if row.status == "failed" {
+            return Err(ConnectError::ConnectionFailed {
+                id: row.id.clone(),
+                reason: row.last_error.clone().unwrap_or_default(),
+            });
+        }
+        let due = integration.provider.auth_mode.is_oauth()
+            && row
+                .expires_ms
+                .is_some_and(|e| e < now_ms() + REFRESH_BEFORE_MS);
+        if due {
+            return self.refresh(&row.id, integration, Due::Soon).await;
+        }
+        self.open(row)
+    }
+
+    /// Refreshes a connection under its lock. After taking the lock the row is read again:
+    /// if another replica refreshed meanwhile, its tokens are used and the refresh token is
+    /// not spent twice.
+    async fn refresh(
+        &self,
+        id: &str,
+        integration: &Integration,
+        due: Due,
+    ) -> Result<Credentials, ConnectError> {
+        let secret = self.client_secret(integration).await?;
+        let outcome = store::with_lock(&self.inner.db, &self.inner.locks, id, |row| async move {
+            let now = now_ms();
+            if row.status == "failed" {
+                let reason = row.last_error.clone().unwrap_or_default();
+                return (
+                    None,
+                    Err(ConnectError::ConnectionFailed { id: row.id, reason }),
+                );
+            }
+            let old = match self.open(&row) {
+                Ok(c) => c,
+                Err(e) => return (None, Err(e)),
+            };
+            if !due.now(&row, now) {
+                return (None, Ok((old, None)));
+            }
+            let grant = match (integration.provider.auth_mode, &old.refresh_token) {
+                (AuthMode::OAuth2ClientCredentials, _) => Grant::ClientCredentials,
+                (_, Some(token)) => Grant::Refresh(token),
+                // Nothing to refresh with: use the token until the provider refuses it.
+                (_, None) => return (None, Ok((old, None))),
+            };
+            let answer = oauth::token(
+                &self.inner.http,
+                integration,
+                secret.as_deref(),
+                grant,
+                self.inner.config.timeout,
+            )
+            .await;
+            match answer {
+                Ok(tokens) => {
+                    let fresh = Credentials {
+                        access_token: Some(tokens.access_token),
+                        // A provider that does not rotate refresh tokens sends none back.
+                        refresh_token: tokens.refresh_token.or(old.refresh_token),
+                        ..old
+                    };
+                    let expires_ms = Some(
+                        now + tokens
+                            .expires_in
+                            .unwrap_or(REFRESH_AT_LEAST_EVERY_MS / 1000)
+                            .saturating_mul(1000),
+                    );
+                    match self.seal(&row.id, &fresh) {
+                        Ok(sealed) => (
+                            Some(store::Write::Credentials {
+                                sealed,
+                                expires_ms,
+                                now_ms: now,
+                            }),
+                            Ok((fresh, None)),
+                        ),
+                        Err(e) => (None, Err(e)),
+                    }
+                }
+                Err(TokenError::Refused(reason)) => (
+                    Some(store::Write::Failed {
+                        error: reason.clone(),
+                        now_ms: now,
+                    }),
+                    Ok((old, Some((row, reason)))),
+                ),
+                Err(TokenError::Unavailable(m)) => (None, Err(ConnectError::Provider(m))),
+            }
+        })
+        .await?
+        .ok_or_else(|| ConnectError::UnknownConnection(id.to_string()))?;
+        let (credentials, failed) = outcome?;
+        if let Some((row, reason)) = failed {
+            tracing::warn!(connection = %row.id, integration = %row.integration, error = %reason, "connect: refresh refused; connection failed");
+            self.emit(
+                "connect.connection.failed",
+                json!({
+                    "connection_id": row.id,
+                    "integration": row.integration,
+                    "provider": row.provider,
+                    "user_id": row.user_id,
+                    "org_id": row.org_id,
+                    "end_user_id": row.end_user_id,
+                    "error": reason,
+                }),
+            )
+            .await;
+            return Err(ConnectError::ConnectionFailed { id: row.id, reason });
+        }
+        Ok(credentials)
+    }
+
+    /// One pass of the background refresh: every connection whose token expires before the
+    /// next pass (plus the margin), or that was not refreshed for a day. How many it refreshed.
+    pub async fn refresh_due(&self) -> Result<usize, ConnectError> {
+        let now = now_ms();
+        let horizon = now + self.inner.config.refresh_every.as_millis() as i64 + REFRESH_BEFORE_MS;
+        let stale = now - REFRESH_AT_LEAST_EVERY_MS;
+        let rows = store::due(&self.inner.db, horizon, stale).await?;
+        let mut done = 0;
+        for row in rows {
+            let Ok(integration) = self.integration(&row.integration) else {
+                continue;
+            };
+            if !integration.provider.auth_mode.is_oauth() {
+                continue;
+            }
+            match self
+                .refresh(&row.id, &integration, Due::Background { horizon, stale })
+                .await
+            {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    tracing::warn!(connection = %row.id, error = %e, "connect: background refresh")
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Seals again, under the current vault key, every connection sealed by an older one.
+    pub async fn reseal(&self) -> Result<usize, ConnectError> {
+        let Some(current) = self.inner.config.vault.current_id() else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        loop {
+            let rows = store::sealed_by_other_keys(&self.inner.db, current).await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            let mut progressed = false;
+            for row in rows {
+                let outcome = store::with_lock(
+                    &self.inner.db,
+                    &self.inner.locks,
+                    &row.id,
+                    |row| async move {
+                        if !self.inner.config.vault.is_stale(&row.credentials) {
+                            return (None, Ok(false));
+                        }
+                        match self.open(&row).and_then(|c| self.seal(&row.id, &c)) {
+                            Ok(sealed) => (Some(store::Write::Resealed { sealed }), Ok(true)),
+                            Err(e) => (None, Err(e)),
+                        }
+                    },
+                )
+                .await?;
+                match outcome {
+                    Some(Ok(true)) => {
+                        done += 1;
+                        progressed = true;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(connection = %row.id, error = %e, "connect: cannot seal again");
+                    }
+                    _ => {}
+                }
+            }
+            if !progressed {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// The background work: sealing under a new vault key once, then the refresh pass and
+    /// the sweep of old sessions, every `refresh_every`.
+    pub fn spawn(&self) {
+        let connect = self.clone();
+        tokio::spawn(async move {
+            match connect.reseal().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    connections = n,
+                    "connect: credentials sealed under the new vault key"
+                ),
+                Err(e) => tracing::error!(error = %e, "connect: sealing under the new vault key"),
+            }
+            let mut tick = tokio::time::interval(connect.inner.config.refresh_every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = connect.refresh_due().await {
+                    tracing::warn!(error = %e, "connect: background refresh");
+                }
+                if let Err(e) = store::sweep_sessions(&connect.inner.db, now_ms()).await {
+                    tracing::warn!(error = %e, "connect: session sweep");
+                }
+            }
+        });
+    }
+
+    /// `POST /webhooks/<integration>`: checks the signature where the provider signs, then
+    /// hands the payload to Jobs as `connect.webhook.<integration>`.
+    pub async fn webhook(
+        &self,
+        integration: &str,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<(), ConnectError> {
+        let integration = self.integration(integration)?;
+        if let Some(hook) = &integration.provider.webhook {
+            let Some(secret_name) = &integration.webhook_secret else {
+                return Err(ConnectError::Forbidden(format!(
+                    "integration `{}` has no webhook_secret, so its webhooks cannot be verified",
+                    integration.name
+                )));
+            };
+            let secret = self.secret(secret_name).await?;
+            webhook::verify(hook, &secret, headers, body, now_ms() / 1000).map_err(|e| {
+                tracing::warn!(integration = %integration.name, error = %e, "connect: webhook refused");
+                ConnectError::Forbidden(format!("webhook signature: {e}"))
+            })?;
+        }
+        let payload: Value = serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        self.emit(
+            &format!("connect.webhook.{}", integration.name),
+            json!({
+                "integration": integration.name,
+                "provider": integration.provider.name,
+                "payload": payload,
+            }),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// When a refresh is still needed once the lock is held.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// About to be used: the token expires within [`REFRESH_BEFORE_MS`].
+    Soon,
+    /// The background pass: expiring before `horizon`, or last refreshed before `stale`.
+    Background { horizon: i64, stale: i64 },
+}
+
+impl Due {
+    fn now(self, row: &ConnectionRow, now: i64) -> bool {
+        let expires = row.expires_ms.unwrap_or(i64::MAX);
+        match self {
+            Due::Soon => expires < now + REFRESH_BEFORE_MS,
+            Due::Background { horizon, stale } => {
+                expires < horizon || row.last_refresh_ms.unwrap_or(row.created_ms) < stale
+            }
+        }
+    }
+}
+
+/// `redirect_to`'s origin must be one the integration allows.
+fn check_redirect(integration: &Integration, to: &str) -> Result<(), ConnectError> {
+    let url = reqwest::Url::parse(to)
+        .map_err(|_| ConnectError::BadRequest(format!("`redirect_to` = {to:?} is not a URL")))?;
+    let origin = url.origin().ascii_serialization();
+    if matches!(url.scheme(), "http" | "https")
+        && integration.redirect_origins.iter().any(|o| o == &origin)
+    {
+        Ok(())
+    } else {
+        Err(ConnectError::RedirectNotAllowed(origin))
+    }
+}
+
+/// Config values end up in URLs and headers: plain words only.
+fn check_config_value(key: &str, value: &str) -> Result<(), ConnectError> {
+    let word = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !s.contains("..")
+    };
+    if word(key, 64) && word(value, 256) {
+        Ok(())
+    } else {
+        Err(ConnectError::BadRequest(format!(
+            "config `{key}`: keys and values are letters, digits, `-`, `_` and `.` (at most 64 and 256 characters)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_798_761_599_000), "2026-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn config_values_cannot_reach_another_host() {
+        assert!(check_config_value("subdomain", "acme-1").is_ok());
+        for bad in ["evil.com/x", "a@b", "..", "a b", "x?y", ""] {
+            assert!(check_config_value("subdomain", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn integrations_are_checked_against_the_catalog() {
+        let catalog = Catalog::built_in().expect("catalog");
+        let integration = |provider: &str| reactor_manifest::IntegrationConfig {
+            name: "x".into(),
+            provider: provider.into(),
+            client_id: Some("id".into()),
+            client_secret: Some("SECRET".into()),
+            scopes: vec!["repo".into()],
+            redirect_origins: vec![],
+            webhook_secret: None,
+            pkce: None,
+            authorization_url: None,
+            token_url: None,
+            base_url: None,
+        };
+        let config = |i| reactor_manifest::ConnectConfig {
+            integrations: vec![i],
+        };
+        let ok = check(&catalog, &config(integration("github"))).expect("github");
+        assert_eq!(ok[0].scopes, ["repo"]);
+        let e = check(&catalog, &config(integration("gitlub"))).expect_err("unknown");
+        assert!(
+            e[0].contains("provider `gitlub` is not in the catalog"),
+            "{e:?}"
+        );
+        let e = check(&catalog, &config(integration("oauth2"))).expect_err("no urls");
+        assert!(
+            e.iter().any(|p| p.contains("no authorization URL")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|p| p.contains("no token URL")), "{e:?}");
+        let e = check(
+            &catalog,
+            &config(reactor_manifest::IntegrationConfig {
+                client_secret: None,
+                ..integration("github")
+            }),
+        )
+        .expect_err("no secret");
+        assert!(e[0].contains("`client_secret`"), "{e:?}");
+    }
+}
