@@ -15,6 +15,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use reactor_core::{KeyTier, keys};
 use reactor_db::Db;
+use reactor_server::config::ConnectSettings;
 use reactor_server::{AppState, Server, ServerConfig};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -27,8 +28,8 @@ const CLIENT_SECRET: &str = "fake-client-secret";
 struct Provider {
     /// code → (challenge, redirect_uri).
     codes: HashMap<String, (Option<String>, String)>,
-    /// The one live refresh token, and the one live access token.
-    refresh: Option<String>,
+    /// Live refresh tokens (one per grant), and the access token issued last.
+    refresh: Vec<String>,
     access: Option<String>,
     /// Refresh tokens already spent: using one again is a double spend.
     spent: Vec<String>,
@@ -126,9 +127,10 @@ async fn fake_token(State(p): State<Shared>, body: String) -> Response {
                 p.double_spends += 1;
                 return token_error("invalid_grant");
             }
-            if p.revoked || p.refresh.as_ref() != Some(&token) {
+            if p.revoked || !p.refresh.contains(&token) {
                 return token_error("invalid_grant");
             }
+            p.refresh.retain(|t| t != &token);
             p.spent.push(token);
             p.refreshes += 1;
         }
@@ -147,7 +149,7 @@ async fn fake_token(State(p): State<Shared>, body: String) -> Response {
     p.next += 1;
     let (access, refresh) = (format!("access-{}", p.next), format!("refresh-{}", p.next));
     p.access = Some(access.clone());
-    p.refresh = Some(refresh.clone());
+    p.refresh.push(refresh.clone());
     Json(json!({
         "access_token": access,
         "refresh_token": refresh,
@@ -294,11 +296,49 @@ struct Harness {
     http: reqwest::Client,
     provider: Shared,
     db_path: std::path::PathBuf,
+    master: reactor_core::seal::MasterKey,
     _dir: tempfile::TempDir,
+}
+
+/// A server for the project in `dir` over `db`; its endpoint.
+async fn serve(
+    db: Db,
+    dir: &std::path::Path,
+    master: &reactor_core::seal::MasterKey,
+    connect: ConnectSettings,
+) -> String {
+    let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let endpoint = server.endpoint().expect("endpoint");
+    let config = ServerConfig {
+        master_key: Some(master.clone()),
+        project: Some(dir.to_path_buf()),
+        connect,
+        ..ServerConfig::new(
+            server.local_addr().expect("addr"),
+            String::new(),
+            vec![
+                reactor_core::Capability::Identity,
+                reactor_core::Capability::Functions,
+                reactor_core::Capability::Jobs,
+                reactor_core::Capability::Connect,
+            ],
+        )
+    };
+    let state = AppState::start(db, &config, &endpoint)
+        .await
+        .expect("state");
+    tokio::spawn(server.run(state, std::future::pending()));
+    endpoint
 }
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_with(ConnectSettings::default()).await
+    }
+
+    async fn start_with(connect: ConnectSettings) -> Harness {
         let (provider_url, provider) = fake_provider().await;
         let dir = tempfile::tempdir().expect("tempdir");
         write_project(dir.path(), &provider_url);
@@ -310,30 +350,11 @@ impl Harness {
         db.insert_api_key(&public, "web").await.expect("key");
         let service = keys::generate(KeyTier::Service);
         db.insert_api_key(&service, "admin").await.expect("key");
-        let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let endpoint = server.endpoint().expect("endpoint");
-        let config = ServerConfig {
-            master_key: Some(reactor_core::seal::MasterKey::generate()),
-            project: Some(dir.path().to_path_buf()),
-            ..ServerConfig::new(
-                server.local_addr().expect("addr"),
-                String::new(),
-                vec![
-                    reactor_core::Capability::Identity,
-                    reactor_core::Capability::Functions,
-                    reactor_core::Capability::Jobs,
-                    reactor_core::Capability::Connect,
-                ],
-            )
-        };
-        let state = AppState::start(db, &config, &endpoint)
-            .await
-            .expect("state");
-        tokio::spawn(server.run(state, std::future::pending()));
+        let master = reactor_core::seal::MasterKey::generate();
+        let endpoint = serve(db, dir.path(), &master, connect).await;
         let h = Harness {
             base: endpoint,
+            master,
             service: service.secret,
             public: public.secret,
             // Redirects are the subject here: never followed.
@@ -348,6 +369,14 @@ impl Harness {
         h.secret("CLIENT_SECRET", CLIENT_SECRET).await;
         h.secret("HOOK_SECRET", "whsec_test").await;
         h
+    }
+
+    /// Another server over the same database and project, with other Connect settings.
+    async fn another_server(&self, connect: ConnectSettings) -> String {
+        let db = Db::connect(&format!("sqlite://{}", self.db_path.display()))
+            .await
+            .expect("db");
+        serve(db, self._dir.path(), &self.master, connect).await
     }
 
     async fn secret(&self, name: &str, value: &str) {
@@ -1245,4 +1274,141 @@ async fn two_servers_spend_a_refresh_token_once() {
         p.double_spends, 0,
         "the refresh token was never spent twice"
     );
+}
+
+#[tokio::test]
+async fn a_new_vault_key_seals_every_credential_again() {
+    let old = reactor_core::seal::MasterKey::generate().to_base64();
+    let h = Harness::start_with(ConnectSettings {
+        vault_key: Some(old.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (status, made) = h
+        .json(&Who::Service, reqwest::Method::POST, "/connect/v1/connections", Some(json!({"integration": "keyed", "api_key": "sk_test_rotate", "end_user": {"id": "u"}})))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().expect("id").to_string();
+    let sealed = |h: &Harness| -> String {
+        let conn = rusqlite::Connection::open(&h.db_path).expect("open");
+        conn.query_row(
+            "select credentials from _reactor_connect_connections where id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .expect("row")
+    };
+    let before = sealed(&h);
+    assert!(
+        !before.contains("sk_test_rotate"),
+        "sealed at rest: {before}"
+    );
+
+    // A server given a new key, the old one as previous: it seals everything again at start.
+    let new = reactor_core::seal::MasterKey::generate().to_base64();
+    let base = h
+        .another_server(ConnectSettings {
+            vault_key: Some(new),
+            previous_vault_keys: vec![old],
+            ..Default::default()
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sealed(&h) == before {
+        assert!(Instant::now() < deadline, "never sealed again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let key_id = |s: &str| s.split(':').nth(1).map(str::to_string);
+    assert_ne!(key_id(&sealed(&h)), key_id(&before), "named by the new key");
+    // …and the credentials still work through the new server.
+    let res = h
+        .http
+        .get(format!("{base}/connect/v1/proxy/{id}/v1/charges"))
+        .header("apikey", &h.service)
+        .send()
+        .await
+        .expect("proxy");
+    assert_eq!(res.status().as_u16(), 200);
+    let seen: Value = res.json().await.expect("json");
+    assert_eq!(seen["authorization"], "Bearer sk_test_rotate");
+    // A server without the key that sealed them cannot open them, and says so.
+    let lost = h
+        .another_server(ConnectSettings {
+            vault_key: Some(reactor_core::seal::MasterKey::generate().to_base64()),
+            ..Default::default()
+        })
+        .await;
+    let res = h
+        .http
+        .get(format!("{lost}/connect/v1/proxy/{id}/v1/charges"))
+        .header("apikey", &h.service)
+        .send()
+        .await
+        .expect("proxy");
+    assert_eq!(res.status().as_u16(), 500);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "vault");
+}
+
+#[tokio::test]
+async fn tokens_about_to_expire_are_refreshed_in_the_background() {
+    let h = Harness::start_with(ConnectSettings {
+        refresh_every_secs: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let alice = h.user("alice@example.com", None, None).await;
+    let soon = query_of(
+        &h.connect(
+            &alice,
+            json!({"integration": "fake", "redirect_to": "http://app.test/"}),
+        )
+        .await,
+    )["connection_id"]
+        .clone();
+    let later = query_of(
+        &h.connect(
+            &alice,
+            json!({"integration": "fake", "redirect_to": "http://app.test/"}),
+        )
+        .await,
+    )["connection_id"]
+        .clone();
+    // One expires in five minutes; the other in an hour (and was made just now).
+    let conn = rusqlite::Connection::open(&h.db_path).expect("open");
+    conn.execute(
+        "update _reactor_connect_connections set expires_ms = ?1 where id = ?2",
+        rusqlite::params![reactor_connect::now_ms() + 300_000, soon],
+    )
+    .expect("expire");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, info) = h
+            .json(
+                &alice,
+                reqwest::Method::GET,
+                &format!("/connect/v1/connections/{soon}"),
+                None,
+            )
+            .await;
+        if info["last_refresh_at"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refreshed: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        lock(&h.provider).refreshes,
+        1,
+        "no call needed it; one refresh"
+    );
+    let (_, info) = h
+        .json(
+            &alice,
+            reqwest::Method::GET,
+            &format!("/connect/v1/connections/{later}"),
+            None,
+        )
+        .await;
+    assert_eq!(info["last_refresh_at"], Value::Null, "not due: left alone");
 }
