@@ -371,6 +371,17 @@ impl Harness {
         h
     }
 
+    /// `POST /connect/v1/connections` with the service key.
+    async fn create(&self, body: Value) -> (u16, Value) {
+        self.json(
+            &Who::Service,
+            reqwest::Method::POST,
+            "/connect/v1/connections",
+            Some(body),
+        )
+        .await
+    }
+
     /// Another server over the same database and project, with other Connect settings.
     async fn another_server(&self, connect: ConnectSettings) -> String {
         let db = Db::connect(&format!("sqlite://{}", self.db_path.display()))
@@ -1033,12 +1044,7 @@ async fn keys_basic_auth_client_credentials_and_429_retries() {
 
     // An API key, for an end user of the app (the service key acts for them).
     let (status, made) = h
-        .json(
-            &Who::Service,
-            reqwest::Method::POST,
-            "/connect/v1/connections",
-            Some(json!({"integration": "keyed", "api_key": "sk_test_123", "end_user": end_user})),
-        )
+        .create(json!({"integration": "keyed", "api_key": "sk_test_123", "end_user": end_user}))
         .await;
     assert_eq!(status, 201, "{made}");
     assert_eq!(made["end_user_id"], "customer-42");
@@ -1064,12 +1070,7 @@ async fn keys_basic_auth_client_credentials_and_429_retries() {
 
     // Missing credentials are a 400 naming what is missing.
     let (status, body) = h
-        .json(
-            &Who::Service,
-            reqwest::Method::POST,
-            "/connect/v1/connections",
-            Some(json!({"integration": "basic", "username": "u", "end_user": end_user})),
-        )
+        .create(json!({"integration": "basic", "username": "u", "end_user": end_user}))
         .await;
     assert_eq!(status, 400);
     assert!(
@@ -1079,7 +1080,7 @@ async fn keys_basic_auth_client_credentials_and_429_retries() {
         "{body}"
     );
     let (status, made) = h
-        .json(&Who::Service, reqwest::Method::POST, "/connect/v1/connections", Some(json!({"integration": "basic", "username": "u", "password": "p w", "end_user": end_user})))
+        .create(json!({"integration": "basic", "username": "u", "password": "p w", "end_user": end_user}))
         .await;
     assert_eq!(status, 201, "{made}");
     let basic = made["id"].as_str().expect("id").to_string();
@@ -1108,12 +1109,7 @@ async fn keys_basic_auth_client_credentials_and_429_retries() {
 
     // Client credentials: the server fetches the token itself.
     let (status, made) = h
-        .json(
-            &Who::Service,
-            reqwest::Method::POST,
-            "/connect/v1/connections",
-            Some(json!({"integration": "machine", "end_user": end_user})),
-        )
+        .create(json!({"integration": "machine", "end_user": end_user}))
         .await;
     assert_eq!(status, 201, "{made}");
     assert_eq!(lock(&h.provider).client_credentials, 1);
@@ -1135,21 +1131,11 @@ async fn keys_basic_auth_client_credentials_and_429_retries() {
 
     // OAuth integrations need the browser; unknown ones are 404.
     let (status, _) = h
-        .json(
-            &Who::Service,
-            reqwest::Method::POST,
-            "/connect/v1/connections",
-            Some(json!({"integration": "fake", "end_user": end_user})),
-        )
+        .create(json!({"integration": "fake", "end_user": end_user}))
         .await;
     assert_eq!(status, 400);
     let (status, body) = h
-        .json(
-            &Who::Service,
-            reqwest::Method::POST,
-            "/connect/v1/connections",
-            Some(json!({"integration": "nope", "api_key": "k", "end_user": end_user})),
-        )
+        .create(json!({"integration": "nope", "api_key": "k", "end_user": end_user}))
         .await;
     assert_eq!(status, 404, "{body}");
     let (status, listed) = h
@@ -1285,7 +1271,9 @@ async fn a_new_vault_key_seals_every_credential_again() {
     })
     .await;
     let (status, made) = h
-        .json(&Who::Service, reqwest::Method::POST, "/connect/v1/connections", Some(json!({"integration": "keyed", "api_key": "sk_test_rotate", "end_user": {"id": "u"}})))
+        .create(
+            json!({"integration": "keyed", "api_key": "sk_test_rotate", "end_user": {"id": "u"}}),
+        )
         .await;
     assert_eq!(status, 201, "{made}");
     let id = made["id"].as_str().expect("id").to_string();
