@@ -75,7 +75,7 @@ before(async () => {
         return res.end(SELFTEST)
       }
       // /sdk/<package>/… from the built packages; everything else from sites/web.
-      const sdk = url.pathname.match(/^\/sdk\/(client|auth|data|functions|storage|jobs|sites|ai)\/(.+)$/)
+      const sdk = url.pathname.match(/^\/sdk\/(client|auth|data|functions|storage|jobs|sites|ai|connect)\/(.+)$/)
       const base = sdk ? join(root, 'sdk/packages', sdk[1], 'dist') : join(root, 'examples/todo/sites/web')
       const file = normalize(join(base, sdk ? sdk[2] : url.pathname === '/' ? 'index.html' : url.pathname))
       if (!file.startsWith(base) || !existsSync(file)) {
