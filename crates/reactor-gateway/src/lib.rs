@@ -109,8 +109,37 @@ struct Health {
 /// The gateway's configuration as loaded.
 #[derive(Debug, Default)]
 struct Routes {
-    providers: HashMap<String, ProviderConfig>,
+    providers: HashMap<String, Upstream>,
     config: GatewayConfig,
+}
+
+/// A provider with its URLs parsed once, at load, rather than on every request.
+#[derive(Debug)]
+struct Upstream {
+    config: ProviderConfig,
+    chat: Option<reqwest::Url>,
+    embeddings: Option<reqwest::Url>,
+    messages: Option<reqwest::Url>,
+}
+
+impl Upstream {
+    fn new(config: &ProviderConfig) -> Upstream {
+        let url = |path: &str| reqwest::Url::parse(&format!("{}{path}", config.base_url)).ok();
+        Upstream {
+            chat: url(Endpoint::ChatCompletions.path()),
+            embeddings: url(Endpoint::Embeddings.path()),
+            messages: url("/messages"),
+            config: config.clone(),
+        }
+    }
+
+    fn url(&self, endpoint: Endpoint) -> Option<&reqwest::Url> {
+        match (self.config.kind, endpoint) {
+            (ProviderKind::Anthropic, _) => self.messages.as_ref(),
+            (_, Endpoint::ChatCompletions) => self.chat.as_ref(),
+            (_, Endpoint::Embeddings) => self.embeddings.as_ref(),
+        }
+    }
 }
 
 /// Why a request was not served; rendered in OpenAI's error shape.
@@ -306,7 +335,7 @@ impl Gateway {
             providers: config
                 .providers
                 .iter()
-                .map(|p| (p.name.clone(), p.clone()))
+                .map(|p| (p.name.clone(), Upstream::new(p)))
                 .collect(),
             config: config.clone(),
         };
@@ -450,16 +479,16 @@ impl Gateway {
         };
         let mut all_rate_limited = true;
         for target in self.order(&declared.targets) {
-            let Some(provider) = routes.providers.get(&target.provider) else {
+            let Some(upstream) = routes.providers.get(&target.provider) else {
                 continue;
             };
-            let label = format!("{}/{}", provider.name, target.model);
+            let label = format!("{}/{}", upstream.config.name, target.model);
             for attempt in 0..=policy.retries {
                 if attempt > 0 {
                     tokio::time::sleep(policy.backoff * 2u32.saturating_pow(attempt - 1)).await;
                 }
                 match self
-                    .attempt(endpoint, provider, &target.model, object, &policy)
+                    .attempt(endpoint, upstream, &target.model, object, &policy)
                     .await
                 {
                     Ok(response) => {
@@ -587,15 +616,25 @@ impl Gateway {
     async fn attempt(
         &self,
         endpoint: Endpoint,
-        provider: &ProviderConfig,
+        upstream: &Upstream,
         model: &str,
         request: &serde_json::Map<String, Value>,
         policy: &Policy,
     ) -> Result<Response, Failure> {
+        let provider = &upstream.config;
         let fail = |message: String| Failure {
             message,
             rate_limit: None,
             retry: true,
+        };
+        let Some(url) = upstream.url(endpoint).cloned() else {
+            return Err(Failure {
+                retry: false,
+                ..fail(format!(
+                    "provider `{}` has no valid base_url",
+                    provider.name
+                ))
+            });
         };
         let anthropic = provider.kind == ProviderKind::Anthropic;
         let key = match &provider.api_key_secret {
@@ -631,7 +670,7 @@ impl Gateway {
             let mut req = self
                 .inner
                 .http
-                .post(format!("{}/messages", provider.base_url))
+                .post(url)
                 .header("anthropic-version", anthropic::VERSION)
                 .json(&body);
             if let Some(key) = &key {
@@ -641,11 +680,7 @@ impl Gateway {
         } else {
             let mut body = request.clone();
             body.insert("model".into(), Value::String(model.to_string()));
-            let mut req = self
-                .inner
-                .http
-                .post(format!("{}{}", provider.base_url, endpoint.path()))
-                .json(&Value::Object(body));
+            let mut req = self.inner.http.post(url).json(&Value::Object(body));
             if let Some(key) = &key {
                 req = req.bearer_auth(key);
             }

@@ -331,6 +331,12 @@ impl Drop for Meter {
     }
 }
 
+/// How long the recorder gathers answers before writing them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The most answers one transaction records.
+const MAX_BATCH: usize = 512;
+
 /// The recorder: settles reservations, writes usage rows and keeps answers for the cache,
 /// a batch of requests per transaction.
 pub fn spawn_recorder(
@@ -342,10 +348,14 @@ pub fn spawn_recorder(
         let mut batch = Vec::new();
         while let Some(first) = rx.recv().await {
             batch.push(first);
-            while batch.len() < 256
-                && let Ok(next) = rx.try_recv()
-            {
-                batch.push(next);
+            // Gather what arrives in the next moments: under load one transaction then holds
+            // hundreds of answers instead of one or two (a commit costs more than a row).
+            let until = tokio::time::Instant::now() + GATHER;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(next)) => batch.push(next),
+                    Ok(None) | Err(_) => break,
+                }
             }
             let config = config();
             let now = now_ms();
