@@ -23,7 +23,11 @@ pub enum ConnectCommand {
         json: bool,
     },
     /// Deletes a connection (its credentials go with it).
-    Delete { id: String },
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(session: &Session, cmd: ConnectCommand) -> anyhow::Result<()> {
@@ -130,9 +134,13 @@ pub async fn run(session: &Session, cmd: ConnectCommand) -> anyhow::Result<()> {
                 )
             );
         }
-        ConnectCommand::Delete { id } => {
+        ConnectCommand::Delete { id, json } => {
             client.connect_delete(&id).await?;
-            println!("deleted connection {id}");
+            if json {
+                println!("{}", serde_json::json!({ "deleted": id }));
+            } else {
+                println!("deleted connection {id}");
+            }
         }
     }
     Ok(())

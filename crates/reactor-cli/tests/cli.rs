@@ -1889,10 +1889,10 @@ fn connect_lists_integrations_and_connections_and_deletes_one() {
     .expect("json");
     assert_eq!(none, serde_json::json!([]));
 
-    assert!(
-        sb.ok(&project, &["connect", "delete", &id])
-            .contains("deleted")
-    );
+    let deleted: Value =
+        serde_json::from_str(&sb.ok(&project, &["connect", "delete", &id, "--json"]))
+            .expect("json");
+    assert_eq!(deleted["deleted"], id.as_str());
     let err = sb.fails(&project, &["connect", "delete", &id]);
     assert!(err.contains("no connection"), "{err}");
     assert!(sb.ok(&project, &["connect", "connections"]).is_empty());

@@ -167,6 +167,17 @@ async fn fake_api(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    if uri.path().ends_with("/slow") {
+        // Three chunks, 300 ms apart: a proxy that buffers delivers them together.
+        use futures_util::StreamExt;
+        let chunks = futures_util::stream::iter(0..3).then(|i| async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("chunk{i}\n")))
+        });
+        return Response::new(axum::body::Body::from_stream(chunks));
+    }
     let mut p = lock(&p);
     let auth = headers
         .get("authorization")
@@ -180,7 +191,7 @@ async fn fake_api(
         "authorization": auth,
         "apikey": headers.get("apikey").and_then(|v| v.to_str().ok()),
         "x_custom": headers.get("x-custom").and_then(|v| v.to_str().ok()),
-        "body": body,
+        "body": if body.len() > 1000 { format!("{} bytes", body.len()) } else { body },
     });
     p.api_calls.push(seen.clone());
     if uri.path().ends_with("/limited") && p.limited > 0 {
@@ -209,6 +220,7 @@ async fn fake_provider() -> (String, Shared) {
         .route("/oauth/authorize", get(fake_authorize))
         .route("/oauth/token", post(fake_token))
         .route("/api/{*rest}", any(fake_api))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1106,6 +1118,45 @@ async fn keys_basic_auth_client_credentials_and_429_retries() {
     use base64::Engine;
     let expected = base64::engine::general_purpose::STANDARD.encode("u:p w");
     assert_eq!(seen["authorization"], format!("Basic {expected}"));
+
+    // Bodies stream both ways: 3 MiB up (more than is held for retries), chunks down as the
+    // provider writes them.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let res = h
+        .req(
+            &Who::Service,
+            reqwest::Method::PUT,
+            &format!("/connect/v1/proxy/{basic}/upload"),
+        )
+        .body(big)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status().as_u16(), 200);
+    let seen: Value = res.json().await.expect("json");
+    assert_eq!(seen["body"], format!("{} bytes", 3 * 1024 * 1024));
+    let res = h
+        .req(
+            &Who::Service,
+            reqwest::Method::GET,
+            &format!("/connect/v1/proxy/{basic}/slow"),
+        )
+        .send()
+        .await
+        .expect("slow");
+    let started = Instant::now();
+    let mut arrivals = Vec::new();
+    let mut stream = res.bytes_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        chunk.expect("chunk");
+        arrivals.push(started.elapsed());
+    }
+    assert!(
+        arrivals.len() >= 2
+            && arrivals[arrivals.len() - 1] - arrivals[0] >= Duration::from_millis(400),
+        "the answer was buffered: {arrivals:?}"
+    );
 
     // Client credentials: the server fetches the token itself.
     let (status, made) = h
