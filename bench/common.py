@@ -37,8 +37,8 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
-def wrk(url, seconds, threads, conns, headers=(), script=None):
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
+def wrk(url, seconds, threads, conns, headers=(), script=None, prefix=()):
+    cmd = [*prefix, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     if script:

@@ -11,8 +11,12 @@ each, and the added latency (gateway − direct) at p50 and p99.
 
 Target: p99 added latency ≤ 1 ms at 2,000 requests/s.
 
-Usage: bench/gateway.py [--seconds N] [--rate N] [--conns N]
-Needs: cargo, node, wrk, python3.
+With --pin, the server runs on CPU 1 and wrk and the mock on CPU 0 (taskset), so the load
+generator and the mock do not take the server's core: on a two-core box this separates the
+gateway's own cost from the contention of three processes for two cores.
+
+Usage: bench/gateway.py [--seconds N] [--rate N] [--conns N] [--no-limits] [--pin]
+Needs: cargo, node, wrk, python3 (and taskset for --pin).
 """
 
 import argparse
@@ -61,7 +65,10 @@ def main():
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--conns", type=int, default=20)
     parser.add_argument("--no-limits", action="store_true", help="no [[gateway.limits]]: no reservation per request")
+    parser.add_argument("--pin", action="store_true", help="server on CPU 1; wrk and the mock on CPU 0")
     args = parser.parse_args()
+    client_cpu = ["taskset", "-c", "0"] if args.pin else []
+    server_cpu = ["taskset", "-c", "1"] if args.pin else []
     for tool in ["wrk", "node"]:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing")
@@ -72,7 +79,7 @@ def main():
         with open(mock_js, "w") as f:
             f.write(MOCK)
         mock_port = free_port()
-        mock = Process(["node", mock_js, str(mock_port)])
+        mock = Process([*client_cpu, "node", mock_js, str(mock_port)])
         project = os.path.join(tmp, "project")
         os.makedirs(project)
         with open(os.path.join(project, "reactor.toml"), "w") as f:
@@ -99,18 +106,19 @@ output_per_million = 0.6
         server_bin = os.path.join(release, "reactor-server")
         key = run([server_bin, "keys", "create", "--tier", "svc", "--name", "bench"], env=env).stdout.strip()
         port = free_port()
-        server = Process([server_bin], env={**env, "REACTOR_LISTEN": f"127.0.0.1:{port}"})
+        server = Process([*server_cpu, server_bin], env={**env, "REACTOR_LISTEN": f"127.0.0.1:{port}"})
         try:
             wait_http(mock_port, "/health")
             wait_http(port, "/healthz")
             direct = wrk(f"http://127.0.0.1:{mock_port}/v1/chat/completions", args.seconds, 2, args.conns,
-                         script=script(tmp, delay_ms, None))
+                         script=script(tmp, delay_ms, None), prefix=client_cpu)
             gateway = wrk(f"http://127.0.0.1:{port}/gateway/v1/chat/completions", args.seconds, 2, args.conns,
-                          script=script(tmp, delay_ms, key))
+                          script=script(tmp, delay_ms, key), prefix=client_cpu)
         finally:
             server.stop()
             mock.stop()
-    print(f"load: {args.conns} connections, each waiting {delay_ms} ms between requests (~{args.rate} req/s)")
+    pinned = "; server on CPU 1, wrk and the mock on CPU 0" if args.pin else ""
+    print(f"load: {args.conns} connections, each waiting {delay_ms} ms between requests (~{args.rate} req/s){pinned}")
     print(f"{'':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, r in [("direct", direct), ("gateway", gateway)]:
         print(f"{name:<10}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}")
