@@ -82,9 +82,11 @@ const user = async (email) => {
   return reactor
 }
 
-/** What a browser does with a redirect: the next Location. */
+/** What a browser does with a redirect: the next Location, cookies kept and sent. */
+const jar = []
 const follow = async (url) => {
-  const res = await fetch(url, { redirect: 'manual' })
+  const res = await fetch(url, { redirect: 'manual', headers: jar.length ? { cookie: jar.join('; ') } : {} })
+  for (const set of res.headers.getSetCookie()) jar.push(set.split(';')[0])
   assert.ok(res.status >= 300 && res.status < 400, `${url}: ${res.status}`)
   return res.headers.get('location')
 }

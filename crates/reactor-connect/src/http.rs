@@ -204,7 +204,13 @@ async fn authorize(
         return ConnectError::BadSession.into_response();
     };
     match connect.authorize(&integration, &session).await {
-        Ok(url) => no_store(Redirect::to(&url).into_response()),
+        Ok((url, cookie)) => {
+            let mut response = no_store(Redirect::to(&url).into_response());
+            if let Ok(v) = header::HeaderValue::from_str(&cookie.header()) {
+                response.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            response
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -213,8 +219,9 @@ async fn authorize(
 async fn callback(
     State(connect): State<Connect>,
     Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
-    match connect.callback(&query).await {
+    match connect.callback(&query, &headers).await {
         Ok((Some(location), _)) => no_store(Redirect::to(&location).into_response()),
         Ok((None, Some(info))) => no_store(
             Json(json!({

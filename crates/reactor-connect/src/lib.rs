@@ -226,8 +226,10 @@ pub enum ConnectError {
     Forbidden(String),
     #[error("the connect session is unknown, used or expired")]
     BadSession,
-    #[error("the OAuth state is unknown, used or expired")]
+    #[error("the OAuth state is unknown, used or expired, or this browser did not start it")]
     BadState,
+    #[error("this browser did not start the connection (its cookie is missing)")]
+    OtherBrowser,
     #[error("`{0}` is not an allowed redirect origin of this integration")]
     RedirectNotAllowed(String),
     #[error("connection `{id}` failed and must be connected again: {reason}")]
@@ -263,8 +265,10 @@ impl ConnectError {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_session", message)
                     .with_hint("start again: create a connect session (POST /connect/v1/sessions)")
             }
-            ConnectError::BadState => ApiError::new(StatusCode::BAD_REQUEST, "bad_state", message)
-                .with_hint("start the connection again from the app"),
+            ConnectError::BadState | ConnectError::OtherBrowser => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_state", message)
+                    .with_hint("start the connection again from the app, in this browser")
+            }
             ConnectError::RedirectNotAllowed(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "redirect_not_allowed", message).with_hint(
                     "add the origin to the integration's redirect_origins in reactor.toml",
@@ -339,6 +343,46 @@ impl Caller {
 pub struct EndUser {
     pub id: String,
     pub org_id: Option<String>,
+}
+
+/// The cookie binding an OAuth dance to the browser that started it: set by the authorize
+/// step, required by the callback. Without it, someone could start a dance for their own
+/// account and have a victim's browser finish it.
+#[derive(Debug, Clone)]
+pub struct BrowserCookie {
+    pub name: String,
+    pub value: String,
+    pub secure: bool,
+    pub max_age_secs: u64,
+}
+
+impl BrowserCookie {
+    /// One cookie per dance (named after its state), so two tabs do not overwrite each other.
+    fn name_for(state: &str) -> String {
+        format!("reactor_connect_{}", &oauth::hash(state)[..16])
+    }
+
+    fn find(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// The `Set-Cookie` value: only for the callback's path, never readable by scripts.
+    pub fn header(&self) -> String {
+        format!(
+            "{}={}; Path=/connect/v1/oauth/callback; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            self.name,
+            self.value,
+            self.max_age_secs,
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
 }
 
 /// The owner columns of a session or connection.
@@ -628,13 +672,14 @@ impl Connect {
         })
     }
 
-    /// `GET …/oauth/<integration>/authorize`: binds a fresh state and PKCE verifier to the
-    /// session and answers with the provider's authorization URL.
+    /// `GET …/oauth/<integration>/authorize`: binds a fresh state, PKCE verifier and browser
+    /// nonce to the session; answers with the provider's authorization URL and the cookie
+    /// that lets this browser, and no other, finish the dance.
     pub async fn authorize(
         &self,
         integration: &str,
         session_token: &str,
-    ) -> Result<String, ConnectError> {
+    ) -> Result<(String, BrowserCookie), ConnectError> {
         let integration = self.integration(integration)?;
         if integration.provider.auth_mode != AuthMode::OAuth2 {
             return Err(ConnectError::BadRequest(format!(
@@ -644,6 +689,7 @@ impl Connect {
             )));
         }
         let state = oauth::random_token();
+        let nonce = oauth::random_token();
         let verifier = integration.provider.pkce.then(oauth::random_token);
         let sealed = match &verifier {
             Some(v) => Some(
@@ -658,21 +704,33 @@ impl Connect {
             &self.inner.db,
             &oauth::hash(session_token),
             &integration.name,
-            &oauth::hash(&state),
-            sealed,
+            store::Started {
+                state_hash: oauth::hash(&state),
+                browser_hash: oauth::hash(&nonce),
+                verifier: sealed,
+            },
             now_ms(),
         )
         .await?;
         if !started {
             return Err(ConnectError::BadSession);
         }
-        oauth::authorization_url(
+        let url = oauth::authorization_url(
             &integration,
             &self.inner.config.callback_url(),
             &state,
             verifier.as_deref(),
         )
-        .ok_or_else(|| ConnectError::BadRequest("the integration has no authorization URL".into()))
+        .ok_or_else(|| {
+            ConnectError::BadRequest("the integration has no authorization URL".into())
+        })?;
+        let cookie = BrowserCookie {
+            name: BrowserCookie::name_for(&state),
+            value: nonce,
+            secure: self.inner.config.public_url.starts_with("https://"),
+            max_age_secs: self.inner.config.session_ttl.as_secs(),
+        };
+        Ok((url, cookie))
     }
 
     /// `GET …/oauth/callback`: the provider sent the browser back. The state is used up
@@ -681,11 +739,19 @@ impl Connect {
     pub async fn callback(
         &self,
         query: &BTreeMap<String, String>,
+        cookies: &axum::http::HeaderMap,
     ) -> Result<(Option<String>, Option<ConnectionInfo>), ConnectError> {
         let state = query.get("state").ok_or(ConnectError::BadState)?;
-        let session = store::take_session(&self.inner.db, &oauth::hash(state), now_ms())
-            .await?
-            .ok_or(ConnectError::BadState)?;
+        let nonce = BrowserCookie::find(cookies, &BrowserCookie::name_for(state))
+            .ok_or(ConnectError::OtherBrowser)?;
+        let session = store::take_session(
+            &self.inner.db,
+            &oauth::hash(state),
+            &oauth::hash(&nonce),
+            now_ms(),
+        )
+        .await?
+        .ok_or(ConnectError::BadState)?;
         let back = |params: &[(&str, &str)]| {
             session.redirect_to.as_ref().map(|to| {
                 let mut q = form_urlencoded::Serializer::new(String::new());

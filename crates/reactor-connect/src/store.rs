@@ -23,6 +23,7 @@ pub const POSTGRES: &[Migration] = &[Migration {
             end_user_id text,
             redirect_to text,
             state text unique,
+            browser text,
             verifier text,
             expires_ms bigint not null,
             used_ms bigint
@@ -64,6 +65,7 @@ pub const SQLITE: &[Migration] = &[Migration {
             end_user_id text,
             redirect_to text,
             state text unique,
+            browser text,
             verifier text,
             expires_ms integer not null,
             used_ms integer
@@ -342,27 +344,36 @@ pub async fn insert_session(db: &Db, s: &Session) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Binds a fresh `state` (its hash) and PKCE verifier to an unused, unexpired session of
-/// `integration`; whether there was one. A second visit replaces the first's state.
+/// What the authorize step binds to a session (hashes, and the sealed verifier).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub state_hash: String,
+    /// The hash of the nonce in the browser's cookie: only that browser may finish.
+    pub browser_hash: String,
+    pub verifier: Option<String>,
+}
+
+/// Binds a fresh state, browser nonce and PKCE verifier to an unused, unexpired session of
+/// `integration`; whether there was one. A second visit replaces the first's.
 pub async fn start_session(
     db: &Db,
     id: &str,
     integration: &str,
-    state_hash: &str,
-    verifier: Option<String>,
+    started: Started,
     now_ms: i64,
 ) -> Result<bool, DbError> {
     let sql = format!(
-        "update {} set state = $1, verifier = $2
-         where id = $3 and integration = $4 and used_ms is null and expires_ms > $5",
+        "update {} set state = $1, verifier = $2, browser = $3
+         where id = $4 and integration = $5 and used_ms is null and expires_ms > $6",
         table(db, "sessions")
     );
     let n = execute(
         db,
         sql,
         vec![
-            state_hash.into(),
-            verifier.into(),
+            started.state_hash.into(),
+            started.verifier.into(),
+            started.browser_hash.into(),
             id.into(),
             integration.into(),
             now_ms.into(),
@@ -372,16 +383,18 @@ pub async fn start_session(
     Ok(n == 1)
 }
 
-/// The session a `state` belongs to, used up at once: a state works one time only, and not
-/// after its session expired.
+/// The session a `state` belongs to, used up at once: a state works one time only, only in
+/// the browser that started it, and not after its session expired. A wrong browser uses
+/// nothing up.
 pub async fn take_session(
     db: &Db,
     state_hash: &str,
+    browser_hash: &str,
     now_ms: i64,
 ) -> Result<Option<Session>, DbError> {
     let sql = format!(
         "update {} set used_ms = $1
-         where state = $2 and used_ms is null and expires_ms > $1
+         where state = $2 and browser = $3 and used_ms is null and expires_ms > $1
          returning id, integration, user_id, org_id, end_user_id, redirect_to, verifier, expires_ms",
         table(db, "sessions")
     );
@@ -390,6 +403,7 @@ pub async fn take_session(
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(now_ms)
                 .bind(state_hash)
+                .bind(browser_hash)
                 .fetch_optional(pool)
                 .await?;
             let Some(r) = row else { return Ok(None) };
@@ -406,12 +420,12 @@ pub async fn take_session(
         }
         Db::Sqlite(pool) => {
             let sql = sqlite_sql(&sql);
-            let state = state_hash.to_string();
+            let (state, browser) = (state_hash.to_string(), browser_hash.to_string());
             pool.write(move |conn| {
                 use rusqlite::OptionalExtension;
                 Ok(conn
                     .prepare_cached(&sql)?
-                    .query_row(rusqlite::params![now_ms, state], |r| {
+                    .query_row(rusqlite::params![now_ms, state, browser], |r| {
                         Ok(Session {
                             id: r.get(0)?,
                             integration: r.get(1)?,

@@ -309,7 +309,33 @@ struct Harness {
     provider: Shared,
     db_path: std::path::PathBuf,
     master: reactor_core::seal::MasterKey,
+    /// The cookies the "browser" of these tests holds.
+    jar: Jar,
     _dir: tempfile::TempDir,
+}
+
+type Jar = Mutex<Vec<String>>;
+
+/// A GET as a browser makes it: with the cookies it holds, keeping those it is given.
+async fn browse(http: &reqwest::Client, jar: &Jar, url: &str) -> reqwest::Response {
+    let cookies = jar.lock().unwrap_or_else(|e| e.into_inner()).join("; ");
+    let mut req = http.get(url);
+    if !cookies.is_empty() {
+        req = req.header("cookie", cookies);
+    }
+    let res = req.send().await.expect("get");
+    for set in res.headers().get_all("set-cookie") {
+        let pair = set
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .unwrap_or("");
+        jar.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pair.to_string());
+    }
+    res
 }
 
 /// A server for the project in `dir` over `db`; its endpoint.
@@ -367,6 +393,7 @@ impl Harness {
         let h = Harness {
             base: endpoint,
             master,
+            jar: Jar::default(),
             service: service.secret,
             public: public.secret,
             // Redirects are the subject here: never followed.
@@ -507,7 +534,7 @@ impl Harness {
 
     /// Follows one redirect by hand: the `Location` of a 302/303/307.
     async fn location(&self, url: &str) -> String {
-        let res = self.http.get(url).send().await.expect("get");
+        let res = browse(&self.http, &self.jar, url).await;
         assert!(
             res.status().is_redirection(),
             "{url}: {} {}",
@@ -664,7 +691,7 @@ async fn a_user_connects_calls_through_the_proxy_and_tokens_refresh() {
     let id = query_of(&back)["connection_id"].clone();
 
     // The state worked once: the same callback again is refused and stores nothing.
-    let res = h.http.get(&to_callback).send().await.expect("replay");
+    let res = browse(&h.http, &h.jar, &to_callback).await;
     assert_eq!(res.status().as_u16(), 400);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["code"], "bad_state");
@@ -940,6 +967,35 @@ async fn refusals_change_nothing_and_orgs_never_share_connections() {
         .await
         .expect("forged");
     assert_eq!(res.status().as_u16(), 400);
+    // Another browser (an attacker's link to a victim) cannot finish a dance this browser
+    // started: refused, and the rightful browser still can.
+    let (status, session) = h
+        .json(
+            &carol,
+            reqwest::Method::POST,
+            "/connect/v1/sessions",
+            Some(json!({"integration": "fake", "redirect_to": "http://app.test/"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let to_provider = h
+        .location(session["authorize_url"].as_str().expect("url"))
+        .await;
+    let to_callback = h.location(&to_provider).await;
+    let res = h.http.get(&to_callback).send().await.expect("no cookie");
+    assert_eq!(res.status().as_u16(), 400);
+    // The right cookie's name, another value: still refused.
+    let state = query_of(&to_callback)["state"].clone();
+    let name = format!(
+        "reactor_connect_{}",
+        &hex::encode(Sha256::digest(state.as_bytes()))[..16]
+    );
+    let stranger = Jar::new(vec![format!("{name}=forged")]);
+    let res = browse(&h.http, &stranger, &to_callback).await;
+    assert_eq!(res.status().as_u16(), 400);
+    let back = h.location(&to_callback).await;
+    assert!(back.contains("connection_id="), "{back}");
+
     // A redirect to an origin the integration does not allow: no session at all.
     let (status, body) = h
         .json(
@@ -1263,8 +1319,9 @@ async fn two_servers_spend_a_refresh_token_once() {
         .expect("session");
     assert_eq!(res.status().as_u16(), 201);
     let session: Value = res.json().await.expect("json");
+    let jar = Jar::default();
     let follow = async |url: &str| {
-        let res = http.get(url).send().await.expect("get");
+        let res = browse(&http, &jar, url).await;
         res.headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
@@ -1274,7 +1331,7 @@ async fn two_servers_spend_a_refresh_token_once() {
         .await
         .expect("to provider");
     let to_callback = follow(&to_provider).await.expect("to callback");
-    let res = http.get(&to_callback).send().await.expect("callback");
+    let res = browse(&http, &jar, &to_callback).await;
     assert_eq!(res.status().as_u16(), 200, "no redirect_to: a page");
     let done: Value = res.json().await.expect("json");
     let id = done["connection_id"].as_str().expect("id").to_string();
