@@ -40,6 +40,19 @@ pub fn utc_now_millis() -> String {
     )
 }
 
+/// A time in milliseconds since the epoch as RFC 3339 in UTC: `2026-11-26T14:05:09.123Z`.
+pub fn rfc3339_millis(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -446,23 +446,36 @@ fn start_sites(config: &ServerConfig) -> Result<Option<reactor_sites::Sites>, St
     Ok(Some(sites))
 }
 
-/// Provider keys for the gateway: the project's secrets.
-#[cfg(feature = "gateway")]
+/// The project's secrets as the capabilities that name them read them: the gateway's
+/// provider keys, Connect's client and webhook secrets.
+#[cfg(any(feature = "gateway", feature = "connect"))]
 #[derive(Debug)]
-struct SecretKeys(reactor_db::secrets::Secrets);
+struct ProjectSecrets(reactor_db::secrets::Secrets);
+
+#[cfg(any(feature = "gateway", feature = "connect"))]
+impl ProjectSecrets {
+    async fn get(&self, name: &str, reader: &str) -> Option<String> {
+        match self.0.values().await {
+            Ok(values) => values.get(name).cloned(),
+            Err(e) => {
+                tracing::error!(error = %e, "{reader}: the secrets cannot be read");
+                None
+            }
+        }
+    }
+}
 
 #[cfg(feature = "gateway")]
-impl reactor_gateway::KeySource for SecretKeys {
+impl reactor_gateway::KeySource for ProjectSecrets {
     fn key<'a>(&'a self, secret: &'a str) -> reactor_gateway::KeyFuture<'a> {
-        Box::pin(async move {
-            match self.0.values().await {
-                Ok(values) => values.get(secret).cloned(),
-                Err(e) => {
-                    tracing::error!(error = %e, "gateway: the secrets cannot be read");
-                    None
-                }
-            }
-        })
+        Box::pin(self.get(secret, "gateway"))
+    }
+}
+
+#[cfg(feature = "connect")]
+impl reactor_connect::Secrets for ProjectSecrets {
+    fn get<'a>(&'a self, name: &'a str) -> reactor_connect::BoxFuture<'a, Option<String>> {
+        Box::pin(ProjectSecrets::get(self, name, "connect"))
     }
 }
 
@@ -478,7 +491,7 @@ async fn start_gateway(
         return Ok(None);
     }
     let gateway =
-        reactor_gateway::Gateway::start(db.clone(), Arc::new(SecretKeys(secrets.clone())))
+        reactor_gateway::Gateway::start(db.clone(), Arc::new(ProjectSecrets(secrets.clone())))
             .await
             .map_err(|e| StartError::Capability(Capability::Gateway, e.to_string()))?;
     if let Some(dir) = &config.project {
@@ -487,26 +500,6 @@ async fn start_gateway(
         gateway.load(&manifest.gateway);
     }
     Ok(Some(gateway))
-}
-
-/// Client and webhook secrets for Connect: the project's secrets.
-#[cfg(feature = "connect")]
-#[derive(Debug)]
-struct ConnectSecrets(reactor_db::secrets::Secrets);
-
-#[cfg(feature = "connect")]
-impl reactor_connect::Secrets for ConnectSecrets {
-    fn get<'a>(&'a self, name: &'a str) -> reactor_connect::BoxFuture<'a, Option<String>> {
-        Box::pin(async move {
-            match self.0.values().await {
-                Ok(values) => values.get(name).cloned(),
-                Err(e) => {
-                    tracing::error!(error = %e, "connect: the secrets cannot be read");
-                    None
-                }
-            }
-        })
-    }
 }
 
 /// Connect's events become Jobs events (runs of the jobs that listen for them).
@@ -575,7 +568,7 @@ async fn start_connect(
     let connect = reactor_connect::Connect::start(
         state.db.clone(),
         connect_config,
-        Arc::new(ConnectSecrets(secrets.clone())),
+        Arc::new(ProjectSecrets(secrets.clone())),
     )
     .await
     .map_err(failed)?;
