@@ -226,6 +226,19 @@ pub(crate) struct NewRun {
     pub dedup_since: Millis,
 }
 
+/// A run's new state, recorded if `worker` still holds it (`None`: whoever holds it, for a
+/// cancel). `run_at` set means queued again for then.
+#[derive(Debug, Clone)]
+pub(crate) struct Settlement {
+    pub id: String,
+    pub worker: Option<String>,
+    pub status: &'static str,
+    pub run_at: Option<Millis>,
+    pub logs: Option<Value>,
+    pub error: Option<String>,
+    pub now: Millis,
+}
+
 /// What a worker asks the adapter for: up to `limit` runs of the known jobs, the jobs with a
 /// concurrency limit claimed within it.
 #[derive(Debug, Clone)]
@@ -252,6 +265,9 @@ pub enum JobError {
     WrongState(String, String),
     #[error("{0}")]
     BadRequest(String),
+    /// Recording a batch of outcomes failed; every run in it got this.
+    #[error("cannot record runs' outcomes: {0}")]
+    Settle(String),
 }
 
 impl From<sqlx::Error> for JobError {
@@ -269,7 +285,7 @@ impl From<rusqlite::Error> for JobError {
 impl From<JobError> for ApiError {
     fn from(e: JobError) -> ApiError {
         match e {
-            JobError::Db(e) => {
+            JobError::Db(_) | JobError::Settle(_) => {
                 tracing::error!(error = %e, "jobs failed");
                 ApiError::internal()
             }
@@ -341,6 +357,8 @@ struct Inner {
     wake: tokio::sync::Notify,
     /// Runs this process executes now.
     busy: Arc<tokio::sync::Semaphore>,
+    /// Postgres: outcomes recorded in batches.
+    settler: Option<postgres::Settler>,
 }
 
 impl fmt::Debug for Jobs {
@@ -362,6 +380,10 @@ impl Jobs {
         db.apply_migrations("jobs", sqlite::MIGRATIONS, postgres::MIGRATIONS)
             .await?;
         let workers = config.workers.max(1);
+        let settler = match &db {
+            Db::Postgres(pool) => Some(postgres::Settler::start(pool.clone())),
+            Db::Sqlite(_) => None,
+        };
         Ok(Jobs {
             inner: Arc::new(Inner {
                 db,
@@ -376,6 +398,7 @@ impl Jobs {
                 ),
                 wake: tokio::sync::Notify::new(),
                 busy: Arc::new(tokio::sync::Semaphore::new(workers)),
+                settler,
             }),
         })
     }
@@ -737,29 +760,35 @@ impl Jobs {
     async fn settle(
         &self,
         run: &Run,
-        status: &str,
+        status: &'static str,
         run_at: Option<Millis>,
         logs: Option<Value>,
         error: Option<&str>,
-    ) -> Result<bool, JobError> {
+    ) -> Result<(), JobError> {
         let now = self.now();
         let worker = if status == "cancelled" {
             None
         } else {
             Some(self.inner.worker_id.as_str())
         };
-        let settled = match &self.inner.db {
-            Db::Sqlite(p) => {
-                sqlite::settle(p, &run.id, worker, status, run_at, logs, error, now).await?
-            }
-            Db::Postgres(p) => {
-                postgres::settle(p, &run.id, worker, status, run_at, logs, error, now).await?
-            }
+        let settlement = Settlement {
+            id: run.id.clone(),
+            worker: worker.map(str::to_string),
+            status,
+            run_at,
+            logs,
+            error: error.map(str::to_string),
+            now,
         };
+        match (&self.inner.db, &self.inner.settler) {
+            (_, Some(settler)) => settler.settle(settlement).await?,
+            (Db::Sqlite(p), None) => sqlite::settle(p, settlement).await?,
+            (Db::Postgres(p), None) => postgres::settle_batch(p, &[settlement]).await?,
+        }
         if run_at.is_some() {
             self.inner.wake.notify_waiters();
         }
-        Ok(settled)
+        Ok(())
     }
 
     /// Extends the run's lease every third of it while the function runs.

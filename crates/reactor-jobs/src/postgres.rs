@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use crate::{ClaimRequest, JobError, Millis, NewRun, Run};
+use crate::{ClaimRequest, JobError, Millis, NewRun, Run, Settlement};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -85,6 +85,42 @@ pub const MIGRATIONS: &[Migration] = &[
             return null;
         end
         $f$;
+    "#,
+    },
+    Migration {
+        version: 3,
+        name: "claims by an ordered index scan whatever the statistics say",
+        // The claim is one function so that it can carry its own planner settings. Measured
+        // with 100 000 runs enqueued at once into a table last analysed empty: the planner
+        // believed a handful of rows were due, chose a bitmap scan of every queued row plus a
+        // sort, and each claim took 55 ms; the ordered scan of the due index that stops after
+        // `p_limit` rows takes 0.2 ms. Expired leases get an index of their own, so burying
+        // runs whose worker died does not scan the queue either.
+        sql: r#"
+        create index job_runs_leases on reactor.job_runs (lease_until) where status = 'running';
+        create function reactor.job_claim(p_now bigint, p_jobs text[], p_limit int,
+                                          p_worker text, p_lease_until bigint)
+            returns setof reactor.job_runs
+            language sql
+            set enable_bitmapscan = off
+            set enable_seqscan = off
+            set search_path = pg_catalog, reactor
+        as $f$
+            with due as (
+                select id from reactor.job_runs
+                where ((status = 'queued' and run_at <= p_now)
+                       or (status = 'running' and lease_until < p_now))
+                  and job = any(p_jobs)
+                order by run_at limit p_limit
+                for update skip locked
+            )
+            update reactor.job_runs
+            set status = 'running', attempts = attempts + 1, worker = p_worker,
+                lease_until = p_lease_until, started_at = p_now, finished_at = null
+            where id in (select id from due)
+            returning *
+        $f$;
+        revoke all on function reactor.job_claim(bigint, text[], int, text, bigint) from public;
     "#,
     },
 ];
@@ -279,20 +315,11 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Run>, JobErr
     let lease_until = req.now + req.lease;
     let mut claimed = Vec::new();
     if !req.free.is_empty() {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "with due as (
-                 select id from reactor.job_runs
-                 where {DUE} and job = any($2)
-                 order by run_at limit $3
-                 for update skip locked
-             )
-             update reactor.job_runs
-             set status = 'running', attempts = attempts + 1, worker = $4, lease_until = $5,
-                 started_at = $1, finished_at = null
-             where id in (select id from due)
-             returning {}",
-            columns!()
-        )))
+        let rows = sqlx::query(concat!(
+            "select ",
+            columns!(),
+            " from reactor.job_claim($1, $2, $3::int, $4, $5)"
+        ))
         .bind(req.now)
         .bind(&req.free)
         .bind(req.limit)
@@ -309,6 +336,10 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest) -> Result<Vec<Run>, JobErr
         let mut tx = pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("reactor.jobs.concurrency:{job}"))
+            .execute(&mut *tx)
+            .await?;
+        // Like `reactor.job_claim`: the ordered index scan, even when the statistics are stale.
+        sqlx::query("set local enable_bitmapscan = off")
             .execute(&mut *tx)
             .await?;
         while (claimed.len() as i64) < req.limit {
@@ -370,43 +401,101 @@ pub async fn extend(pool: &PgPool, id: &str, worker: &str, until: Millis) -> Res
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn settle(
-    pool: &PgPool,
-    id: &str,
-    worker: Option<&str>,
-    status: &str,
-    run_at: Option<Millis>,
-    logs: Option<Value>,
-    error: Option<&str>,
-    now: Millis,
-) -> Result<bool, JobError> {
-    let finished = matches!(status, "succeeded" | "dead" | "cancelled");
-    // One statement, one round trip: a retry wakes the workers in the same statement.
-    let job: Option<String> = sqlx::query_scalar(
-        "with settled as (
-             update reactor.job_runs
-             set status = $2, run_at = coalesce($3, run_at), logs = coalesce($4::jsonb, logs),
-                 last_error = coalesce($5, last_error), lease_until = null, worker = null,
-                 finished_at = case when $6 then $7 else finished_at end
-             where id = $1::uuid
-               and (case when $8::text is null then status in ('queued', 'running')
-                         else worker = $8 and status = 'running' end)
-             returning job)
-         select job from settled
-         where $3::bigint is null or pg_notify('reactor_jobs', job) is not null",
+/// The most outcomes one statement records.
+const MAX_SETTLE_BATCH: usize = 256;
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), JobError>>;
+
+/// Records outcomes in batches: whatever settles while the previous statement is in flight
+/// goes in the next one, so a busy queue pays one round trip and one durable commit per batch
+/// rather than per run (no waiting is added: an idle settler sends at once). An outcome not
+/// yet recorded when the process dies is lost like any other: its run is claimed again after
+/// its lease.
+#[derive(Clone)]
+pub(crate) struct Settler(tokio::sync::mpsc::UnboundedSender<(Settlement, Reply)>);
+
+impl Settler {
+    pub fn start(pool: PgPool) -> Settler {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Settlement, Reply)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, MAX_SETTLE_BATCH).await > 0 {
+                let (settlements, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                match settle_batch(&pool, &settlements).await {
+                    Ok(()) => {
+                        for reply in replies {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(JobError::Settle(message.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        Settler(tx)
+    }
+
+    pub async fn settle(&self, settlement: Settlement) -> Result<(), JobError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let stopped = || JobError::Settle("the settler stopped".into());
+        self.0.send((settlement, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// One statement for the batch. A run its worker no longer holds (cancelled, or reclaimed after
+/// its lease) or one already finished is left alone. Retries wake the workers in the same
+/// statement.
+pub(crate) async fn settle_batch(pool: &PgPool, batch: &[Settlement]) -> Result<(), JobError> {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut workers = Vec::with_capacity(batch.len());
+    let mut statuses = Vec::with_capacity(batch.len());
+    let mut run_ats = Vec::with_capacity(batch.len());
+    let mut logs = Vec::with_capacity(batch.len());
+    let mut errors = Vec::with_capacity(batch.len());
+    let mut finished = Vec::with_capacity(batch.len());
+    for s in batch {
+        ids.push(s.id.as_str());
+        workers.push(s.worker.as_deref());
+        statuses.push(s.status);
+        run_ats.push(s.run_at);
+        logs.push(s.logs.as_ref().map(Value::to_string));
+        errors.push(s.error.as_deref());
+        finished.push(matches!(s.status, "succeeded" | "dead" | "cancelled").then_some(s.now));
+    }
+    sqlx::query(
+        "with input as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                                  $6::text[], $7::bigint[])
+                 as i(id, worker, status, run_at, logs, error, finished_at)
+         ), settled as (
+             update reactor.job_runs r
+             set status = i.status, run_at = coalesce(i.run_at, r.run_at),
+                 logs = coalesce(i.logs::jsonb, r.logs), last_error = coalesce(i.error, r.last_error),
+                 lease_until = null, worker = null,
+                 finished_at = coalesce(i.finished_at, r.finished_at)
+             from input i
+             where r.id = i.id::uuid
+               and (case when i.worker is null then r.status in ('queued', 'running')
+                         else r.worker = i.worker and r.status = 'running' end)
+             returning r.job, i.run_at)
+         select count(*) from settled
+         where run_at is null or pg_notify('reactor_jobs', job) is not null",
     )
-    .bind(id)
-    .bind(status)
-    .bind(run_at)
-    .bind(logs.map(|l| l.to_string()))
-    .bind(error)
-    .bind(finished)
-    .bind(now)
-    .bind(worker)
-    .fetch_optional(pool)
+    .bind(&ids)
+    .bind(&workers)
+    .bind(&statuses)
+    .bind(&run_ats)
+    .bind(&logs)
+    .bind(&errors)
+    .bind(&finished)
+    .execute(pool)
     .await?;
-    Ok(job.is_some())
+    Ok(())
 }
 
 pub async fn claim_tick(

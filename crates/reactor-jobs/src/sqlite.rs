@@ -8,7 +8,7 @@ use reactor_db::{Migration, SqlitePool};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
-use crate::{ClaimRequest, JobError, Millis, NewRun, Run};
+use crate::{ClaimRequest, JobError, Millis, NewRun, Run, Settlement};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -320,26 +320,11 @@ pub async fn extend(
     .await
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn settle(
-    pool: &SqlitePool,
-    id: &str,
-    worker: Option<&str>,
-    status: &str,
-    run_at: Option<Millis>,
-    logs: Option<Value>,
-    error: Option<&str>,
-    now: Millis,
-) -> Result<bool, JobError> {
-    let (id, worker, status) = (
-        id.to_string(),
-        worker.map(str::to_string),
-        status.to_string(),
-    );
-    let (logs, error) = (logs.map(|l| l.to_string()), error.map(str::to_string));
+pub(crate) async fn settle(pool: &SqlitePool, s: Settlement) -> Result<(), JobError> {
+    let logs = s.logs.map(|l| l.to_string());
     write(pool, move |conn| {
-        let finished = matches!(status.as_str(), "succeeded" | "dead" | "cancelled");
-        let n = conn.execute(
+        let finished = matches!(s.status, "succeeded" | "dead" | "cancelled");
+        conn.execute(
             "update _reactor_job_runs
              set status = ?2, run_at = coalesce(?3, run_at), logs = coalesce(?4, logs),
                  last_error = coalesce(?5, last_error), lease_until = null, worker = null,
@@ -347,9 +332,11 @@ pub async fn settle(
              where id = ?1
                and (case when ?8 is null then status in ('queued', 'running')
                          else worker = ?8 and status = 'running' end)",
-            params![id, status, run_at, logs, error, finished, now, worker],
+            params![
+                s.id, s.status, s.run_at, logs, s.error, finished, s.now, s.worker
+            ],
         )?;
-        Ok(n == 1)
+        Ok(())
     })
     .await
 }

@@ -427,6 +427,86 @@ async fn many(url: &str, n: usize) {
     );
 }
 
+/// Attempts that end together are recorded together (on Postgres, in one statement): each
+/// outcome lands on its own run, and one for a run cancelled meanwhile changes nothing.
+async fn settled_together(url: &str) {
+    let clock = ManualClock::at("2026-11-26T12:00:00Z");
+    let runner = Arc::new(TestRunner::default());
+    let jobs = start(url, clock.clone(), runner.clone()).await;
+    let mut ok = Vec::new();
+    let mut failing = Vec::new();
+    for i in 0..3 {
+        ok.push(
+            jobs.enqueue("ok", json!({"i": i}))
+                .await
+                .expect("enqueue")
+                .id,
+        );
+        failing.push(
+            jobs.enqueue("fail", json!({"i": i}))
+                .await
+                .expect("enqueue")
+                .id,
+        );
+    }
+    let gated = jobs
+        .enqueue("gate", json!({"user": "u1"}))
+        .await
+        .expect("enqueue")
+        .id;
+    let worker = {
+        let jobs = jobs.clone();
+        tokio::spawn(async move { jobs.work_once().await })
+    };
+    wait_for(|| runner.running.lock().expect("lock").contains(&gated)).await;
+    jobs.cancel(&gated).await.expect("cancel");
+    runner.gate.add_permits(1);
+    assert_eq!(worker.await.expect("join").expect("work"), 7);
+
+    for id in &ok {
+        let run = jobs.run(id).await.expect("run");
+        assert_eq!(
+            (run.status.as_str(), run.attempts),
+            ("succeeded", 1),
+            "{id}"
+        );
+        assert_eq!(run.logs, json!([{"message": "ok attempt 1"}]));
+        assert!(run.finished_at.is_some());
+    }
+    for id in &failing {
+        let run = jobs.run(id).await.expect("run");
+        assert_eq!((run.status.as_str(), run.attempts), ("queued", 1), "{id}");
+        assert_eq!(run.last_error.as_deref(), Some("the function answered 500"));
+        assert_eq!(run.logs, json!([{"message": "fail attempt 1"}]));
+        assert!(run.run_at > clock.now(), "retried later, not now");
+        assert!(run.finished_at.is_none());
+    }
+    let run = jobs.run(&gated).await.expect("run");
+    assert_eq!(
+        run.status, "cancelled",
+        "the late outcome did not overwrite the cancel"
+    );
+    assert_eq!(run.logs, json!([]));
+}
+
+#[tokio::test]
+async fn sqlite_outcomes_settled_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    settled_together(&format!(
+        "sqlite://{}",
+        dir.path().join("jobs.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_outcomes_settled_together() {
+    let Some(url) = fresh_postgres_database("jobs_settled_together").await else {
+        return;
+    };
+    settled_together(&url).await;
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
