@@ -289,6 +289,13 @@ impl FunctionError {
                 format!("the function ran past its time limit of {} ms", limit.as_millis()),
             )
             .with_hint("raise `timeout_ms` for the function in reactor.toml, or make it do less per request"),
+            FunctionError::Failed(JsError::Saturated(slots)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "functions_saturated",
+                format!("all {slots} WASM instance slots of this server are in use"),
+            )
+            .with_retry_after(1)
+            .with_hint("retry shortly; lower `concurrency` of the WASM functions, or add a replica"),
             FunctionError::Failed(JsError::Memory(limit)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "function_memory_limit",

@@ -7,7 +7,9 @@
 //! sockets, so a module has no file system and no network; every other WASI call answers
 //! `ENOSYS`. Time is bounded by epoch interruption (a process-wide ticker), memory by the
 //! store's limits; modules are compiled once and pre-linked, so an invocation is one
-//! instantiation.
+//! instantiation, into a slot of wasmtime's pooling allocator: memory and tables are mapped
+//! once for the process and reused (copy-on-write, kept affine to the module), never mapped
+//! per request.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,8 +17,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{
-    Caller, Config, Engine, Extern, InstancePre, Linker, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, Val, ValType,
+    Caller, Config, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolConcurrencyLimitError, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    Trap, Val, ValType,
 };
 
 use crate::js::{Host, JsError, JsLimits, JsRequest, Level};
@@ -25,6 +28,11 @@ const WASI: &str = "wasi_snapshot_preview1";
 
 /// How often the epoch advances: the granularity of the time limit.
 const TICK: Duration = Duration::from_millis(5);
+
+/// WASM instances that may be alive at once in this process: the pooling allocator's slots.
+/// Each slot reserves address space, not memory (4 GiB plus guard pages for the linear
+/// memory, which lets compiled code skip bounds checks); invocations beyond this answer 503.
+pub const INSTANCE_SLOTS: u32 = 512;
 
 /// Largest stdout a module may write (its response).
 const MAX_OUTPUT: usize = 16 * 1024 * 1024;
@@ -44,6 +52,12 @@ fn engine() -> Result<&'static Engine, String> {
     let engine = ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(INSTANCE_SLOTS)
+            .total_memories(INSTANCE_SLOTS)
+            .total_tables(INSTANCE_SLOTS)
+            .total_component_instances(0);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             Engine::new(&config).map_err(|e| format!("the WASM engine cannot start: {e:#}"))?;
         let ticking = engine.clone();
@@ -163,11 +177,16 @@ pub fn invoke(
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
-    let outcome = program
-        .pre
-        .instantiate(&mut store)
-        .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
-        .and_then(|start| start.call(&mut store, ()));
+    let outcome = match program.pre.instantiate(&mut store) {
+        Ok(instance) => instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .and_then(|start| start.call(&mut store, ())),
+        Err(e) if e.is::<PoolConcurrencyLimitError>() => {
+            return Err(JsError::Saturated(INSTANCE_SLOTS));
+        }
+        // A trap in the module's start function is classified below like one in `_start`.
+        Err(e) => Err(e),
+    };
     let state = store.into_data();
     for line in String::from_utf8_lossy(&state.stderr).lines() {
         host.log(Level::Info, line);
@@ -566,6 +585,72 @@ fn gather(c: &mut Caller<'_, State>, iovs: i32, len: i32) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Answer(std::cell::RefCell<Option<u16>>);
+
+    impl Host for Answer {
+        fn log(&self, _level: Level, _text: &str) {}
+        fn head(
+            &self,
+            status: u16,
+            _headers: Vec<(String, String)>,
+            _body: Option<Vec<u8>>,
+        ) -> Result<(), crate::js::Closed> {
+            *self.0.borrow_mut() = Some(status);
+            Ok(())
+        }
+        fn chunk(&self, _bytes: Vec<u8>) -> Result<(), crate::js::Closed> {
+            Ok(())
+        }
+        fn fetch(&self, _request: crate::js::OutboundRequest, done: crate::js::FetchDone) {
+            done(Err("no network here".into()));
+        }
+    }
+
+    /// Instances come from the pool: with every slot held, an invocation is refused as
+    /// saturated (not failed); a slot given back serves the next one. (No other test in this
+    /// binary instantiates WASM, so the pool is this test's alone.)
+    #[test]
+    fn instances_come_from_a_bounded_pool() {
+        let program = WasmProgram::compile(
+            include_bytes!("../tests/fixtures/echo.wat"),
+            true,
+            "echo".into(),
+        )
+        .expect("compiles");
+        let engine = engine().expect("engine");
+        let mut held = Vec::new();
+        for _ in 0..INSTANCE_SLOTS {
+            let mut store = Store::new(engine, State::default());
+            program.pre.instantiate(&mut store).expect("a free slot");
+            held.push(store);
+        }
+        let call = || {
+            let answer = Rc::new(Answer(std::cell::RefCell::new(None)));
+            let request = JsRequest {
+                method: "POST".into(),
+                url: "http://h/fn/v1/echo".into(),
+                headers: Vec::new(),
+                body: b"hi".to_vec(),
+            };
+            let limits = JsLimits {
+                memory_bytes: 16 << 20,
+                timeout: Duration::from_secs(5),
+            };
+            let result = invoke(&program, request, &BTreeMap::new(), limits, answer.clone());
+            (result, answer.0.borrow().to_owned())
+        };
+        let (result, status) = call();
+        assert!(
+            matches!(result, Err(JsError::Saturated(INSTANCE_SLOTS))),
+            "{result:?}"
+        );
+        assert_eq!(status, None);
+        held.pop();
+        let (result, status) = call();
+        result.expect("a slot was free again");
+        assert_eq!(status, Some(201));
+    }
 
     #[test]
     fn cgi_output_is_parsed() {

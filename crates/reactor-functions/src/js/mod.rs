@@ -239,6 +239,9 @@ pub enum JsError {
     Closed,
     #[error("engine: {0}")]
     Engine(String),
+    /// Every WASM instance slot of the process is in use.
+    #[error("all {0} WASM instance slots of this server are in use")]
+    Saturated(u32),
 }
 
 /// Per-invocation state that the host functions and the interrupt handler read. An instance
