@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use reactor_core::ApiError;
+use reactor_core::time::rfc3339_millis as rfc3339;
 use reactor_db::{Db, DbError};
 use reactor_manifest::Trigger;
 use serde::Serialize;
@@ -203,12 +204,6 @@ impl Run {
             "logs": self.logs,
         })
     }
-}
-
-pub fn rfc3339(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 /// A new run, before its row exists.

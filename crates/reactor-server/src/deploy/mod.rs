@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use reactor_bundle::{FunctionKind, Index};
 use reactor_core::ApiError;
+use reactor_core::time::rfc3339_millis as rfc3339;
 use reactor_db::{Db, DbError};
 use reactor_manifest::Manifest;
 use serde_json::{Value, json};
@@ -752,13 +753,6 @@ fn migrations_listed(index_json: &str) -> Vec<String> {
     serde_json::from_str::<Index>(index_json)
         .map(|i| i.migrations)
         .unwrap_or_default()
-}
-
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(
-        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-    )
-    .to_string()
 }
 
 fn describe(r: &ReleaseRow, active: Option<&str>) -> Value {
