@@ -8,8 +8,8 @@
 //! `ENOSYS`. Time is bounded by epoch interruption (a process-wide ticker), memory by the
 //! store's limits; modules are compiled once and pre-linked, so an invocation is one
 //! instantiation, into a slot of wasmtime's pooling allocator: memory and tables are mapped
-//! once for the process and reused (copy-on-write, kept affine to the module), never mapped
-//! per request.
+//! once for the process and reused (a slot stays affine to the module it last held), never
+//! mapped per request.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
