@@ -234,6 +234,20 @@ pub(crate) struct Settlement {
     pub now: Millis,
 }
 
+impl Settlement {
+    /// When the run finished, if this state ends it.
+    pub fn finished_at(&self) -> Option<Millis> {
+        matches!(self.status, "succeeded" | "dead" | "cancelled").then_some(self.now)
+    }
+}
+
+/// Where outcomes are recorded. SQLite's writer thread already commits queued writes
+/// together; on Postgres the settler gathers them into one statement.
+enum Outcomes {
+    Sqlite(reactor_db::SqlitePool),
+    Postgres(postgres::Settler),
+}
+
 /// What a worker asks the adapter for: up to `limit` runs of the known jobs, the jobs with a
 /// concurrency limit claimed within it.
 #[derive(Debug, Clone)]
@@ -352,8 +366,7 @@ struct Inner {
     wake: tokio::sync::Notify,
     /// Runs this process executes now.
     busy: Arc<tokio::sync::Semaphore>,
-    /// Postgres: outcomes recorded in batches.
-    settler: Option<postgres::Settler>,
+    outcomes: Outcomes,
 }
 
 impl fmt::Debug for Jobs {
@@ -375,9 +388,9 @@ impl Jobs {
         db.apply_migrations("jobs", sqlite::MIGRATIONS, postgres::MIGRATIONS)
             .await?;
         let workers = config.workers.max(1);
-        let settler = match &db {
-            Db::Postgres(pool) => Some(postgres::Settler::start(pool.clone())),
-            Db::Sqlite(_) => None,
+        let outcomes = match &db {
+            Db::Sqlite(pool) => Outcomes::Sqlite(pool.clone()),
+            Db::Postgres(pool) => Outcomes::Postgres(postgres::Settler::start(pool.clone())),
         };
         Ok(Jobs {
             inner: Arc::new(Inner {
@@ -393,7 +406,7 @@ impl Jobs {
                 ),
                 wake: tokio::sync::Notify::new(),
                 busy: Arc::new(tokio::sync::Semaphore::new(workers)),
-                settler,
+                outcomes,
             }),
         })
     }
@@ -775,10 +788,9 @@ impl Jobs {
             error: error.map(str::to_string),
             now,
         };
-        match (&self.inner.db, &self.inner.settler) {
-            (_, Some(settler)) => settler.settle(settlement).await?,
-            (Db::Sqlite(p), None) => sqlite::settle(p, settlement).await?,
-            (Db::Postgres(p), None) => postgres::settle_batch(p, &[settlement]).await?,
+        match &self.inner.outcomes {
+            Outcomes::Sqlite(pool) => sqlite::settle(pool, settlement).await?,
+            Outcomes::Postgres(settler) => settler.settle(settlement).await?,
         }
         if run_at.is_some() {
             self.inner.wake.notify_waiters();

@@ -450,7 +450,7 @@ impl Settler {
 /// One statement for the batch. A run its worker no longer holds (cancelled, or reclaimed after
 /// its lease) or one already finished is left alone. Retries wake the workers in the same
 /// statement.
-pub(crate) async fn settle_batch(pool: &PgPool, batch: &[Settlement]) -> Result<(), JobError> {
+async fn settle_batch(pool: &PgPool, batch: &[Settlement]) -> Result<(), JobError> {
     let mut ids = Vec::with_capacity(batch.len());
     let mut workers = Vec::with_capacity(batch.len());
     let mut statuses = Vec::with_capacity(batch.len());
@@ -465,7 +465,7 @@ pub(crate) async fn settle_batch(pool: &PgPool, batch: &[Settlement]) -> Result<
         run_ats.push(s.run_at);
         logs.push(s.logs.as_ref().map(Value::to_string));
         errors.push(s.error.as_deref());
-        finished.push(matches!(s.status, "succeeded" | "dead" | "cancelled").then_some(s.now));
+        finished.push(s.finished_at());
     }
     sqlx::query(
         "with input as (

@@ -321,19 +321,25 @@ pub async fn extend(
 }
 
 pub(crate) async fn settle(pool: &SqlitePool, s: Settlement) -> Result<(), JobError> {
-    let logs = s.logs.map(|l| l.to_string());
+    let logs = s.logs.as_ref().map(Value::to_string);
+    let finished_at = s.finished_at();
     write(pool, move |conn| {
-        let finished = matches!(s.status, "succeeded" | "dead" | "cancelled");
         conn.execute(
             "update _reactor_job_runs
              set status = ?2, run_at = coalesce(?3, run_at), logs = coalesce(?4, logs),
                  last_error = coalesce(?5, last_error), lease_until = null, worker = null,
-                 finished_at = case when ?6 then ?7 else finished_at end
+                 finished_at = coalesce(?6, finished_at)
              where id = ?1
-               and (case when ?8 is null then status in ('queued', 'running')
-                         else worker = ?8 and status = 'running' end)",
+               and (case when ?7 is null then status in ('queued', 'running')
+                         else worker = ?7 and status = 'running' end)",
             params![
-                s.id, s.status, s.run_at, logs, s.error, finished, s.now, s.worker
+                s.id,
+                s.status,
+                s.run_at,
+                logs,
+                s.error,
+                finished_at,
+                s.worker
             ],
         )?;
         Ok(())

@@ -383,6 +383,11 @@ async fn wait_for(done: impl Fn() -> bool) {
     panic!("the condition never held");
 }
 
+/// A database file in `dir`, as the URL `Db::connect` takes.
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("jobs.db").display())
+}
+
 /// Two instances working one queue: every run at least once, none twice at once.
 async fn many(url: &str, n: usize) {
     let clock = ManualClock::at("2026-11-26T12:00:00Z");
@@ -492,11 +497,7 @@ async fn settled_together(url: &str) {
 #[tokio::test]
 async fn sqlite_outcomes_settled_together() {
     let dir = tempfile::tempdir().expect("tempdir");
-    settled_together(&format!(
-        "sqlite://{}",
-        dir.path().join("jobs.db").display()
-    ))
-    .await;
+    settled_together(&sqlite_url(&dir)).await;
 }
 
 #[tokio::test]
@@ -510,11 +511,7 @@ async fn postgres_outcomes_settled_together() {
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
-    contract(&format!(
-        "sqlite://{}",
-        dir.path().join("jobs.db").display()
-    ))
-    .await;
+    contract(&sqlite_url(&dir)).await;
 }
 
 #[tokio::test]
@@ -528,11 +525,7 @@ async fn postgres_contract() {
 #[tokio::test]
 async fn sqlite_two_instances_share_the_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    many(
-        &format!("sqlite://{}", dir.path().join("jobs.db").display()),
-        500,
-    )
-    .await;
+    many(&sqlite_url(&dir), 500).await;
 }
 
 #[tokio::test]
@@ -651,11 +644,7 @@ async fn events(url: &str) {
 #[tokio::test]
 async fn sqlite_event_triggers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    events(&format!(
-        "sqlite://{}",
-        dir.path().join("jobs.db").display()
-    ))
-    .await;
+    events(&sqlite_url(&dir)).await;
 }
 
 #[tokio::test]
