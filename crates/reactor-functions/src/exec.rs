@@ -7,11 +7,11 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::js::{self, Closed, Host, Instance, JsError, JsLimits, JsRequest, Level};
 use crate::logs::LogBook;
-use crate::{Code, FunctionError, Invocation, outbound, wasm};
+use crate::{Call, Code, FunctionError, outbound, wasm};
 
 /// The head the waiting request receives: status, headers, and the whole body unless it
 /// streams.
@@ -21,19 +21,11 @@ pub(crate) type BodySender = mpsc::Sender<Result<Vec<u8>, FunctionError>>;
 
 /// One invocation, with everything it needs to run anywhere and answer its caller.
 pub(crate) struct Job {
-    pub function: String,
     pub code: Code,
-    pub invocation: Invocation,
-    pub env: BTreeMap<String, String>,
-    pub limits: JsLimits,
-    pub policy: Arc<outbound::Policy>,
-    pub http: Result<reqwest::Client, String>,
-    pub logs: Arc<LogBook>,
+    pub call: Call,
     pub runtime: tokio::runtime::Handle,
     pub head: oneshot::Sender<Head>,
     pub body: BodySender,
-    /// Held until the invocation ends: the function's concurrency limit.
-    pub permit: OwnedSemaphorePermit,
 }
 
 /// What runs the code of a job: a fresh context or instance, or a worker's instance.
@@ -50,33 +42,41 @@ impl Job {
     /// Runs on the current thread; failures go to the function's logs and to the caller
     /// (as the head, or as a cut-short body once the head is out).
     fn run(self, engine: &mut Engine<'_>) {
-        let _permit = self.permit;
-        let id = self.invocation.id.clone();
+        let Call {
+            function,
+            invocation,
+            env,
+            limits,
+            policy,
+            http,
+            logs,
+            permit: _permit,
+        } = self.call;
+        let id = invocation.id.clone();
         let host = Rc::new(ChannelHost {
-            logs: self.logs.clone(),
-            http: self.http,
-            policy: self.policy,
+            logs: logs.clone(),
+            http,
+            policy,
             runtime: self.runtime,
-            function: self.function.clone(),
+            function: function.clone(),
             invocation: id.clone(),
             head: std::cell::RefCell::new(Some(self.head)),
             body: std::cell::RefCell::new(Some(self.body)),
         });
         let request = JsRequest {
-            method: self.invocation.method,
-            url: self.invocation.url,
-            headers: self.invocation.headers,
-            body: self.invocation.body,
+            method: invocation.method,
+            url: invocation.url,
+            headers: invocation.headers,
+            body: invocation.body,
         };
-        let result = engine(&self.code, request, &self.env, self.limits, host.clone())
-            .map_err(|e| e.with_timeout(self.limits.timeout));
+        let result = engine(&self.code, request, &env, limits, host.clone())
+            .map_err(|e| e.with_timeout(limits.timeout));
         // The engine may hold `host` until its runtime collects it; the body ends now.
         let body = host.body.borrow_mut().take();
         let Err(error) = result else { return };
         if !matches!(error, JsError::Closed) {
-            self.logs
-                .append(&self.function, &id, Level::Error, &error.to_string());
-            tracing::warn!(function = %self.function, invocation = %id, error = %error, "function failed");
+            logs.append(&function, &id, Level::Error, &error.to_string());
+            tracing::warn!(function = %function, invocation = %id, error = %error, "function failed");
         }
         let head = host.head.borrow_mut().take();
         match (head, body) {
@@ -106,6 +106,10 @@ fn run_fresh(
     match code {
         Code::Js(program) => js::invoke(program, request, env, limits, host),
         Code::Wasm(program) => wasm::invoke(program, request, env, limits, host),
+        // `Functions::invoke` hands components to `component::serve` before any job exists.
+        Code::Component(_) => Err(JsError::Engine(
+            "a component is served on the runtime, not on a worker thread".into(),
+        )),
     }
 }
 

@@ -3,14 +3,18 @@
 //! [`Functions`] is the capability: a registry of loaded functions (each a compiled
 //! [`js::Program`] with its limits), the invoke path every caller shares (HTTP, and later
 //! Jobs), and the per-function logs. `source` turns a function's files into a module graph
-//! (oxc strips TypeScript); `js` runs one invocation in a fresh QuickJS context.
+//! (oxc strips TypeScript); `js` runs one invocation in a fresh QuickJS context; `wasm` runs
+//! a WASI command module CGI-style and `component` serves a `wasi:http` component.
 
+pub mod component;
 mod exec;
 pub mod http;
 pub mod js;
 pub mod logs;
 pub mod outbound;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wasm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -186,6 +190,8 @@ pub struct FunctionInfo {
 pub(crate) enum Code {
     Js(Arc<Program>),
     Wasm(Arc<wasm::WasmProgram>),
+    /// Served by [`component::serve`] on the caller's runtime, never on a worker thread.
+    Component(Arc<component::HttpComponent>),
 }
 
 impl Code {
@@ -193,6 +199,7 @@ impl Code {
         match self {
             Code::Js(p) => &p.graph.hash,
             Code::Wasm(w) => &w.hash,
+            Code::Component(c) => &c.hash,
         }
     }
 }
@@ -334,6 +341,19 @@ pub struct Invocation {
     pub id: String,
 }
 
+/// Everything one invocation needs besides its code and the way back to its caller.
+pub(crate) struct Call {
+    pub function: String,
+    pub invocation: Invocation,
+    pub env: BTreeMap<String, String>,
+    pub limits: JsLimits,
+    pub policy: Arc<outbound::Policy>,
+    pub http: Result<reqwest::Client, String>,
+    pub logs: Arc<LogBook>,
+    /// Held until the invocation ends: the function's concurrency limit.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// A function's answer: the head now, the body whole or as it is produced.
 #[derive(Debug)]
 pub struct Answer {
@@ -357,8 +377,8 @@ pub struct Functions {
 
 #[derive(Debug)]
 struct Inner {
-    /// Compiled WASM modules by the SHA-256 of their bytes.
-    wasm: std::sync::Mutex<HashMap<String, Arc<wasm::WasmProgram>>>,
+    /// Compiled WASM modules and components by the SHA-256 of their bytes.
+    wasm: std::sync::Mutex<HashMap<String, Code>>,
     config: FunctionsConfig,
     http: Result<reqwest::Client, String>,
     cache: TranspileCache,
@@ -555,28 +575,41 @@ impl Functions {
     ) -> Result<Code, SourceError> {
         let hash = hex::encode(Sha256::digest(bytes));
         if let Some(hit) = self.lock_wasm().get(&hash) {
-            return Ok(Code::Wasm(hit.clone()));
+            return Ok(hit.clone());
         }
-        let program =
-            wasm::WasmProgram::compile(bytes, text, hash.clone()).map_err(|e| SourceError {
-                file: spec.entry.clone(),
-                line: 1,
-                column: 1,
-                message: e,
-                hint: Some(
-                    "a WASI preview 1 command module is served CGI-style; see the README".into(),
-                ),
-            })?;
-        let program = Arc::new(program);
+        let compiled = wasm::binary(bytes, text).and_then(|binary| {
+            Ok(if component::is_component(&binary) {
+                Code::Component(Arc::new(component::HttpComponent::compile(
+                    &binary,
+                    hash.clone(),
+                )?))
+            } else {
+                Code::Wasm(Arc::new(wasm::WasmProgram::compile(
+                    &binary,
+                    false,
+                    hash.clone(),
+                )?))
+            })
+        });
+        let code = compiled.map_err(|e| SourceError {
+            file: spec.entry.clone(),
+            line: 1,
+            column: 1,
+            message: e,
+            hint: Some(
+                "a WASI preview 1 command module is served CGI-style, a `wasi:http/proxy` component like a JavaScript handler; see the README"
+                    .into(),
+            ),
+        })?;
         let mut cache = self.lock_wasm();
         if cache.len() >= 256 {
             cache.clear();
         }
-        cache.insert(hash, program.clone());
-        Ok(Code::Wasm(program))
+        cache.insert(hash, code.clone());
+        Ok(code)
     }
 
-    fn lock_wasm(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<wasm::WasmProgram>>> {
+    fn lock_wasm(&self) -> std::sync::MutexGuard<'_, HashMap<String, Code>> {
         // A cache: nothing in it can be half-written.
         self.inner.wasm.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -606,7 +639,7 @@ impl Functions {
                 name: d.spec.name.clone(),
                 entry: d.spec.entry.clone(),
                 runtime: match d.program {
-                    Some(Code::Wasm(_)) => "wasm",
+                    Some(Code::Wasm(_) | Code::Component(_)) => "wasm",
                     _ if is_wasm_entry(&d.spec.entry) => "wasm",
                     _ => "js",
                 },
@@ -667,22 +700,27 @@ impl Functions {
             env.entry("REACTOR_URL".into())
                 .or_insert_with(|| origin.clone());
         }
-        let policy = deployed.policy.clone();
-        let (head_tx, head_rx) = oneshot::channel();
-        let (body_tx, body_rx) = mpsc::channel(16);
-        let job = exec::Job {
+        let call = Call {
             function: name.to_string(),
-            code: program,
             invocation,
             env,
             limits,
-            policy,
+            policy: deployed.policy.clone(),
             http: self.inner.http.clone(),
             logs: self.inner.logs.clone(),
+            permit,
+        };
+        if let Code::Component(component) = program {
+            return component::serve(component, call).await;
+        }
+        let (head_tx, head_rx) = oneshot::channel();
+        let (body_tx, body_rx) = mpsc::channel(16);
+        let job = exec::Job {
+            code: program,
+            call,
             runtime: tokio::runtime::Handle::current(),
             head: head_tx,
             body: body_tx,
-            permit,
         };
         match (&deployed.pool, &deployed.prepared) {
             (Some(pool), _) => {

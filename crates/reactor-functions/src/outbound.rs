@@ -88,7 +88,13 @@ impl Policy {
         }
     }
 
-    fn check(&self, url: &url::Url) -> Result<(), String> {
+    /// The largest body a request or its answer may carry.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Whether `url` may be requested; why not, in words for the function's author.
+    pub(crate) fn check(&self, url: &url::Url) -> Result<(), String> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "`{}:` URLs cannot be fetched; use http or https",

@@ -10,6 +10,8 @@
 //! instantiation, into a slot of wasmtime's pooling allocator: memory and tables are mapped
 //! once for the process and reused (a slot stays affine to the module it last held), never
 //! mapped per request.
+//!
+//! WASI HTTP components are served by `component`, on this module's engine and pool.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -27,11 +29,13 @@ use crate::js::{Host, JsError, JsLimits, JsRequest, Level};
 const WASI: &str = "wasi_snapshot_preview1";
 
 /// How often the epoch advances: the granularity of the time limit.
-const TICK: Duration = Duration::from_millis(5);
+pub(crate) const TICK: Duration = Duration::from_millis(5);
 
-/// WASM instances that may be alive at once in this process: the pooling allocator's slots.
-/// Each slot reserves address space, not memory (4 GiB plus guard pages for the linear
-/// memory, which lets compiled code skip bounds checks); invocations beyond this answer 503.
+/// WASM instances that may be alive at once in this process: the pooling allocator's slots
+/// (core instances; a component takes one per core module inside it, and one component
+/// slot). Each slot reserves address space, not memory (4 GiB plus guard pages for the
+/// linear memory, which lets compiled code skip bounds checks); invocations beyond this
+/// answer 503.
 pub const INSTANCE_SLOTS: u32 = 512;
 
 /// Largest stdout a module may write (its response).
@@ -45,9 +49,9 @@ const EINVAL: i32 = 28;
 const ENOSYS: i32 = 52;
 const ESPIPE: i32 = 70;
 
-/// The shared engine, with epoch interruption (without it there is no time limit, so no
-/// engine at all); its ticker thread starts with it.
-fn engine() -> Result<&'static Engine, String> {
+/// The shared engine of command modules and components, with epoch interruption (without it
+/// there is no time limit, so no engine at all); its ticker thread starts with it.
+pub(crate) fn engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     let engine = ENGINE.get_or_init(|| {
         let mut config = Config::new();
@@ -56,7 +60,9 @@ fn engine() -> Result<&'static Engine, String> {
         pool.total_core_instances(INSTANCE_SLOTS)
             .total_memories(INSTANCE_SLOTS)
             .total_tables(INSTANCE_SLOTS)
-            .total_component_instances(0);
+            .total_component_instances(INSTANCE_SLOTS)
+            // Components run as async calls, each on a fiber stack from the pool.
+            .total_stacks(INSTANCE_SLOTS);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             Engine::new(&config).map_err(|e| format!("the WASM engine cannot start: {e:#}"))?;
@@ -120,13 +126,7 @@ impl std::error::Error for Exit {}
 impl WasmProgram {
     /// Compiles `bytes` (binary, or text when `text`) and links it against Reactor's WASI.
     pub fn compile(bytes: &[u8], text: bool, hash: String) -> Result<WasmProgram, String> {
-        let binary = if text {
-            wat::parse_bytes(bytes)
-                .map_err(|e| e.to_string())?
-                .into_owned()
-        } else {
-            bytes.to_vec()
-        };
+        let binary = binary(bytes, text)?;
         let engine = engine()?;
         let module = Module::new(engine, &binary).map_err(|e| format!("{e:#}"))?;
         if module.get_export("_start").is_none() {
@@ -144,6 +144,15 @@ impl WasmProgram {
             .instantiate_pre(&module)
             .map_err(|e| format!("{e:#}"))?;
         Ok(WasmProgram { pre, hash })
+    }
+}
+
+/// The binary of a module or component given as `bytes`: WAT text is compiled when `text`.
+pub fn binary(bytes: &[u8], text: bool) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    if text {
+        wat::parse_bytes(bytes).map_err(|e| e.to_string())
+    } else {
+        Ok(std::borrow::Cow::Borrowed(bytes))
     }
 }
 

@@ -66,6 +66,12 @@ source = "functions/cgi"
 entry = "echo.wat"
 
 [[functions]]
+name = "component"
+source = "functions/component"
+entry = "handler.wasm"
+timeout_ms = 500
+
+[[functions]]
 name = "caller"
 source = "functions/caller"
 allowed_hosts = ["127.0.0.1"]
@@ -210,6 +216,12 @@ fn write_project(dir: &Path) {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
     }
+    let component = reactor_functions::testing::http_component(include_str!(
+        "../../reactor-functions/tests/fixtures/http-handler.wat"
+    ))
+    .expect("the fixture wraps into a component");
+    std::fs::create_dir_all(dir.join("functions/component")).expect("mkdir");
+    std::fs::write(dir.join("functions/component/handler.wasm"), component).expect("write");
 }
 
 struct Harness {
@@ -704,6 +716,45 @@ async fn wasm_commands_answer_over_http() {
         .expect("listed");
     assert_eq!(cgi["runtime"], "wasm");
     assert_eq!(cgi["hash"].as_str().map(str::len), Some(64));
+}
+
+#[tokio::test]
+async fn wasi_http_components_answer_over_http() {
+    let h = Harness::start(false).await;
+    let (status, headers, body) = h
+        .call(
+            h.request("POST", "/fn/v1/component/deep/path?x=1", &h.public_key)
+                .header("content-type", "text/plain")
+                .body("posted"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(headers["x-wasm"], "component");
+    assert_eq!(headers["content-type"], "text/plain");
+    let (echo, env) = body.split_once("|dirs=0").expect("no directories given");
+    assert_eq!(echo, "POST /fn/v1/component/deep/path?x=1|posted");
+    // The project's secrets (none here) and the server's own address, nothing of the host.
+    assert!(env.contains("|REACTOR_URL=http://"), "{env}");
+    assert!(!env.contains("PATH=") && !env.contains("HOME="), "{env}");
+    assert!(
+        h.logs("component")
+            .await
+            .iter()
+            .any(|l| l["message"] == "hello from a component"),
+        "stdout goes to the logs"
+    );
+    let (status, _, body) = h
+        .call(h.request("PUT", "/fn/v1/component", &h.public_key))
+        .await;
+    assert_eq!(
+        status, 504,
+        "the time limit ends a spinning component: {body}"
+    );
+    let (status, _, body) = h
+        .call(h.request("GET", "/fn/v1/component", &h.public_key))
+        .await;
+    assert_eq!(status, 201, "still serving after a timeout: {body}");
+    assert!(body.starts_with("GET /fn/v1/component||dirs=0"), "{body}");
 }
 
 #[tokio::test]
