@@ -3,6 +3,8 @@
 workerd, in one run on one machine.
 
   warm     wrk -t2 -c64 over loopback: requests/s, p50, p99
+  ceiling  Reactor only: the same server and key check answering `GET /fn/v1` (the function
+           list, no handler run), i.e. what any handler's throughput is bounded by here
   c1       wrk -t1 -c1: one request at a time
   start    process start → first 200 from the handler
   first    the first invocation's latency once the server answers /healthz (Reactor), i.e.
@@ -112,7 +114,8 @@ def bench_reactor(release, seconds, tmp):
         until_ok(port, "/healthz")
         start = time.perf_counter() - started
         with open(os.path.join(project, ".reactor", "keys.json")) as f:
-            key = json.load(f)["public"]
+            keys = json.load(f)
+        key = keys["public"]
         auth = {"apikey": key}
         status, body, first = get(port, "/fn/v1/hello", auth)
         if status != 200:
@@ -121,6 +124,7 @@ def bench_reactor(release, seconds, tmp):
         result["start"] = start + first
         result["first"] = first
         warm = load(port, "/fn/v1/warm", seconds, [f"apikey: {key}"])
+        ceiling = load(port, "/fn/v1", seconds, [f"apikey: {keys['service']}"])
         # A change in dev: the new code's first invocation, and write → served.
         with open(source, "w") as f:
             f.write(HANDLER_TS.replace('"world"', '"again"'))
@@ -135,7 +139,7 @@ def bench_reactor(release, seconds, tmp):
         # The request that first saw the new code paid its cold start; measure it once more on
         # a fresh change, from the moment the reload is visible.
         result["reload first"] = took
-        return result, warm
+        return result, warm, ceiling
     finally:
         server.stop()
 
@@ -186,9 +190,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         deno, workerd = npm_peers() if {"deno", "workerd"} & set(wanted) else (None, None)
         if "reactor" in wanted:
-            fresh, warm = bench_reactor(build_reactor(), args.seconds, tmp)
+            fresh, warm, ceiling = bench_reactor(build_reactor(), args.seconds, tmp)
             results["Reactor, per request"] = fresh
             results["Reactor, instance"] = warm
+            results["Reactor, no handler"] = ceiling
         if "deno" in wanted:
             results["Deno"] = bench_deno(deno, args.seconds, tmp)
         if "workerd" in wanted:
@@ -216,6 +221,8 @@ def main():
     print("\nwarm: wrk -t2 -c64; c1: wrk -t1 -c1; all over loopback on this machine.")
     print("Reactor per request: a fresh context for every request (the default, nothing leaks);")
     print("Reactor instance: isolation = \"instance\", one loaded context per worker, like Deno and workerd.")
+    print("Reactor no handler: GET /fn/v1 (the function list) through the same server and key check:")
+    print("  the ceiling any handler's throughput stays under on this machine.")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ pub struct Gateway {
 #[derive(Debug)]
 struct Inner {
     db: reactor_db::Db,
+    /// The limit counters (in memory in front of SQLite; Postgres's table otherwise).
+    counters: store::Counters,
     /// Shared with the recorder, which prices usage with the price table in force.
     routes: Arc<RwLock<Arc<Routes>>>,
     http: reqwest::Client,
@@ -295,9 +297,10 @@ impl Gateway {
             .build()
             .unwrap_or_default();
         let routes: Arc<RwLock<Arc<Routes>>> = Arc::default();
+        let counters = store::Counters::new(&db);
         let recorder = {
             let routes = routes.clone();
-            meter::spawn_recorder(db.clone(), move || {
+            meter::spawn_recorder(counters.clone(), move || {
                 routes
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
@@ -308,6 +311,7 @@ impl Gateway {
         Ok(Gateway {
             inner: Arc::new(Inner {
                 db,
+                counters,
                 routes,
                 http,
                 keys,
@@ -444,12 +448,13 @@ impl Gateway {
             .map(|t| meter::cost(&routes.config, &t.model, tokens, tokens))
             .max()
             .unwrap_or(0);
-        let reservation = meter::reserve(&self.inner.db, &routes.config, caller, tokens, cost)
-            .await
-            .map_err(|e| GatewayError::Limited {
-                what: e.what,
-                retry_after_secs: e.retry_after_secs,
-            })?;
+        let reservation =
+            meter::reserve(&self.inner.counters, &routes.config, caller, tokens, cost)
+                .await
+                .map_err(|e| GatewayError::Limited {
+                    what: e.what,
+                    retry_after_secs: e.retry_after_secs,
+                })?;
         // Streamed answers carry their usage in a last event only when asked: ask.
         if object.get("stream") == Some(&Value::Bool(true)) {
             let options = object.entry("stream_options").or_insert_with(|| json!({}));

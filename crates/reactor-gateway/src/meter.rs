@@ -7,7 +7,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use reactor_db::Db;
 use reactor_manifest::{GatewayConfig, LimitScope};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -133,7 +132,7 @@ pub fn cost(config: &GatewayConfig, model: &str, prompt: i64, completion: i64) -
 
 /// Reserves one request and its estimate against every limit that applies to `caller`.
 pub async fn reserve(
-    db: &Db,
+    counters: &store::Counters,
     config: &GatewayConfig,
     caller: &Caller,
     tokens: i64,
@@ -210,7 +209,7 @@ pub async fn reserve(
         .iter()
         .map(|c| (c.scope.clone(), c.period.clone()))
         .collect();
-    let refused = store::reserve(db, checks).await.unwrap_or_else(|e| {
+    let refused = store::reserve(counters, checks).await.unwrap_or_else(|e| {
         // A database failure must not open the budget: refuse.
         tracing::error!(error = %e, "gateway: cannot reserve");
         Some(0)
@@ -333,7 +332,7 @@ const MAX_BATCH: usize = 512;
 /// The recorder: settles reservations, writes usage rows and keeps answers for the cache,
 /// a batch of requests per transaction.
 pub fn spawn_recorder(
-    db: Db,
+    counters: store::Counters,
     config: impl Fn() -> GatewayConfig + Send + 'static,
 ) -> mpsc::UnboundedSender<Served> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Served>();
@@ -398,7 +397,7 @@ pub fn spawn_recorder(
                 });
             }
             // One transaction for the whole batch, however many requests it holds.
-            if let Err(e) = store::settle(&db, settled, now).await {
+            if let Err(e) = store::settle(&counters, settled, now).await {
                 tracing::error!(error = %e, "gateway: cannot record usage");
             }
         }

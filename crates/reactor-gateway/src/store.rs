@@ -1,7 +1,12 @@
 //! The gateway's state in the database, shared by every replica: usage rows (one per
 //! request served) and the counters limits are enforced with. A counter is one row per caller
-//! scope and period; reserving is one conditional upsert, so two replicas can never both
-//! take the last of a budget.
+//! scope and period. On Postgres reserving is one conditional upsert, so two replicas can
+//! never both take the last of a budget. SQLite has one process (the file's owner), so its
+//! counters are held in memory ([`Counters`]) and written behind with the recorder's batch:
+//! a request never waits for the writer thread to reserve.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use reactor_db::{Db, DbError, Migration};
 use serde::Serialize;
@@ -194,17 +199,6 @@ const RESERVE_POSTGRES: &str = "insert into reactor.gateway_counters as c (scope
        and c.cost_micro + excluded.cost_micro <= $9
      returning 1";
 
-const RESERVE_SQLITE: &str = "insert into _reactor_gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
-     values (?1, ?2, ?3, ?4, ?5, ?6)
-     on conflict (scope, period) do update set
-       requests = c.requests + excluded.requests,
-       tokens = c.tokens + excluded.tokens,
-       cost_micro = c.cost_micro + excluded.cost_micro
-     where c.requests + excluded.requests <= ?7
-       and c.tokens + excluded.tokens <= ?8
-       and c.cost_micro + excluded.cost_micro <= ?9
-     returning 1";
-
 fn reserve_postgres(
     c: &Check,
 ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -220,80 +214,207 @@ fn reserve_postgres(
         .bind(c.caps.cost_micro)
 }
 
+/// Where the limit counters are: Postgres's table (every replica shares it), or, for
+/// SQLite, a ledger in this process in front of the table. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Counters {
+    Table(sqlx::PgPool),
+    Ledger(reactor_db::SqlitePool, Arc<Ledger>),
+}
+
+impl Counters {
+    pub fn new(db: &Db) -> Counters {
+        match db {
+            Db::Postgres(pool) => Counters::Table(pool.clone()),
+            Db::Sqlite(pool) => Counters::Ledger(pool.clone(), Arc::default()),
+        }
+    }
+}
+
+/// SQLite's counters in memory: each loaded from the table the first time a reservation
+/// names it, then kept here; what they gained since the last write is owed to the table and
+/// paid by [`settle`]. A crash loses at most that (one recorder batch, ~50 ms of requests).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    tallies: Mutex<HashMap<(String, String), Tally>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    requests: i64,
+    tokens: i64,
+    cost_micro: i64,
+    expires_ms: i64,
+    /// Not yet in the table.
+    owed: (i64, i64, i64),
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Tally>> {
+        // Every change is a few additions under the lock: none is left half-done.
+        self.tallies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes every check or none (see [`reserve`]), counters missing from memory read from
+    /// the table first.
+    async fn reserve(
+        &self,
+        pool: &reactor_db::SqlitePool,
+        checks: &[Check],
+    ) -> Result<Option<usize>, DbError> {
+        let missing: Vec<((String, String), i64)> = {
+            let tallies = self.lock();
+            checks
+                .iter()
+                .map(|c| ((c.scope.clone(), c.period.clone()), c.expires_ms))
+                .filter(|(k, _)| !tallies.contains_key(k))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let keys: Vec<(String, String)> = missing.iter().map(|(k, _)| k.clone()).collect();
+            let stored: Vec<Option<(i64, i64, i64)>> = pool
+                .with(move |conn| {
+                    use rusqlite::OptionalExtension;
+                    let mut stmt = conn.prepare_cached(
+                        "select requests, tokens, cost_micro from _reactor_gateway_counters
+                         where scope = ?1 and period = ?2",
+                    )?;
+                    let mut out = Vec::new();
+                    for (scope, period) in &keys {
+                        out.push(
+                            stmt.query_row(rusqlite::params![scope, period], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                            })
+                            .optional()?,
+                        );
+                    }
+                    Ok(out)
+                })
+                .await?;
+            let mut tallies = self.lock();
+            for ((key, expires_ms), row) in missing.into_iter().zip(stored) {
+                let (requests, tokens, cost_micro) = row.unwrap_or_default();
+                // A reservation racing this one may have loaded it meanwhile: theirs stands.
+                tallies.entry(key).or_insert(Tally {
+                    requests,
+                    tokens,
+                    cost_micro,
+                    expires_ms,
+                    owed: (0, 0, 0),
+                });
+            }
+        }
+        let mut tallies = self.lock();
+        for (i, c) in checks.iter().enumerate() {
+            let t = tallies
+                .get(&(c.scope.clone(), c.period.clone()))
+                .copied()
+                .unwrap_or_default();
+            if t.requests + c.requests > c.caps.requests
+                || t.tokens + c.tokens > c.caps.tokens
+                || t.cost_micro + c.cost_micro > c.caps.cost_micro
+            {
+                return Ok(Some(i));
+            }
+        }
+        for c in checks {
+            let t = tallies
+                .entry((c.scope.clone(), c.period.clone()))
+                .or_default();
+            t.requests += c.requests;
+            t.tokens += c.tokens;
+            t.cost_micro += c.cost_micro;
+            t.expires_ms = t.expires_ms.max(c.expires_ms);
+            t.owed.0 += c.requests;
+            t.owed.1 += c.tokens;
+            t.owed.2 += c.cost_micro;
+        }
+        Ok(None)
+    }
+
+    /// Applies a batch's corrections (real tokens and cost against the estimates), then hands
+    /// over what the table is owed; expired counters leave memory once paid.
+    fn settle(&self, adjust: &HashMap<(String, String), (i64, i64)>, now_ms: i64) -> Vec<Owed> {
+        let mut tallies = self.lock();
+        for (key, (tokens, cost)) in adjust {
+            if let Some(t) = tallies.get_mut(key) {
+                t.tokens += tokens;
+                t.cost_micro += cost;
+                t.owed.1 += tokens;
+                t.owed.2 += cost;
+            }
+        }
+        let mut owed = Vec::new();
+        for ((scope, period), t) in tallies.iter_mut() {
+            if t.owed != (0, 0, 0) {
+                owed.push(Owed {
+                    scope: scope.clone(),
+                    period: period.clone(),
+                    delta: std::mem::take(&mut t.owed),
+                    expires_ms: t.expires_ms,
+                });
+            }
+        }
+        tallies.retain(|_, t| t.expires_ms >= now_ms);
+        owed
+    }
+
+    /// A write that failed: what it carried is owed again.
+    fn restore(&self, owed: Vec<Owed>) {
+        let mut tallies = self.lock();
+        for o in owed {
+            let t = tallies.entry((o.scope, o.period)).or_default();
+            t.owed.0 += o.delta.0;
+            t.owed.1 += o.delta.1;
+            t.owed.2 += o.delta.2;
+            t.expires_ms = t.expires_ms.max(o.expires_ms);
+        }
+    }
+}
+
+/// What one counter gained in memory since the table last heard of it.
+#[derive(Debug, Clone)]
+struct Owed {
+    scope: String,
+    period: String,
+    delta: (i64, i64, i64),
+    expires_ms: i64,
+}
+
 /// Adds to every counter of `checks` if each stays within its caps, or to none: `None` when
-/// all took it, else the index of the first that could not. Each add is a conditional upsert,
-/// so replicas racing for the last of a budget cannot both win it.
-pub async fn reserve(db: &Db, checks: Vec<Check>) -> Result<Option<usize>, DbError> {
+/// all took it, else the index of the first that could not. On Postgres each add is a
+/// conditional upsert, so replicas racing for the last of a budget cannot both win it; on
+/// SQLite the ledger decides under its lock.
+pub async fn reserve(counters: &Counters, checks: Vec<Check>) -> Result<Option<usize>, DbError> {
     if let Some(i) = checks.iter().position(|c| {
         c.requests > c.caps.requests || c.tokens > c.caps.tokens || c.cost_micro > c.caps.cost_micro
     }) {
         return Ok(Some(i));
     }
-    match db {
-        // One counter: one statement, no transaction around it.
-        Db::Postgres(pool) if checks.len() == 1 => {
-            let c = &checks[0];
-            let took = reserve_postgres(c).fetch_optional(pool).await?.is_some();
-            Ok((!took).then_some(0))
-        }
-        // Several: in one transaction, taken in the same order by every caller (so two
-        // reservations cannot deadlock), all or none.
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            for (i, c) in checks.iter().enumerate() {
-                let took = reserve_postgres(c)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                if !took {
-                    tx.rollback().await?;
-                    return Ok(Some(i));
-                }
-            }
-            tx.commit().await?;
-            Ok(None)
-        }
-        Db::Sqlite(pool) => {
-            pool.write(move |conn| {
-                use rusqlite::OptionalExtension;
-                // The writer runs this in a savepoint of a shared transaction; this inner one
-                // undoes the counters already taken when a later one is full.
-                conn.execute_batch("savepoint reserve")?;
-                let mut refused = None;
-                for (i, c) in checks.iter().enumerate() {
-                    let took = conn
-                        .prepare_cached(RESERVE_SQLITE)?
-                        .query_row(
-                            rusqlite::params![
-                                c.scope,
-                                c.period,
-                                c.requests,
-                                c.tokens,
-                                c.cost_micro,
-                                c.expires_ms,
-                                c.caps.requests,
-                                c.caps.tokens,
-                                c.caps.cost_micro
-                            ],
-                            |_| Ok(()),
-                        )
-                        .optional()?
-                        .is_some();
-                    if !took {
-                        refused = Some(i);
-                        break;
-                    }
-                }
-                conn.execute_batch(if refused.is_some() {
-                    "rollback to reserve; release reserve"
-                } else {
-                    "release reserve"
-                })?;
-                Ok(refused)
-            })
-            .await
+    let pool = match counters {
+        Counters::Table(pool) => pool,
+        Counters::Ledger(pool, ledger) => return ledger.reserve(pool, &checks).await,
+    };
+    // One counter: one statement, no transaction around it.
+    if let [c] = checks.as_slice() {
+        let took = reserve_postgres(c).fetch_optional(pool).await?.is_some();
+        return Ok((!took).then_some(0));
+    }
+    // Several: in one transaction, taken in the same order by every caller (so two
+    // reservations cannot deadlock), all or none.
+    let mut tx = pool.begin().await?;
+    for (i, c) in checks.iter().enumerate() {
+        let took = reserve_postgres(c)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !took {
+            tx.rollback().await?;
+            return Ok(Some(i));
         }
     }
+    tx.commit().await?;
+    Ok(None)
 }
 
 /// An answer kept for identical requests until `expires_ms`.
@@ -316,9 +437,9 @@ pub struct Settlement {
 
 /// Writes a settlement in one transaction, and drops counters and cached answers whose
 /// time is over.
-pub async fn settle(db: &Db, s: Settlement, now_ms: i64) -> Result<(), DbError> {
-    match db {
-        Db::Postgres(pool) => {
+pub async fn settle(counters: &Counters, s: Settlement, now_ms: i64) -> Result<(), DbError> {
+    match counters {
+        Counters::Table(pool) => {
             let mut tx = pool.begin().await?;
             for r in &s.rows {
                 sqlx::query(
@@ -375,51 +496,70 @@ pub async fn settle(db: &Db, s: Settlement, now_ms: i64) -> Result<(), DbError> 
                 .await?;
             tx.commit().await?;
         }
-        Db::Sqlite(pool) => {
+        Counters::Ledger(pool, ledger) => {
+            let owed = ledger.settle(&s.adjust, now_ms);
+            let paying = owed.clone();
             // The writer thread runs this in a transaction of its own.
-            pool.write(move |conn| {
-                let mut insert = conn.prepare_cached(
-                    "insert into _reactor_gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
-                       target, prompt_tokens, completion_tokens, cost_micro, status)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )?;
-                for r in &s.rows {
-                    insert.execute(rusqlite::params![
-                        r.at_ms,
-                        r.day,
-                        r.caller,
-                        r.user_id,
-                        r.org_id,
-                        r.key_id,
-                        r.model,
-                        r.target,
-                        r.prompt_tokens,
-                        r.completion_tokens,
-                        r.cost_micro,
-                        r.status
-                    ])?;
-                }
-                for ((scope, period), (tokens, cost)) in &s.adjust {
-                    conn.prepare_cached(
-                        "update _reactor_gateway_counters set tokens = tokens + ?3, cost_micro = cost_micro + ?4
-                         where scope = ?1 and period = ?2",
-                    )?
-                    .execute(rusqlite::params![scope, period, tokens, cost])?;
-                }
-                for c in &s.cache {
-                    conn.prepare_cached(
-                        "insert into _reactor_gateway_cache (key, model, body, expires_ms) values (?1, ?2, ?3, ?4)
-                         on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
-                    )?
-                    .execute(rusqlite::params![c.key, c.model, c.body, c.expires_ms])?;
-                }
-                conn.prepare_cached("delete from _reactor_gateway_counters where expires_ms < ?1")?
-                    .execute([now_ms])?;
-                conn.prepare_cached("delete from _reactor_gateway_cache where expires_ms < ?1")?
-                    .execute([now_ms])?;
-                Ok(())
-            })
-            .await?;
+            let written = pool
+                .write(move |conn| {
+                    let mut insert = conn.prepare_cached(
+                        "insert into _reactor_gateway_usage (at_ms, day, caller, user_id, org_id, key_id, model,
+                           target, prompt_tokens, completion_tokens, cost_micro, status)
+                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )?;
+                    for r in &s.rows {
+                        insert.execute(rusqlite::params![
+                            r.at_ms,
+                            r.day,
+                            r.caller,
+                            r.user_id,
+                            r.org_id,
+                            r.key_id,
+                            r.model,
+                            r.target,
+                            r.prompt_tokens,
+                            r.completion_tokens,
+                            r.cost_micro,
+                            r.status
+                        ])?;
+                    }
+                    let mut pay = conn.prepare_cached(
+                        "insert into _reactor_gateway_counters as c (scope, period, requests, tokens, cost_micro, expires_ms)
+                         values (?1, ?2, ?3, ?4, ?5, ?6)
+                         on conflict (scope, period) do update set
+                           requests = c.requests + excluded.requests,
+                           tokens = c.tokens + excluded.tokens,
+                           cost_micro = c.cost_micro + excluded.cost_micro,
+                           expires_ms = max(c.expires_ms, excluded.expires_ms)",
+                    )?;
+                    for o in &paying {
+                        pay.execute(rusqlite::params![
+                            o.scope,
+                            o.period,
+                            o.delta.0,
+                            o.delta.1,
+                            o.delta.2,
+                            o.expires_ms
+                        ])?;
+                    }
+                    for c in &s.cache {
+                        conn.prepare_cached(
+                            "insert into _reactor_gateway_cache (key, model, body, expires_ms) values (?1, ?2, ?3, ?4)
+                             on conflict (key) do update set body = excluded.body, expires_ms = excluded.expires_ms",
+                        )?
+                        .execute(rusqlite::params![c.key, c.model, c.body, c.expires_ms])?;
+                    }
+                    conn.prepare_cached("delete from _reactor_gateway_counters where expires_ms < ?1")?
+                        .execute([now_ms])?;
+                    conn.prepare_cached("delete from _reactor_gateway_cache where expires_ms < ?1")?
+                        .execute([now_ms])?;
+                    Ok(())
+                })
+                .await;
+            if written.is_err() {
+                ledger.restore(owed);
+            }
+            written?;
         }
     }
     Ok(())

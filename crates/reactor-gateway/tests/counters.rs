@@ -2,9 +2,9 @@
 //! counter it names or none, and racing reservations never together pass a cap.
 
 use reactor_db::Db;
-use reactor_gateway::store::{self, Caps, Check};
+use reactor_gateway::store::{self, Caps, Check, Counters};
 
-async fn databases(label: &str) -> Vec<(tempfile::TempDir, Db)> {
+async fn databases(label: &str) -> Vec<(tempfile::TempDir, Db, Counters)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = format!("sqlite://{}", dir.path().join("g.db").display());
     let mut urls = vec![(dir, sqlite)];
@@ -18,7 +18,8 @@ async fn databases(label: &str) -> Vec<(tempfile::TempDir, Db)> {
         db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
             .await
             .expect("gateway migrations");
-        dbs.push((dir, db));
+        let counters = Counters::new(&db);
+        dbs.push((dir, db, counters));
     }
     dbs
 }
@@ -42,7 +43,7 @@ fn check(scope: &str, period: &str, requests: i64, cost_micro: i64, caps: Caps) 
 }
 
 /// A counter's requests, found as the smallest cap a reservation of nothing fits under.
-async fn requests_in(db: &Db, scope: &str, period: &str) -> i64 {
+async fn requests_in(db: &Counters, scope: &str, period: &str) -> i64 {
     for n in 0..1000 {
         let probe = check(
             scope,
@@ -67,8 +68,9 @@ async fn requests_in(db: &Db, scope: &str, period: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_reservation_takes_nothing() {
-    for (_dir, db) in databases("gwatomic").await {
+    for (_dir, db, counters) in databases("gwatomic").await {
         let engine = db.engine();
+        let db = counters;
         let day = Caps {
             cost_micro: 100,
             ..OPEN
@@ -101,7 +103,9 @@ async fn a_refused_reservation_takes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_reservations_never_pass_a_cap() {
-    for (_dir, db) in databases("gwrace").await {
+    for (_dir, db, counters) in databases("gwrace").await {
+        let engine = db.engine();
+        let db = counters;
         let caps = Caps {
             requests: 25,
             ..OPEN
@@ -122,7 +126,54 @@ async fn racing_reservations_never_pass_a_cap() {
         for t in tasks {
             taken += usize::from(t.await.expect("task"));
         }
-        assert_eq!(taken, 25, "{:?}", db.engine());
+        assert_eq!(taken, 25, "{engine:?}");
         assert_eq!(requests_in(&db, "key:r", "m:7").await, 25);
     }
+}
+
+/// SQLite's counters are kept in memory: what they took reaches the table with the
+/// recorder's settlement (once, however often it settles), so a restarted server — a new
+/// ledger over the same file — starts from it; corrections to the estimates are paid too.
+#[tokio::test]
+async fn sqlite_counters_are_written_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
+        .await
+        .expect("gateway migrations");
+    let counters = Counters::new(&db);
+    for _ in 0..3 {
+        let taken = store::reserve(&counters, vec![check("key:w", "m:1", 1, 5, OPEN)]).await;
+        assert_eq!(taken.expect("reserve"), None);
+    }
+    assert_eq!(requests_in(&counters, "key:w", "m:1").await, 3);
+    assert_eq!(
+        requests_in(&Counters::new(&db), "key:w", "m:1").await,
+        0,
+        "nothing written before the settlement"
+    );
+    let mut settlement = store::Settlement::default();
+    settlement
+        .adjust
+        .insert(("key:w".into(), "m:1".into()), (0, -15));
+    store::settle(&counters, settlement, 0)
+        .await
+        .expect("settle");
+    store::settle(&counters, store::Settlement::default(), 0)
+        .await
+        .expect("settle again");
+    let restarted = Counters::new(&db);
+    assert_eq!(requests_in(&restarted, "key:w", "m:1").await, 3);
+    // The three reservations' cost (15) was corrected to 0: a cap of 0 still fits.
+    let free = Caps {
+        cost_micro: 0,
+        ..OPEN
+    };
+    let fits = store::reserve(&restarted, vec![check("key:w", "m:1", 0, 0, free)]).await;
+    assert_eq!(fits.expect("reserve"), None);
+    let over = store::reserve(&restarted, vec![check("key:w", "m:1", 0, 1, free)]).await;
+    assert_eq!(over.expect("reserve"), Some(0));
 }
