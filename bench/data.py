@@ -14,7 +14,11 @@ creates, a relation to `owners` (Reactor: a foreign key), no extra index on eith
 PocketBase lists with `skipTotal=1` (its faster mode); Reactor inserts with
 `return=representation` (PocketBase returns the record too).
 
-Usage: bench/data.py [--seconds N] [--only reactor-o1,reactor-o2,pocketbase]
+O2 runs twice when PostgreSQL's Unix socket is there (/var/run/postgresql, or BENCH_PG_SOCKET):
+over TCP on loopback, and over the socket (`postgres://user@localhost/db?host=/var/run/postgresql`),
+the way a server on the database's own host should reach it.
+
+Usage: bench/data.py [--seconds N] [--only reactor-o1,reactor-o2,reactor-o2-socket,pocketbase]
 Needs: cargo, wrk, python3, and Postgres on 127.0.0.1:5432 for O2 (skipped when down).
 """
 
@@ -33,6 +37,7 @@ PB_VERSION = "0.40.6"
 ROWS = 10_000
 OWNERS = 100
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+PG_SOCKET = os.environ.get("BENCH_PG_SOCKET", "/var/run/postgresql")
 
 MIGRATION = """
 create table owners (
@@ -140,7 +145,7 @@ def bench_reactor_o1(release, seconds, tmp):
         server.stop()
 
 
-def bench_reactor_o2(release, seconds, tmp):
+def bench_reactor_o2(release, seconds, tmp, socket=False):
     db = "reactor_bench"
     admin = f"{PG_URL}/postgres"
     if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode != 0:
@@ -148,7 +153,7 @@ def bench_reactor_o2(release, seconds, tmp):
         return None
     run(["psql", admin, "-qc", f"drop database if exists {db}"])
     run(["psql", admin, "-qc", f"create database {db}"])
-    url = f"{PG_URL}/{db}"
+    url = f"postgres://postgres@localhost/{db}?host={PG_SOCKET}" if socket else f"{PG_URL}/{db}"
     server_bin = os.path.join(release, "reactor-server")
     env = dict(os.environ, REACTOR_DATABASE_URL=url, REACTOR_LOG="warn")
     service = run([server_bin, "keys", "create", "--tier", "svc", "--name", "bench"], env=env).stdout.strip()
@@ -224,7 +229,7 @@ def bench_pocketbase(seconds, tmp):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "10")))
-    parser.add_argument("--only", default="reactor-o1,reactor-o2,pocketbase")
+    parser.add_argument("--only", default="reactor-o1,reactor-o2,reactor-o2-socket,pocketbase")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
@@ -238,6 +243,10 @@ def main():
             o2 = bench_reactor_o2(release, args.seconds, tmp)
             if o2:
                 results["reactor O2 (Postgres)"] = o2
+        if "reactor-o2-socket" in wanted and os.path.exists(os.path.join(PG_SOCKET, ".s.PGSQL.5432")):
+            o2 = bench_reactor_o2(release, args.seconds, tmp, socket=True)
+            if o2:
+                results["reactor O2, Unix socket"] = o2
         if "pocketbase" in wanted:
             results[f"PocketBase {PB_VERSION}"] = bench_pocketbase(args.seconds, tmp)
     peer = results.get(f"PocketBase {PB_VERSION}")

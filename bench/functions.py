@@ -5,6 +5,9 @@ workerd, in one run on one machine.
   warm     wrk -t2 -c64 over loopback: requests/s, p50, p99
   ceiling  Reactor only: the same server and key check answering `GET /fn/v1` (the function
            list, no handler run), i.e. what any handler's throughput is bounded by here
+  component  Reactor only: a WASI HTTP component (crates/reactor-functions/tests/fixtures/
+           http-handler.wat wrapped by the `componentize` example), a fresh instance per
+           request; its GET answers `GET <path>||dirs=0|REACTOR_URL=…` as text
   c1       wrk -t1 -c1: one request at a time
   start    process start → first 200 from the handler
   first    the first invocation's latency once the server answers /healthz (Reactor), i.e.
@@ -28,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from common import CACHE, Process, build_reactor, free_port, run, wrk
+from common import CACHE, ROOT, Process, build_reactor, free_port, run, wrk
 
 HANDLER_TS = """export default (req: Request): Response =>
   Response.json({ hello: "world", path: new URL(req.url).pathname });
@@ -93,15 +96,26 @@ def load(port, path, seconds, headers=()):
     return {"warm": wrk(url, seconds, 2, 64, headers), "c1": wrk(url, seconds, 1, 1, headers)}
 
 
+def componentize(out):
+    """The test fixture's core module wrapped into a wasi:http component (release build)."""
+    wat = os.path.join(ROOT, "crates", "reactor-functions", "tests", "fixtures", "http-handler.wat")
+    run(["cargo", "run", "--release", "--locked", "-q", "-p", "reactor-functions", "--features", "testing",
+         "--example", "componentize", "--", wat, out], cwd=ROOT)
+
+
 def bench_reactor(release, seconds, tmp):
     project = os.path.join(tmp, "reactor")
     os.makedirs(os.path.join(project, "functions", "hello"))
+    os.makedirs(os.path.join(project, "functions", "component"))
+    componentize(os.path.join(project, "functions", "component", "handler.wasm"))
     with open(os.path.join(project, "reactor.toml"), "w") as f:
         f.write('project_id = "bench-fn-0a1b2c3d"\nname = "Bench"\n\n'
                 '[[functions]]\nname = "hello"\nsource = "functions/hello"\n'
                 # the load is 64 connections at once
                 'concurrency = 256\n\n'
                 '[[functions]]\nname = "warm"\nsource = "functions/hello"\nisolation = "instance"\n'
+                'concurrency = 256\n\n'
+                '[[functions]]\nname = "component"\nsource = "functions/component"\nentry = "handler.wasm"\n'
                 'concurrency = 256\n')
     source = os.path.join(project, "functions", "hello", "index.ts")
     with open(source, "w") as f:
@@ -123,6 +137,11 @@ def bench_reactor(release, seconds, tmp):
         result = load(port, "/fn/v1/hello", seconds, [f"apikey: {key}"])
         result["start"] = start + first
         result["first"] = first
+        status, body, component_first = get(port, "/fn/v1/component", auth)
+        if status != 201:
+            raise SystemExit(f"reactor component: {status} {body!r}")
+        component = load(port, "/fn/v1/component", seconds, [f"apikey: {key}"])
+        component["first invocation"] = component_first
         warm = load(port, "/fn/v1/warm", seconds, [f"apikey: {key}"])
         ceiling = load(port, "/fn/v1", seconds, [f"apikey: {keys['service']}"])
         # A change in dev: the new code's first invocation, and write → served.
@@ -139,7 +158,7 @@ def bench_reactor(release, seconds, tmp):
         # The request that first saw the new code paid its cold start; measure it once more on
         # a fresh change, from the moment the reload is visible.
         result["reload first"] = took
-        return result, warm, ceiling
+        return result, warm, ceiling, component
     finally:
         server.stop()
 
@@ -190,9 +209,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         deno, workerd = npm_peers() if {"deno", "workerd"} & set(wanted) else (None, None)
         if "reactor" in wanted:
-            fresh, warm, ceiling = bench_reactor(build_reactor(), args.seconds, tmp)
+            fresh, warm, ceiling, component = bench_reactor(build_reactor(), args.seconds, tmp)
             results["Reactor, per request"] = fresh
             results["Reactor, instance"] = warm
+            results["Reactor, component"] = component
             results["Reactor, no handler"] = ceiling
         if "deno" in wanted:
             results["Deno"] = bench_deno(deno, args.seconds, tmp)
@@ -210,6 +230,8 @@ def main():
             print(f"{target:20} {name:6} {w['rps']:>9.0f} {w['p50']:>8.3f} {w['p99']:>8.2f} {ratios[0]:>7} {ratios[1]:>9}")
     print()
     for target, r in results.items():
+        if "first invocation" in r:
+            print(f"{target:20} first invocation after load {r['first invocation'] * 1000:.2f} ms")
         if "start" not in r:
             continue
         line = f"{target:20} process start → first 200: {r['start'] * 1000:.1f} ms"
