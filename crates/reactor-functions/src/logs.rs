@@ -80,6 +80,18 @@ impl LogBook {
         out
     }
 
+    /// The kept lines of one invocation of `function`, oldest first: only those are copied
+    /// (a job reads its run's lines this way after every run).
+    pub fn read_invocation(&self, function: &str, invocation: &str) -> Vec<LogLine> {
+        let lines = self.lock();
+        lines.get(function).map_or_else(Vec::new, |kept| {
+            kept.iter()
+                .filter(|l| l.invocation == invocation)
+                .cloned()
+                .collect()
+        })
+    }
+
     /// Like [`read`](Self::read), but waits up to `wait` for a first new line.
     pub async fn follow(
         &self,
@@ -127,5 +139,24 @@ mod tests {
         assert_eq!(book.read("b", 0, 10)[0].level, "error");
         assert!(book.read("c", 0, 10).is_empty());
         assert_eq!(book.read("a", 0, 2).len(), 2, "the limit keeps the newest");
+    }
+
+    #[test]
+    fn one_invocations_lines_are_read_alone() {
+        let book = LogBook::default();
+        for i in 0..10 {
+            book.append(
+                "f",
+                &format!("inv-{}", i % 3),
+                Level::Info,
+                &format!("line {i}"),
+            );
+        }
+        book.append("g", "inv-1", Level::Info, "another function");
+        let lines = book.read_invocation("f", "inv-1");
+        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, ["line 1", "line 4", "line 7"]);
+        assert!(book.read_invocation("f", "inv-9").is_empty());
+        assert!(book.read_invocation("h", "inv-1").is_empty());
     }
 }

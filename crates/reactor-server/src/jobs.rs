@@ -72,9 +72,8 @@ impl Runner for FunctionsRunner {
             outcome.logs = self
                 .functions
                 .logs()
-                .read(function, 0, 1000)
+                .read_invocation(function, &id)
                 .into_iter()
-                .filter(|l| l.invocation == id)
                 .filter_map(|l| serde_json::to_value(l).ok())
                 .collect();
             outcome
