@@ -11,7 +11,10 @@
 //! caps). Instances come from the same pool as command modules (see `wasm`), under the same
 //! epoch deadline and memory cap.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -33,7 +36,8 @@ use crate::outbound::{self, Policy};
 use crate::wasm::{self, INSTANCE_SLOTS, TICK};
 use crate::{Answer, AnswerBody, Call, FunctionError, Invocation};
 
-/// Bytes of stdout (and of stderr) kept per invocation for the logs.
+/// Bytes of stdout and stderr an invocation may put in the logs; the rest is dropped (the
+/// component's writes still succeed).
 const MAX_LOG_BYTES: usize = 64 * 1024;
 
 /// A compiled, pre-linked `wasi:http` component.
@@ -221,13 +225,16 @@ pub(crate) async fn serve(
         Scheme::Http
     };
     let request = incoming(invocation)?;
-    let (stdout, stderr) = (
-        MemoryOutputPipe::new(MAX_LOG_BYTES),
-        MemoryOutputPipe::new(MAX_LOG_BYTES),
-    );
+    let sink = |level| LogSink {
+        logs: logs.clone(),
+        function: function.as_str().into(),
+        invocation: id.as_str().into(),
+        level,
+        budget: Arc::new(AtomicUsize::new(MAX_LOG_BYTES)),
+    };
     let mut wasi = WasiCtx::builder();
-    wasi.stdout(stdout.clone())
-        .stderr(stderr.clone())
+    wasi.stdout(sink(Level::Info))
+        .stderr(sink(Level::Error))
         .envs(&env.into_iter().collect::<Vec<_>>())
         .allow_tcp(false)
         .allow_udp(false)
@@ -285,12 +292,8 @@ pub(crate) async fn serve(
             Ok(Err(e)) => Err(classify(e, limits)),
             Err(_) => Err(JsError::Timeout(limits.timeout)),
         };
+        // Its stdout and stderr flush their last partial lines.
         drop(store);
-        for (pipe, level) in [(&stdout, Level::Info), (&stderr, Level::Error)] {
-            for line in String::from_utf8_lossy(&pipe.contents()).lines() {
-                logs.append(&function, &id, level, line);
-            }
-        }
         if let Err(error) = &outcome {
             if !matches!(error, JsError::Saturated(_)) {
                 logs.append(&function, &id, Level::Error, &error.to_string());
@@ -333,6 +336,101 @@ pub(crate) async fn serve(
             ))),
             Err(_) => Err(FunctionError::Lost),
         },
+    }
+}
+
+/// A component's stdout or stderr: each line goes to the function's logs as it is written
+/// (so `--follow` sees a long invocation's lines while it runs), up to the invocation's
+/// budget; writing never fails, so a chatty component is not cut short by its logging.
+#[derive(Clone)]
+struct LogSink {
+    logs: Arc<LogBook>,
+    function: Arc<str>,
+    invocation: Arc<str>,
+    level: Level,
+    /// Bytes left for this invocation, shared by its stdout and stderr writers.
+    budget: Arc<AtomicUsize>,
+}
+
+impl IsTerminal for LogSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogSink {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            sink: self.clone(),
+            pending: Vec::new(),
+        })
+    }
+}
+
+/// One writer of a [`LogSink`]: bytes until a newline, then a log line.
+struct LineWriter {
+    sink: LogSink,
+    pending: Vec<u8>,
+}
+
+impl LineWriter {
+    fn take(&mut self, bytes: &[u8]) {
+        let left = self
+            .sink
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(bytes.len()))
+            })
+            .unwrap_or(0);
+        let kept = &bytes[..bytes.len().min(left)];
+        self.pending.extend_from_slice(kept);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line[..end]);
+        }
+        if kept.len() < bytes.len() && left > 0 {
+            let note = format!("(output past {MAX_LOG_BYTES} bytes in one invocation is not kept)");
+            self.emit(note.as_bytes());
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let s = &self.sink;
+        s.logs.append(
+            &s.function,
+            &s.invocation,
+            s.level,
+            line.trim_end_matches('\r'),
+        );
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.emit(&rest);
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().take(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

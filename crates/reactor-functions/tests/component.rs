@@ -136,6 +136,35 @@ async fn limits_end_a_component_and_the_next_request_is_served() {
     );
 }
 
+/// What a component prints goes to the logs line by line, up to a budget per invocation;
+/// past it the lines are dropped, never the component's writes (which would trap it).
+#[tokio::test]
+async fn a_chatty_component_is_not_cut_short_by_its_logs() {
+    let functions = functions();
+    let answer = functions
+        .invoke("hello", invocation("OPTIONS", "/loud", ""), BTreeMap::new())
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 201);
+    assert_eq!(
+        text(answer.body).await.expect("a whole body"),
+        "OPTIONS /loud||dirs=0"
+    );
+    let logs = functions.logs().read_invocation("hello", "inv-OPTIONS");
+    let hellos = logs
+        .iter()
+        .filter(|l| l.message == "hello from a component")
+        .count();
+    // The book keeps the newest 1,000 lines of a function; 64 KiB is 2,849 of these.
+    assert!(hellos > 900, "{hellos} lines kept");
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("is not kept") && l.level == "info"),
+        "the cut is said once: {:?}",
+        logs.last()
+    );
+}
+
 #[tokio::test]
 async fn a_component_without_an_http_handler_is_refused_at_load() {
     let functions = Functions::new(FunctionsConfig::default());
