@@ -4,6 +4,7 @@
 use reactor_db::Db;
 use reactor_gateway::store::{self, Caps, Check, Counters};
 
+/// SQLite, and Postgres when the tests have one, each with the gateway's tables.
 async fn databases(label: &str) -> Vec<(tempfile::TempDir, Db, Counters)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = format!("sqlite://{}", dir.path().join("g.db").display());
@@ -13,15 +14,20 @@ async fn databases(label: &str) -> Vec<(tempfile::TempDir, Db, Counters)> {
     }
     let mut dbs = Vec::new();
     for (dir, url) in urls {
-        let db = Db::connect(&url).await.expect("connect");
-        db.migrate().await.expect("migrate");
-        db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
-            .await
-            .expect("gateway migrations");
+        let db = connect(&url).await;
         let counters = Counters::new(&db);
         dbs.push((dir, db, counters));
     }
     dbs
+}
+
+async fn connect(url: &str) -> Db {
+    let db = Db::connect(url).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
+        .await
+        .expect("gateway migrations");
+    db
 }
 
 const OPEN: Caps = Caps {
@@ -137,13 +143,7 @@ async fn racing_reservations_never_pass_a_cap() {
 #[tokio::test]
 async fn sqlite_counters_are_written_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
-        .await
-        .expect("connect");
-    db.migrate().await.expect("migrate");
-    db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
-        .await
-        .expect("gateway migrations");
+    let db = connect(&format!("sqlite://{}", dir.path().join("g.db").display())).await;
     let counters = Counters::new(&db);
     for _ in 0..3 {
         let taken = store::reserve(&counters, vec![check("key:w", "m:1", 1, 5, OPEN)]).await;
