@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use reactor_manifest::{GatewayConfig, ProviderConfig, ProviderKind};
 use serde_json::{Value, json};
 
@@ -547,15 +546,9 @@ impl Gateway {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("application/json"));
-        let (parts, body) = response.into_parts();
-        let mut meter = meter::Meter::new(served, self.inner.recorder.clone(), json);
-        let stream = body.into_data_stream().map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                meter.observe(bytes);
-            }
-            chunk
-        });
-        Response::from_parts(parts, Body::from_stream(stream))
+        let (parts, inner) = response.into_parts();
+        let meter = meter::Meter::new(served, self.inner.recorder.clone(), json);
+        Response::from_parts(parts, Body::new(MeteredBody { inner, meter }))
     }
 
     /// The targets to try: weighted ones in a weighted random order, the others as declared;
@@ -727,9 +720,43 @@ impl Gateway {
                 out = out.header(name, v.clone());
             }
         }
-        let stream = response.bytes_stream();
-        out.body(Body::from_stream(stream))
-            .map_err(|e| fail(e.to_string()))
+        // The upstream's body as it is (its length known when the upstream said it, so a
+        // whole answer goes out with a Content-Length rather than chunked).
+        let body = axum::http::Response::<reqwest::Body>::from(response).into_body();
+        out.body(Body::new(body)).map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// An answer's body passing through, each data frame shown to the meter on its way.
+struct MeteredBody {
+    inner: Body,
+    meter: meter::Meter,
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.meter.observe(data);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
