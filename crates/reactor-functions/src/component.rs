@@ -6,9 +6,9 @@
 //!
 //! Wasmtime's own `wasi:http` and WASI preview 2 implementations do the work; Reactor decides
 //! what a component is given: its project secrets as environment variables, no preopened
-//! directories, no sockets, stdout and stderr captured into the function's logs, and outgoing
-//! HTTP only through [`outbound::send`] (the function's allow-list, the fetch size and time
-//! caps). Instances come from the same pool as command modules (see `wasm`), under the same
+//! directories, no sockets, stdout and stderr into the function's logs line by line as they
+//! are written ([`LogSink`]), and outgoing HTTP only through [`outbound::send`] (the
+//! function's allow-list, the fetch size and time caps). Instances come from the same pool as command modules (see `wasm`), under the same
 //! epoch deadline and memory cap.
 
 use std::pin::Pin;
