@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -30,10 +30,10 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::js::{JsError, JsLimits, Level, OutboundRequest};
+use crate::js::{JsError, Level, OutboundRequest};
 use crate::logs::LogBook;
 use crate::outbound::{self, Policy};
-use crate::wasm::{self, INSTANCE_SLOTS, TICK};
+use crate::wasm::{self, TICK};
 use crate::{Answer, AnswerBody, Call, FunctionError, Invocation};
 
 /// Bytes of stdout and stderr an invocation may put in the logs; the rest is dropped (the
@@ -289,7 +289,7 @@ pub(crate) async fn serve(
         };
         let outcome = match tokio::time::timeout(limits.timeout, handle).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(classify(e, limits)),
+            Ok(Err(e)) => Err(wasm::failure(e, limits, "component")),
             Err(_) => Err(JsError::Timeout(limits.timeout)),
         };
         // Its stdout and stderr flush their last partial lines.
@@ -468,19 +468,5 @@ async fn pump(
         if tx.send(item).await.is_err() || last {
             return;
         }
-    }
-}
-
-/// A trap or host error as the limit it hit, or as the component's failure.
-fn classify(e: wasmtime::Error, limits: JsLimits) -> JsError {
-    if e.is::<PoolConcurrencyLimitError>() {
-        return JsError::Saturated(INSTANCE_SLOTS);
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => JsError::Timeout(limits.timeout),
-        _ if format!("{e:#}").contains("forcing trap when growing memory") => {
-            JsError::Memory(limits.memory_bytes)
-        }
-        _ => JsError::Threw(format!("the component trapped: {e:#}")),
     }
 }

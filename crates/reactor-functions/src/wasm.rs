@@ -195,16 +195,13 @@ pub fn invoke(
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
-    let outcome = match program.pre.instantiate(&mut store) {
-        Ok(instance) => instance
+    // A full pool, or a trap in the module's start function, is classified below like a
+    // trap in `_start`.
+    let outcome = program.pre.instantiate(&mut store).and_then(|instance| {
+        instance
             .get_typed_func::<(), ()>(&mut store, "_start")
-            .and_then(|start| start.call(&mut store, ())),
-        Err(e) if e.is::<PoolConcurrencyLimitError>() => {
-            return Err(JsError::Saturated(INSTANCE_SLOTS));
-        }
-        // A trap in the module's start function is classified below like one in `_start`.
-        Err(e) => Err(e),
-    };
+            .and_then(|start| start.call(&mut store, ()))
+    });
     let state = store.into_data();
     for line in String::from_utf8_lossy(&state.stderr).lines() {
         host.log(Level::Info, line);
@@ -213,15 +210,7 @@ pub fn invoke(
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(Exit(code)) => *code,
-            None => {
-                return Err(match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => JsError::Timeout(limits.timeout),
-                    _ if format!("{e:#}").contains("forcing trap when growing memory") => {
-                        JsError::Memory(limits.memory_bytes)
-                    }
-                    _ => JsError::Threw(format!("the module trapped: {e:#}")),
-                });
-            }
+            None => return Err(failure(e, limits, "module")),
         },
     };
     if code != 0 {
@@ -237,6 +226,21 @@ pub fn invoke(
     let (status, headers, body) = parse_cgi(state.stdout)?;
     host.head(status, headers, Some(body))
         .map_err(|_| JsError::Closed)
+}
+
+/// Why a module or component (`what`) ended without answering: the pool full, a limit it
+/// hit (the epoch deadline, the memory cap), or its own trap.
+pub(crate) fn failure(e: wasmtime::Error, limits: JsLimits, what: &str) -> JsError {
+    if e.is::<PoolConcurrencyLimitError>() {
+        return JsError::Saturated(INSTANCE_SLOTS);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => JsError::Timeout(limits.timeout),
+        _ if format!("{e:#}").contains("forcing trap when growing memory") => {
+            JsError::Memory(limits.memory_bytes)
+        }
+        _ => JsError::Threw(format!("the {what} trapped: {e:#}")),
+    }
 }
 
 /// The request as CGI/1.1 meta-variables (RFC 3875), plus the project's secrets.
