@@ -169,15 +169,10 @@ impl WasiHttpHooks for Outbound {
                 })?
                 .to_bytes()
                 .to_vec();
-            let headers = parts
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect();
             let outbound = OutboundRequest {
                 method: parts.method.to_string(),
                 url,
-                headers,
+                headers: outbound::header_pairs(&parts.headers),
                 body,
                 redirect: "manual".into(),
                 deadline,
@@ -314,13 +309,7 @@ pub(crate) async fn serve(
             tokio::spawn(pump(body, body_tx));
             Ok(Answer {
                 status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
-                    })
-                    .collect(),
+                headers: outbound::header_pairs(&parts.headers),
                 body: AnswerBody::Stream(body_rx),
             })
         }

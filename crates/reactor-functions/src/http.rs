@@ -194,15 +194,8 @@ fn full_url(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
 /// The client's headers minus connection-level ones and any `x-reactor-*` it tried to set,
 /// plus the verified identity.
 fn forwarded_headers(headers: &HeaderMap, principal: &Principal) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(name, _)| {
-            !is_hop_by_hop(name.as_str()) && !name.as_str().starts_with("x-reactor-")
-        })
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-        })
-        .collect();
+    let mut out: Vec<(String, String)> = crate::outbound::header_pairs(headers);
+    out.retain(|(name, _)| !is_hop_by_hop(name) && !name.starts_with("x-reactor-"));
     let mut add = |name: &str, value: Option<&str>| {
         if let Some(value) = value {
             out.push((name.to_string(), value.to_string()));

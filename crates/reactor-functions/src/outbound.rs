@@ -180,11 +180,7 @@ pub async fn send(
             }
             continue;
         }
-        let headers = response
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
+        let headers = header_pairs(response.headers());
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(describe)? {
             if bytes.len() + chunk.len() > policy.max_bytes {
@@ -204,6 +200,14 @@ pub async fn send(
         });
     }
     Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// Headers as the name/value pairs handlers see (a value that is not text is left out).
+pub(crate) fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 fn describe(e: reqwest::Error) -> String {
