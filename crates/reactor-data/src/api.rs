@@ -1,13 +1,15 @@
 //! The Data capability: reads, writes and rpc calls on the project's tables, as the caller.
 //!
 //! Each call renders one statement (two on SQLite for a write) against the schema cache and
-//! runs it in one transaction carrying the principal: on Postgres `begin_as` sets the role and
-//! the `reactor.*` variables and real row-level security applies.
+//! runs it as the principal: on Postgres on a request connection whose session carries the
+//! caller's role and `reactor.*` variables (`RequestPool`), where real row-level security
+//! applies; on SQLite with the policies rendered into the statement.
 
 use reactor_core::Principal;
 use reactor_db::Db;
+use reactor_db::requests::{RequestPool, RequestPoolSize};
 use serde_json::{Map, Value};
-use sqlx::{AssertSqlSafe, Row};
+use tokio_postgres::types::{ToSql, Type as PgType};
 
 use crate::error::DataError;
 use crate::grammar::SelectItem;
@@ -28,11 +30,15 @@ pub struct Data {
     schema: SchemaHandle,
     config: DataConfig,
     /// Postgres: the connections requests run on (see `RequestPool`).
-    requests: Option<reactor_db::postgres::RequestPool>,
+    requests: Option<RequestPool>,
 }
 
-/// Request connections per process on Postgres, beside the system pool's.
-const REQUEST_CONNECTIONS: usize = 16;
+/// Request connections per process on Postgres, beside the system pool's, and the statements
+/// of one caller a connection carries at once before the next one opens (`bench/README.md`).
+const REQUEST_CONNECTIONS: RequestPoolSize = RequestPoolSize {
+    connections: 16,
+    spread: 8,
+};
 
 /// What one read or write asks besides its rows.
 #[derive(Debug, Clone)]
@@ -70,10 +76,10 @@ impl Data {
             .await
             .map_err(|e| DataError::Internal(e.to_string()))?;
         let requests = match &db {
-            Db::Postgres(pool) => Some(reactor_db::postgres::RequestPool::new(
-                pool,
-                REQUEST_CONNECTIONS,
-            )),
+            Db::Postgres(pool) => Some(
+                RequestPool::new(pool, REQUEST_CONNECTIONS)
+                    .map_err(|e| DataError::Internal(e.to_string()))?,
+            ),
             Db::Sqlite(_) => None,
         };
         Ok(Data {
@@ -117,7 +123,7 @@ impl Data {
             .map_err(|e| DataError::Internal(e.to_string()))
     }
 
-    fn requests(&self) -> Result<&reactor_db::postgres::RequestPool, DataError> {
+    fn requests(&self) -> Result<&RequestPool, DataError> {
         self.requests
             .as_ref()
             .ok_or_else(|| DataError::Internal("no request pool on Postgres".into()))
@@ -173,7 +179,12 @@ impl Data {
             .await?;
         match &self.db {
             Db::Postgres(_) => {
-                run_pg(self.requests()?, principal, statement, false, shape.single).await
+                let run = if shape.single {
+                    PgRun::AloneSingle
+                } else {
+                    PgRun::Alone
+                };
+                run_pg(self.requests()?, principal, statement, run).await
             }
             Db::Sqlite(pool) => {
                 let single = shape.single;
@@ -317,7 +328,12 @@ impl Data {
                 Ok(b.finish(sql))
             })
             .await?;
-        run_pg(self.requests()?, principal, statement, false, shape.single).await
+        let run = if shape.single {
+            PgRun::Single
+        } else {
+            PgRun::Alone
+        };
+        run_pg(self.requests()?, principal, statement, run).await
     }
 
     /// SQLite: the DML `render` makes, the `with check` of `command` on what it wrote, and the
@@ -430,7 +446,12 @@ impl Data {
             .await?;
         let mut output = match (&self.db, plan) {
             (Db::Postgres(_), RpcPlan::Query(statement)) => {
-                run_pg(self.requests()?, principal, statement, read_only, false).await?
+                let run = if read_only {
+                    PgRun::ReadOnly
+                } else {
+                    PgRun::Alone
+                };
+                run_pg(self.requests()?, principal, statement, run).await?
             }
             (Db::Sqlite(pool), RpcPlan::Query(statement)) => {
                 pool.read_with_principal(principal, move |conn| Ok(sqlite_output(conn, &statement)))
@@ -547,74 +568,83 @@ fn find_function<'s>(
         })
 }
 
-fn bind_pg<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    params: Vec<Param>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    for p in params {
-        q = match p {
-            Param::Text(s) => q.bind(s),
-            Param::Texts(v) => q.bind(v),
-            Param::Int(i) => q.bind(i),
-            Param::Float(f) => q.bind(f),
-        };
-    }
-    q
+/// How a rendered statement runs on Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgRun {
+    /// Alone, in autocommit, possibly pipelined with other statements of the same caller.
+    Alone,
+    /// A read that must find exactly one row: alone, then counted (nothing to roll back).
+    AloneSingle,
+    /// A write rolled back unless it touched exactly one row: a transaction of its own.
+    Single,
+    /// An rpc called by GET: a read-only transaction of its own.
+    ReadOnly,
 }
 
-/// Runs one rendered statement on a request connection acting as the caller: alone, in
-/// autocommit, unless it must be read-only (rpc by GET) or singular (rolled back unless it
-/// touched exactly one row), which take an explicit transaction.
+/// The parameters as Postgres receives them, with the types sqlx gave them before (the
+/// rendered SQL casts where a column needs another type).
+fn pg_params(params: &[Param]) -> (Vec<PgType>, Vec<&(dyn ToSql + Sync)>) {
+    params
+        .iter()
+        .map(|p| -> (PgType, &(dyn ToSql + Sync)) {
+            match p {
+                Param::Text(s) => (PgType::TEXT, s),
+                Param::Texts(v) => (PgType::TEXT_ARRAY, v),
+                Param::Int(i) => (PgType::INT8, i),
+                Param::Float(f) => (PgType::FLOAT8, f),
+            }
+        })
+        .unzip()
+}
+
+/// Runs one rendered statement as the caller (see `RequestPool`).
 async fn run_pg(
-    requests: &reactor_db::postgres::RequestPool,
+    requests: &RequestPool,
     principal: &Principal,
     statement: Statement,
-    read_only: bool,
-    single: bool,
-) -> Result<Output, DataError> {
-    let mut conn = requests.acquire(principal).await?;
-    let result = run_on(conn.conn()?, statement, read_only, single).await;
-    match &result {
-        // A database error leaves the connection usable (its statement rolled back), except
-        // the session guard's, which says the session is not what the pool believes.
-        Err(DataError::Database { code, .. }) if code != "XX000" => {}
-        Err(_) => conn.discard(),
-        Ok(_) => {}
-    }
-    result
-}
-
-async fn run_on(
-    conn: &mut sqlx::PgConnection,
-    statement: Statement,
-    read_only: bool,
-    single: bool,
+    run: PgRun,
 ) -> Result<Output, DataError> {
     // The text is rendered from schema-cache identifiers and constants; values are bound.
-    let query = bind_pg(sqlx::query(AssertSqlSafe(statement.sql)), statement.params);
-    let read = |row: sqlx::postgres::PgRow| -> Result<Output, DataError> {
-        Ok(Output {
-            body: row.try_get(0)?,
-            rows: row.try_get(1)?,
-            total: row.try_get(2)?,
-        })
+    let (types, params) = pg_params(&statement.params);
+    let single = matches!(run, PgRun::AloneSingle | PgRun::Single);
+    let output = match run {
+        PgRun::Alone | PgRun::AloneSingle => pg_output(
+            requests
+                .query_one(principal, &statement.sql, &types, &params)
+                .await?,
+        )?,
+        PgRun::Single | PgRun::ReadOnly => {
+            let mut conn = requests.exclusive(principal).await?;
+            conn.begin(run == PgRun::ReadOnly).await?;
+            let output = match conn.query_one(&statement.sql, &types, &params).await {
+                Ok(row) => pg_output(row),
+                Err(e) => Err(e.into()),
+            };
+            match output {
+                Ok(output) if !single || output.rows == 1 => {
+                    conn.commit().await?;
+                    output
+                }
+                other => {
+                    conn.rollback().await?;
+                    other?
+                }
+            }
+        }
     };
-    if !read_only && !single {
-        return read(query.fetch_one(conn).await?);
-    }
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    if read_only {
-        sqlx::query("set transaction read only")
-            .execute(&mut *tx)
-            .await?;
-    }
-    let output = read(query.fetch_one(&mut *tx).await?)?;
     if single && output.rows != 1 {
-        // Dropping the transaction rolls the write back.
         return Err(DataError::NotOne { rows: output.rows });
     }
-    tx.commit().await?;
     Ok(output)
+}
+
+fn pg_output(row: tokio_postgres::Row) -> Result<Output, DataError> {
+    let column = |e: tokio_postgres::Error| DataError::Internal(e.to_string());
+    Ok(Output {
+        body: row.try_get(0).map_err(column)?,
+        rows: row.try_get(1).map_err(column)?,
+        total: row.try_get(2).map_err(column)?,
+    })
 }
 
 fn sqlite_params(params: &[Param]) -> Vec<rusqlite::types::Value> {

@@ -205,6 +205,15 @@ impl From<reactor_db::DbError> for DataError {
                 }
                 None => DataError::Internal(e.to_string()),
             },
+            reactor_db::DbError::PostgresRequest(ref inner) => match inner.as_db_error() {
+                Some(d) => DataError::Database {
+                    code: d.code().code().to_string(),
+                    message: d.message().to_string(),
+                    details: d.detail().map(str::to_string),
+                    hint: d.hint().map(str::to_string),
+                },
+                None => DataError::Internal(e.to_string()),
+            },
             other => DataError::Internal(other.to_string()),
         }
     }

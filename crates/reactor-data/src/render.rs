@@ -109,7 +109,7 @@ pub struct Builder<'s> {
     /// Postgres, where the database enforces its own.
     role: Option<reactor_core::DbRole>,
     /// Postgres: `reactor.assert_session(…)` with the caller's identity bound, selected by
-    /// every statement so one run on a session set to someone else fails (see `RequestPool`).
+    /// every statement so one run on a session set to someone else fails (see `reactor_db::requests`).
     guard: Option<String>,
 }
 
@@ -177,7 +177,7 @@ impl<'s> Builder<'s> {
     /// Postgres: makes every statement check that its session acts as `principal`.
     pub fn with_session_guard(mut self, principal: &reactor_core::Principal) -> Self {
         if self.dialect == Dialect::Postgres {
-            let id = reactor_db::postgres::SessionIdentity::of(principal);
+            let id = reactor_db::requests::SessionIdentity::of(principal);
             let r = self.bind(Param::Text(id.role.to_string()));
             let u = self.bind(Param::Text(id.user_id));
             let o = self.bind(Param::Text(id.org_id));

@@ -8,6 +8,7 @@
 //! Both adapters expose the same functions with the same names; [`Db`] only dispatches.
 
 pub mod postgres;
+pub mod requests;
 pub mod secrets;
 mod sqlite;
 pub mod sqlite_functions;
@@ -26,6 +27,9 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// From a Data request connection (`requests`), which speaks through `tokio_postgres`.
+    #[error("postgres: {}", requests::describe(.0))]
+    PostgresRequest(#[from] tokio_postgres::Error),
     #[error("cannot open the SQLite database {}: {source}", path.display())]
     OpenSqlite {
         path: PathBuf,

@@ -115,7 +115,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "session guard for request connections",
         // Request connections keep the caller's role and settings between statements (see
-        // `RequestPool`); every statement carries this guard, so a session changed behind the
+        // `requests::RequestPool`); every statement carries this guard, so a session changed behind the
         // pool's back (a function running `reset role`) fails the statement instead of acting
         // as someone else.
         sql: r#"
@@ -137,170 +137,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     "#,
     },
 ];
-
-/// `request.jwt.claims` as Supabase's policies read it (`auth.jwt() ->> 'sub'`, `'role'`).
-fn jwt_claims(principal: &Principal) -> serde_json::Value {
-    serde_json::json!({
-        "sub": principal.user_id,
-        "role": match principal.db_role() {
-            reactor_core::DbRole::Anon => "anon",
-            reactor_core::DbRole::Authenticated => "authenticated",
-            reactor_core::DbRole::Service => "service_role",
-        },
-        "org_id": principal.org_id,
-        "org_role": principal.role,
-    })
-}
-
-/// Who a request connection's session acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionIdentity {
-    pub role: &'static str,
-    pub user_id: String,
-    pub org_id: String,
-    pub org_role: String,
-}
-
-impl SessionIdentity {
-    pub fn of(principal: &Principal) -> SessionIdentity {
-        SessionIdentity {
-            role: principal.db_role().name(),
-            user_id: principal.user_id.clone().unwrap_or_default(),
-            org_id: principal.org_id.clone().unwrap_or_default(),
-            org_role: principal.role.clone().unwrap_or_default(),
-        }
-    }
-}
-
-/// Postgres connections dedicated to `/data/v1` requests, each remembering whom its session
-/// acts as. A request takes a connection already set to its caller when one is idle (the
-/// common case: the same key or user again), else sets the session with one statement; its
-/// own statement then runs alone, in autocommit. One round trip instead of four
-/// (`begin`, settings, statement, `commit`), which is most of what a read costs.
-///
-/// Safety rests on two rules: these connections run nothing but statements rendered by the
-/// Data API, and every such statement calls `reactor.assert_session` with the identity it
-/// expects, so a session that drifted fails (and rolls back) instead of acting as another
-/// caller; the connection is then discarded.
-#[derive(Debug, Clone)]
-pub struct RequestPool {
-    inner: std::sync::Arc<RequestPoolInner>,
-}
-
-#[derive(Debug)]
-struct RequestPoolInner {
-    options: sqlx::postgres::PgConnectOptions,
-    idle: std::sync::Mutex<Vec<SessionConn>>,
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
-}
-
-#[derive(Debug)]
-struct SessionConn {
-    conn: sqlx::PgConnection,
-    identity: Option<SessionIdentity>,
-}
-
-/// A connection lent to one request; back to the pool on drop unless discarded.
-#[derive(Debug)]
-pub struct RequestConn {
-    conn: Option<SessionConn>,
-    pool: std::sync::Arc<RequestPoolInner>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl RequestPool {
-    pub fn new(pool: &PgPool, size: usize) -> RequestPool {
-        RequestPool {
-            inner: std::sync::Arc::new(RequestPoolInner {
-                options: (*pool.connect_options()).clone(),
-                idle: std::sync::Mutex::new(Vec::new()),
-                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(size)),
-            }),
-        }
-    }
-
-    /// A connection whose session acts as `principal`.
-    pub async fn acquire(&self, principal: &Principal) -> Result<RequestConn, DbError> {
-        let permit = std::sync::Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?;
-        let wanted = SessionIdentity::of(principal);
-        let taken = {
-            let mut idle = self
-                .inner
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match idle
-                .iter()
-                .rposition(|c| c.identity.as_ref() == Some(&wanted))
-            {
-                Some(i) => Some(idle.swap_remove(i)),
-                None => idle.pop(),
-            }
-        };
-        let mut conn = match taken {
-            Some(c) => c,
-            None => SessionConn {
-                conn: sqlx::PgConnection::connect_with(&self.inner.options).await?,
-                identity: None,
-            },
-        };
-        if conn.identity.as_ref() != Some(&wanted) {
-            conn.identity = None;
-            let claims = jwt_claims(principal);
-            // Session-level (`false`): kept for the next request of the same caller.
-            sqlx::query(
-                "select set_config('role', $1, false), set_config('reactor.user_id', $2, false),
-                        set_config('reactor.org_id', $3, false), set_config('reactor.role', $4, false),
-                        set_config('request.jwt.claims', $5, false)",
-            )
-            .bind(wanted.role)
-            .bind(&wanted.user_id)
-            .bind(&wanted.org_id)
-            .bind(&wanted.org_role)
-            .bind(claims.to_string())
-            .execute(&mut conn.conn)
-            .await?;
-            conn.identity = Some(wanted);
-        }
-        Ok(RequestConn {
-            conn: Some(conn),
-            pool: std::sync::Arc::clone(&self.inner),
-            _permit: permit,
-        })
-    }
-}
-
-impl RequestConn {
-    pub fn conn(&mut self) -> Result<&mut sqlx::PgConnection, DbError> {
-        // Present until drop or discard, both of which consume `self`.
-        self.conn
-            .as_mut()
-            .map(|c| &mut c.conn)
-            .ok_or_else(|| DbError::Task("a request connection used after discard".into()))
-    }
-
-    /// Closes the connection instead of returning it: after a failure that may have left its
-    /// session or protocol state unknown.
-    pub fn discard(mut self) {
-        self.conn = None;
-    }
-}
-
-impl Drop for RequestConn {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let mut idle = self
-                .pool
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            idle.push(conn);
-        }
-    }
-}
 
 pub(crate) async fn migrate(
     pool: &PgPool,
@@ -469,7 +305,7 @@ pub async fn begin_as(
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
     let mut tx = pool.begin().await?;
     let role = principal.db_role().name();
-    let claims = jwt_claims(principal);
+    let claims = crate::requests::jwt_claims(principal);
     // One round trip: `set_config('role', …, true)` is `SET LOCAL ROLE`; the role is one of
     // three constants and every value goes through a bind parameter.
     sqlx::query(

@@ -1,0 +1,643 @@
+//! The Postgres connections `/data/v1` requests run on.
+//!
+//! A request's statement must run as its caller: the database role (`reactor_anon`,
+//! `reactor_authenticated`, `reactor_service`) and the `reactor.*` settings row-level security
+//! reads. Setting them per request in a transaction costs four round trips (`begin`, the
+//! settings, the statement, `commit`); here a connection keeps its caller's settings at session
+//! level and serves that caller again, so a request is usually one autocommit statement.
+//!
+//! Statements of the same caller share a connection while in flight: they are written one
+//! after the other without waiting for each other's answers (the Postgres protocol's
+//! pipelining, which `tokio_postgres` does when several tasks use one client), so one
+//! connection's round trip and one backend wake-up serve several requests. On two cores this
+//! doubled the statements per second against one statement per connection at a time.
+//!
+//! Safety rests on two rules: these connections run nothing but statements rendered by the
+//! Data API, and every such statement calls `reactor.assert_session` with the identity it
+//! expects, so a session that drifted (a developer's function running `reset role`) fails the
+//! statement, and every one queued behind it, instead of acting as someone else; the
+//! connection is then discarded. A connection changes caller only when nothing is in flight on
+//! it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use reactor_core::Principal;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::DbError;
+
+/// Prepared statements kept per connection; past this the cache starts over (the Data API
+/// renders one text per query shape, values are bound, so a real app stays far below).
+const PREPARED_PER_CONNECTION: usize = 512;
+
+/// The URL parameters both sqlx and `tokio_postgres` understand.
+const LIBPQ_PARAMETERS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "connect_timeout",
+];
+
+/// Who a request connection's session acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionIdentity {
+    pub role: &'static str,
+    pub user_id: String,
+    pub org_id: String,
+    pub org_role: String,
+}
+
+impl SessionIdentity {
+    pub fn of(principal: &Principal) -> SessionIdentity {
+        SessionIdentity {
+            role: principal.db_role().name(),
+            user_id: principal.user_id.clone().unwrap_or_default(),
+            org_id: principal.org_id.clone().unwrap_or_default(),
+            org_role: principal.role.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// How many connections, and how many statements one carries before another is used.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestPoolSize {
+    /// Connections at most (each one a Postgres backend).
+    pub connections: usize,
+    /// Statements of one caller in flight on a connection before the next statement of that
+    /// caller takes another connection (when one is idle or may be opened). More connections
+    /// run statements in parallel on the database's cores; fewer pipeline more per wake-up.
+    pub spread: usize,
+}
+
+/// Request connections, each remembering whom its session acts as (see the module's doc).
+#[derive(Debug, Clone)]
+pub struct RequestPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: tokio_postgres::Config,
+    size: RequestPoolSize,
+    state: Mutex<State>,
+    /// Woken when a connection goes idle, is dropped, or fails to open.
+    freed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: Vec<Slot>,
+    opening: usize,
+    waiting: usize,
+    next_id: u64,
+    next_ticket: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    session: Arc<Session>,
+    /// `None` while being set, or after a failed attempt (the slot is then dropped).
+    identity: Option<SessionIdentity>,
+    /// Leases out on it: shared statements, or the one exclusive lease.
+    leases: usize,
+    exclusive: bool,
+    /// Promised to the waiting request holding this ticket: no new statement joins, and once
+    /// idle only that request takes it (so a caller keeping every connection busy cannot
+    /// starve another).
+    reserved: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Session {
+    client: Client,
+    prepared: Mutex<HashMap<Box<str>, Statement>>,
+}
+
+/// What `acquire` decided under the lock.
+enum Plan {
+    Ready(Lease),
+    /// An idle connection, lent exclusively until its session is set.
+    Set(Lease),
+    Open,
+    Wait,
+}
+
+impl RequestPool {
+    /// A pool connecting where `pool` does (the URL `pool` was opened with, password included).
+    pub fn new(pool: &sqlx::PgPool, size: RequestPoolSize) -> Result<RequestPool, DbError> {
+        use sqlx::ConnectOptions;
+        let mut url = pool.connect_options().to_url_lossy();
+        // sqlx adds parameters of its own (`statement-cache-capacity`); keep the libpq ones.
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| LIBPQ_PARAMETERS.contains(&k.as_ref()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+        let config: tokio_postgres::Config = url.as_str().parse().map_err(|e| {
+            DbError::Task(format!(
+                "the Postgres URL {} cannot open request connections: {e}",
+                crate::postgres::redact(url.as_str())
+            ))
+        })?;
+        Ok(RequestPool {
+            inner: Arc::new(Inner {
+                config,
+                size: RequestPoolSize {
+                    connections: size.connections.max(1),
+                    spread: size.spread.max(1),
+                },
+                state: Mutex::new(State::default()),
+                freed: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+
+    /// Runs one statement alone, in autocommit, as `principal`; it may share its connection
+    /// with other statements of the same caller.
+    pub async fn query_one(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        types: &[Type],
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, DbError> {
+        let mut lease = self.acquire(principal, false).await?;
+        lease.query_one(sql, types, params).await
+    }
+
+    /// A connection acting as `principal` lent to one request alone, for a transaction.
+    pub async fn exclusive(&self, principal: &Principal) -> Result<Exclusive, DbError> {
+        Ok(Exclusive {
+            lease: self.acquire(principal, true).await?,
+            in_transaction: false,
+        })
+    }
+
+    async fn acquire(&self, principal: &Principal, exclusive: bool) -> Result<Lease, DbError> {
+        let wanted = SessionIdentity::of(principal);
+        let mut reservation = Reservation {
+            inner: &self.inner,
+            ticket: None,
+        };
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            let plan = {
+                let mut state = self.inner.lock();
+                let plan = self.plan(&mut state, &wanted, exclusive, &mut reservation.ticket);
+                if matches!(plan, Plan::Wait) {
+                    // Registered before the lock is let go, so no wake-up is missed.
+                    freed.as_mut().enable();
+                    state.waiting += 1;
+                }
+                plan
+            };
+            let lease = match plan {
+                Plan::Ready(lease) => return Ok(lease),
+                Plan::Set(lease) => lease,
+                Plan::Open => self.open().await?,
+                Plan::Wait => {
+                    let _waiting = Counted::waiting(&self.inner);
+                    freed.await;
+                    continue;
+                }
+            };
+            return self.set_session(lease, principal, wanted, exclusive).await;
+        }
+    }
+
+    fn plan(
+        &self,
+        state: &mut State,
+        wanted: &SessionIdentity,
+        exclusive: bool,
+        ticket: &mut Option<u64>,
+    ) -> Plan {
+        let size = self.inner.size;
+        let room = state.slots.len() + state.opening < size.connections;
+        // One look at each connection (this runs for every statement).
+        let mut busiest_below_spread: Option<usize> = None;
+        let mut least_busy: Option<usize> = None;
+        let (mut idle_mine, mut idle_same, mut idle_other) = (None, None, None);
+        let mut reserved_for_me = false;
+        let mut to_reserve: Option<usize> = None;
+        for (i, slot) in state.slots.iter().enumerate() {
+            let same = slot.identity.as_ref() == Some(wanted);
+            let mine = ticket.is_some() && slot.reserved == *ticket;
+            let leases = |j: Option<usize>| j.map(|j| state.slots[j].leases);
+            reserved_for_me |= mine;
+            if slot.leases == 0 {
+                if mine {
+                    idle_mine = Some(i);
+                } else if slot.reserved.is_none() {
+                    *(if same {
+                        &mut idle_same
+                    } else {
+                        &mut idle_other
+                    }) = Some(i);
+                }
+            }
+            if slot.reserved.is_some() || slot.exclusive {
+                continue;
+            }
+            if leases(to_reserve).is_none_or(|l| slot.leases < l) {
+                to_reserve = Some(i);
+            }
+            if !same {
+                continue;
+            }
+            if slot.leases < size.spread
+                && leases(busiest_below_spread).is_none_or(|l| slot.leases > l)
+            {
+                busiest_below_spread = Some(i);
+            }
+            if leases(least_busy).is_none_or(|l| slot.leases < l) {
+                least_busy = Some(i);
+            }
+        }
+        let idle = idle_mine.or(idle_same).or(idle_other);
+        if !exclusive {
+            // The busiest connection below `spread` first: statements sharing a connection
+            // share its writes and its backend's wake-ups. When every one is at `spread` and
+            // no other connection can be had, the least busy.
+            let grow = room || idle.is_some();
+            if let Some(i) = busiest_below_spread.or(least_busy.filter(|_| !grow)) {
+                let slot = &mut state.slots[i];
+                slot.leases += 1;
+                return Plan::Ready(self.lease(slot, false));
+            }
+        }
+        // An idle connection: the one reserved for this request, else one already acting as
+        // this caller.
+        if let Some(i) = idle {
+            let slot = &mut state.slots[i];
+            slot.leases = 1;
+            slot.exclusive = true;
+            slot.reserved = None;
+            *ticket = None;
+            return Plan::Set(self.lease(slot, true));
+        }
+        if room {
+            state.opening += 1;
+            return Plan::Open;
+        }
+        // Every connection is busy with someone else: the least busy one takes no new
+        // statements and is kept for this request, so it comes free even under steady load.
+        if !reserved_for_me && let Some(i) = to_reserve {
+            let t = state.next_ticket;
+            state.next_ticket += 1;
+            state.slots[i].reserved = Some(t);
+            *ticket = Some(t);
+        }
+        Plan::Wait
+    }
+
+    fn lease(&self, slot: &Slot, exclusive: bool) -> Lease {
+        Lease {
+            inner: Arc::clone(&self.inner),
+            id: slot.id,
+            session: Arc::clone(&slot.session),
+            exclusive,
+            broken: false,
+        }
+    }
+
+    /// Opens a connection (`plan` counted it in `opening`), lent exclusively to the caller
+    /// that opened it.
+    async fn open(&self) -> Result<Lease, DbError> {
+        let _opening = Counted::opening(&self.inner);
+        let (client, connection) = self.inner.config.connect(tokio_postgres::NoTls).await?;
+        let mut state = self.inner.lock();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a Data request connection closed");
+            }
+        });
+        let id = state.next_id;
+        state.next_id += 1;
+        let slot = Slot {
+            id,
+            session: Arc::new(Session {
+                client,
+                prepared: Mutex::new(HashMap::new()),
+            }),
+            identity: None,
+            leases: 1,
+            exclusive: true,
+            reserved: None,
+        };
+        let lease = self.lease(&slot, true);
+        state.slots.push(slot);
+        Ok(lease)
+    }
+
+    /// Makes an exclusively lent connection act as `principal`, then lends it as asked.
+    async fn set_session(
+        &self,
+        mut lease: Lease,
+        principal: &Principal,
+        wanted: SessionIdentity,
+        exclusive: bool,
+    ) -> Result<Lease, DbError> {
+        let current = self
+            .inner
+            .lock()
+            .slots
+            .iter()
+            .find(|s| s.id == lease.id)
+            .and_then(|s| s.identity.clone());
+        if current.as_ref() != Some(&wanted) {
+            // A failure, or the request giving up half-way, leaves the session unknown:
+            // `broken` stays set and the connection is closed when the lease drops.
+            lease.broken = true;
+            let claims = jwt_claims(principal).to_string();
+            // Session-level (`false`): kept for the next request of the same caller.
+            lease
+                .query_one(
+                    "select set_config('role', $1, false), set_config('reactor.user_id', $2, false),
+                            set_config('reactor.org_id', $3, false), set_config('reactor.role', $4, false),
+                            set_config('request.jwt.claims', $5, false)",
+                    &[Type::TEXT; 5],
+                    &[&wanted.role, &wanted.user_id, &wanted.org_id, &wanted.org_role, &claims],
+                )
+                .await?;
+            lease.broken = false;
+        }
+        let mut state = self.inner.lock();
+        if let Some(slot) = state.slots.iter_mut().find(|s| s.id == lease.id) {
+            slot.identity = Some(wanted);
+            if !exclusive {
+                slot.exclusive = false;
+                lease.exclusive = false;
+            }
+        }
+        drop(state);
+        if !exclusive {
+            // Others of this caller may now join it.
+            self.inner.wake();
+        }
+        Ok(lease)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wake(&self) {
+        if self.lock().waiting > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// The reservation a waiting request holds, given up if the request goes away before it
+/// takes the connection.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    ticket: Option<u64>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else {
+            return;
+        };
+        let mut state = self.inner.lock();
+        for slot in &mut state.slots {
+            if slot.reserved == Some(ticket) {
+                slot.reserved = None;
+            }
+        }
+        drop(state);
+        self.inner.wake();
+    }
+}
+
+/// A request counted in `State::opening` or `State::waiting` until dropped, which a request
+/// that gives up half-way (its client went away) must be too.
+struct Counted<'a> {
+    inner: &'a Inner,
+    field: fn(&mut State) -> &mut usize,
+    /// Wake the waiters when done: an opening that ends leaves room for another (if it
+    /// failed), a wait that ends frees nothing.
+    wake: bool,
+}
+
+impl Counted<'_> {
+    /// Counts a request that `plan` already counted in `opening`.
+    fn opening(inner: &Inner) -> Counted<'_> {
+        Counted {
+            inner,
+            field: |s| &mut s.opening,
+            wake: true,
+        }
+    }
+
+    /// Counts a request that `acquire` already counted in `waiting`.
+    fn waiting(inner: &Inner) -> Counted<'_> {
+        Counted {
+            inner,
+            field: |s| &mut s.waiting,
+            wake: false,
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let mut state = self.inner.lock();
+        *(self.field)(&mut state) -= 1;
+        drop(state);
+        if self.wake {
+            self.inner.wake();
+        }
+    }
+}
+
+/// One request's use of a connection; given back (or closed, if `broken`) on drop.
+#[derive(Debug)]
+struct Lease {
+    inner: Arc<Inner>,
+    id: u64,
+    session: Arc<Session>,
+    exclusive: bool,
+    broken: bool,
+}
+
+impl Lease {
+    async fn query_one(
+        &mut self,
+        sql: &str,
+        types: &[Type],
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, DbError> {
+        let result = async {
+            let statement = self.session.prepare(sql, types).await?;
+            self.session.client.query_one(&statement, params).await
+        }
+        .await;
+        if let Err(e) = &result
+            && !leaves_session_usable(e)
+        {
+            self.broken = true;
+        }
+        Ok(result?)
+    }
+
+    async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        let result = self.session.client.batch_execute(sql).await;
+        if result.is_err() {
+            self.broken = true;
+        }
+        Ok(result?)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut state = self.inner.lock();
+        let Some(at) = state.slots.iter().position(|s| s.id == self.id) else {
+            return;
+        };
+        if self.broken {
+            // Dropping the client closes the connection once the last lease on it is gone;
+            // statements already queued on it fail on their own.
+            state.slots.swap_remove(at);
+        } else {
+            let slot = &mut state.slots[at];
+            slot.leases -= 1;
+            if self.exclusive {
+                slot.exclusive = false;
+            }
+            if slot.leases > 0 {
+                return;
+            }
+        }
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.inner.freed.notify_waiters();
+        }
+    }
+}
+
+/// A database error leaves the session as it was (the statement rolled back alone), except
+/// the session guard's (`XX000`), which says the session is not what the pool believes; any
+/// other failure (I/O, a closed connection) leaves it unknown.
+fn leaves_session_usable(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.code() != &tokio_postgres::error::SqlState::INTERNAL_ERROR)
+}
+
+impl Session {
+    async fn prepare(&self, sql: &str, types: &[Type]) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self
+            .prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare_typed(sql, types).await?;
+        let mut prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
+        if prepared.len() >= PREPARED_PER_CONNECTION {
+            prepared.clear();
+        }
+        prepared.insert(sql.into(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// A connection lent to one request alone, acting as its caller: for the statements that need
+/// a transaction (read-only, or rolled back unless they touched exactly one row). Dropped
+/// inside a transaction, the connection is closed, which rolls the transaction back.
+#[derive(Debug)]
+pub struct Exclusive {
+    lease: Lease,
+    in_transaction: bool,
+}
+
+impl Exclusive {
+    pub async fn begin(&mut self, read_only: bool) -> Result<(), DbError> {
+        self.in_transaction = true;
+        self.lease
+            .batch(if read_only {
+                "begin read only"
+            } else {
+                "begin"
+            })
+            .await
+    }
+
+    pub async fn query_one(
+        &mut self,
+        sql: &str,
+        types: &[Type],
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, DbError> {
+        self.lease.query_one(sql, types, params).await
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.lease.batch("commit").await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), DbError> {
+        self.lease.batch("rollback").await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            self.lease.broken = true;
+        }
+    }
+}
+
+/// The database's own message (`tokio_postgres` says only "db error"), or the failure and its
+/// cause (a refused connection, a closed socket).
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// `request.jwt.claims` as Supabase's policies read it (`auth.jwt() ->> 'sub'`, `'role'`).
+pub(crate) fn jwt_claims(principal: &Principal) -> serde_json::Value {
+    serde_json::json!({
+        "sub": principal.user_id,
+        "role": match principal.db_role() {
+            reactor_core::DbRole::Anon => "anon",
+            reactor_core::DbRole::Authenticated => "authenticated",
+            reactor_core::DbRole::Service => "service_role",
+        },
+        "org_id": principal.org_id,
+        "org_role": principal.role,
+    })
+}
