@@ -105,7 +105,8 @@ struct State {
 struct Slot {
     id: u64,
     session: Arc<Session>,
-    /// `None` while being set, or after a failed attempt (the slot is then dropped).
+    /// `None` until a new connection's first session is set. While a session changes, the
+    /// slot is exclusive and still names the previous caller (dropped if the change fails).
     identity: Option<SessionIdentity>,
     /// Leases out on it: shared statements, or the one exclusive lease.
     leases: usize,
@@ -384,10 +385,9 @@ impl RequestPool {
                 lease.exclusive = false;
             }
         }
-        drop(state);
         if !exclusive {
             // Others of this caller may now join it.
-            self.inner.wake();
+            self.inner.release(state);
         }
         Ok(lease)
     }
@@ -398,8 +398,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wake(&self) {
-        if self.lock().waiting > 0 {
+    /// Lets go of the state and wakes the waiting requests, if any: something came free.
+    fn release(&self, state: MutexGuard<'_, State>) {
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
             self.freed.notify_waiters();
         }
     }
@@ -423,8 +426,7 @@ impl Drop for Reservation<'_> {
                 slot.reserved = None;
             }
         }
-        drop(state);
-        self.inner.wake();
+        self.inner.release(state);
     }
 }
 
@@ -462,9 +464,8 @@ impl Drop for Counted<'_> {
     fn drop(&mut self) {
         let mut state = self.inner.lock();
         *(self.field)(&mut state) -= 1;
-        drop(state);
         if self.wake {
-            self.inner.wake();
+            self.inner.release(state);
         }
     }
 }
@@ -528,11 +529,7 @@ impl Drop for Lease {
                 return;
             }
         }
-        let waiting = state.waiting > 0;
-        drop(state);
-        if waiting {
-            self.inner.freed.notify_waiters();
-        }
+        self.inner.release(state);
     }
 }
 

@@ -20,7 +20,15 @@ fn user(n: usize) -> Principal {
     p
 }
 
-async fn pool(label: &str, size: RequestPoolSize) -> Option<(sqlx::PgPool, RequestPool)> {
+async fn pool(
+    label: &str,
+    connections: usize,
+    spread: usize,
+) -> Option<(sqlx::PgPool, RequestPool)> {
+    let size = RequestPoolSize {
+        connections,
+        spread,
+    };
     let url = fresh_postgres_database(label).await?;
     let Db::Postgres(pg) = Db::connect(&url).await.expect("db") else {
         panic!("a postgres url opens postgres");
@@ -43,11 +51,7 @@ async fn who(requests: &RequestPool, p: &Principal) -> (String, String, i32) {
 
 #[tokio::test]
 async fn one_callers_statements_share_a_few_connections() {
-    let size = RequestPoolSize {
-        connections: 16,
-        spread: 8,
-    };
-    let Some((_pg, requests)) = pool("pool_share", size).await else {
+    let Some((_pg, requests)) = pool("pool_share", 16, 8).await else {
         return;
     };
     let alice = user(1);
@@ -82,11 +86,7 @@ async fn one_callers_statements_share_a_few_connections() {
 #[tokio::test]
 async fn callers_never_run_on_each_others_session() {
     // Two connections for twelve callers: sessions are switched all the time.
-    let size = RequestPoolSize {
-        connections: 2,
-        spread: 4,
-    };
-    let Some((_pg, requests)) = pool("pool_switch", size).await else {
+    let Some((_pg, requests)) = pool("pool_switch", 2, 4).await else {
         return;
     };
     let mut tasks = Vec::new();
@@ -110,11 +110,7 @@ async fn callers_never_run_on_each_others_session() {
 
 #[tokio::test]
 async fn a_busy_caller_cannot_starve_another() {
-    let size = RequestPoolSize {
-        connections: 1,
-        spread: 64,
-    };
-    let Some((_pg, requests)) = pool("pool_starve", size).await else {
+    let Some((_pg, requests)) = pool("pool_starve", 1, 64).await else {
         return;
     };
     let busy = user(1);
@@ -147,11 +143,7 @@ async fn a_busy_caller_cannot_starve_another() {
 
 #[tokio::test]
 async fn an_abandoned_transaction_is_rolled_back_with_its_connection() {
-    let size = RequestPoolSize {
-        connections: 1,
-        spread: 8,
-    };
-    let Some((pg, requests)) = pool("pool_abandon", size).await else {
+    let Some((pg, requests)) = pool("pool_abandon", 1, 8).await else {
         return;
     };
     sqlx::raw_sql("create table marks (n integer primary key)")
@@ -208,11 +200,7 @@ async fn an_abandoned_transaction_is_rolled_back_with_its_connection() {
 
 #[tokio::test]
 async fn a_statement_error_keeps_the_connection_and_a_drifted_session_drops_it() {
-    let size = RequestPoolSize {
-        connections: 1,
-        spread: 8,
-    };
-    let Some((_pg, requests)) = pool("pool_errors", size).await else {
+    let Some((_pg, requests)) = pool("pool_errors", 1, 8).await else {
         return;
     };
     let alice = user(1);
