@@ -15,8 +15,14 @@ With --pin, the server runs on CPU 1 and wrk and the mock on CPU 0 (taskset), so
 generator and the mock do not take the server's core: on a two-core box this separates the
 gateway's own cost from the contention of three processes for two cores.
 
-Usage: bench/gateway.py [--seconds N] [--rate N] [--conns N] [--no-limits] [--pin]
-Needs: cargo, node, wrk, python3 (and taskset for --pin).
+A reference proxy runs in the same run when nginx is installed (`apt-get install nginx-light`):
+nginx as a bare reverse proxy to the same mock (keep-alive upstream, no logging, one worker),
+so the added latency of a proxy that does nothing but forward is printed beside the gateway's.
+That is the floor any gateway pays on this machine: one more loopback hop and one more process
+to schedule.
+
+Usage: bench/gateway.py [--seconds N] [--rate N] [--conns N] [--no-limits] [--pin] [--no-peer]
+Needs: cargo, node, wrk, python3 (and taskset for --pin, nginx for the reference proxy).
 """
 
 import argparse
@@ -59,6 +65,47 @@ def script(tmp, delay_ms, key):
     return path
 
 
+NGINX = """
+worker_processes 1;
+daemon off;
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  fastcgi_temp_path {tmp}/nginx-fastcgi;
+  uwsgi_temp_path {tmp}/nginx-uwsgi;
+  scgi_temp_path {tmp}/nginx-scgi;
+  upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /gateway/v1/ {{
+      proxy_pass http://mock/v1/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def nginx_proxy(tmp, mock_port, prefix):
+    """nginx forwarding /gateway/v1/ to the mock: the reference proxy (None without nginx)."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not binary:
+        print("nginx is not installed: no reference proxy (apt-get install nginx-light)", file=sys.stderr)
+        return None, None
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX.format(tmp=tmp, mock_port=mock_port, port=port,
+                             user="user root;" if os.geteuid() == 0 else ""))
+    return Process([*prefix, binary, "-c", conf, "-p", tmp]), port
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=15)
@@ -66,6 +113,7 @@ def main():
     parser.add_argument("--conns", type=int, default=20)
     parser.add_argument("--no-limits", action="store_true", help="no [[gateway.limits]]: no reservation per request")
     parser.add_argument("--pin", action="store_true", help="server on CPU 1; wrk and the mock on CPU 0")
+    parser.add_argument("--no-peer", action="store_true", help="no nginx reference proxy")
     args = parser.parse_args()
     client_cpu = ["taskset", "-c", "0"] if args.pin else []
     server_cpu = ["taskset", "-c", "1"] if args.pin else []
@@ -107,6 +155,8 @@ output_per_million = 0.6
         key = run([server_bin, "keys", "create", "--tier", "svc", "--name", "bench"], env=env).stdout.strip()
         port = free_port()
         server = Process([*server_cpu, server_bin], env={**env, "REACTOR_LISTEN": f"127.0.0.1:{port}"})
+        nginx, nginx_port = (None, None) if args.no_peer else nginx_proxy(tmp, mock_port, server_cpu)
+        proxied = None
         try:
             wait_http(mock_port, "/health")
             wait_http(port, "/healthz")
@@ -114,16 +164,25 @@ output_per_million = 0.6
                          script=script(tmp, delay_ms, None), prefix=client_cpu)
             gateway = wrk(f"http://127.0.0.1:{port}/gateway/v1/chat/completions", args.seconds, 2, args.conns,
                           script=script(tmp, delay_ms, key), prefix=client_cpu)
+            if nginx:
+                server.stop()  # nginx is measured alone with the mock, as the gateway was
+                wait_http(nginx_port, "/gateway/v1/health")
+                proxied = wrk(f"http://127.0.0.1:{nginx_port}/gateway/v1/chat/completions", args.seconds, 2,
+                              args.conns, script=script(tmp, delay_ms, None), prefix=client_cpu)
         finally:
             server.stop()
+            if nginx:
+                nginx.stop()
             mock.stop()
     pinned = "; server on CPU 1, wrk and the mock on CPU 0" if args.pin else ""
     print(f"load: {args.conns} connections, each waiting {delay_ms} ms between requests (~{args.rate} req/s){pinned}")
-    print(f"{'':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, r in [("direct", direct), ("gateway", gateway)]:
-        print(f"{name:<10}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}")
-    print(f"added latency: p50 {gateway['p50'] - direct['p50']:.3f} ms, p99 {gateway['p99'] - direct['p99']:.3f} ms"
-          f"  (target: p99 ≤ 1 ms at 2,000 req/s)")
+    rows = [("direct", direct), ("gateway", gateway)] + ([("nginx", proxied)] if proxied else [])
+    print(f"{'':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'added p50':>11}{'added p99':>11}")
+    for name, r in rows:
+        added = "" if r is direct else f"{r['p50'] - direct['p50']:>11.3f}{r['p99'] - direct['p99']:>11.3f}"
+        print(f"{name:<10}{r['rps']:>10.0f}{r['p50']:>10.3f}{r['p99']:>10.3f}{added}")
+    print("target: the gateway's added p99 ≤ 1 ms at 2,000 req/s"
+          + ("; nginx is a bare reverse proxy to the same mock, the floor on this machine" if proxied else ""))
 
 
 if __name__ == "__main__":
