@@ -18,10 +18,22 @@ use crate::render::{Body, Builder, Dialect, Levels, Param, Source, Statement};
 use crate::schema::{SchemaCache, SchemaHandle, Table};
 
 /// Server-side settings of the Data API.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DataConfig {
     /// Let `PATCH` and `DELETE` run without a filter (off: they are refused).
     pub allow_unfiltered_writes: bool,
+    /// Postgres: request connections this process opens at most (each a backend), beside
+    /// the system pool's. Replicas over one database multiply it.
+    pub request_connections: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            allow_unfiltered_writes: false,
+            request_connections: DEFAULT_REQUEST_CONNECTIONS,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,12 +45,12 @@ pub struct Data {
     requests: Option<RequestPool>,
 }
 
-/// Request connections per process on Postgres, beside the system pool's, and the statements
-/// of one caller a connection carries at once before the next one opens (`bench/README.md`).
-const REQUEST_CONNECTIONS: RequestPoolSize = RequestPoolSize {
-    connections: 16,
-    spread: 8,
-};
+/// Request connections per process on Postgres unless configured (`[data] connections`).
+pub const DEFAULT_REQUEST_CONNECTIONS: usize = 16;
+
+/// The statements of one caller a request connection carries at once before the next one
+/// opens: measured best on two cores with 16 connections (`bench/README.md`).
+const REQUEST_SPREAD: usize = 8;
 
 /// What one read or write asks besides its rows.
 #[derive(Debug, Clone)]
@@ -77,8 +89,14 @@ impl Data {
             .map_err(|e| DataError::Internal(e.to_string()))?;
         let requests = match &db {
             Db::Postgres(pool) => Some(
-                RequestPool::new(pool, REQUEST_CONNECTIONS)
-                    .map_err(|e| DataError::Internal(e.to_string()))?,
+                RequestPool::new(
+                    pool,
+                    RequestPoolSize {
+                        connections: config.request_connections,
+                        spread: REQUEST_SPREAD,
+                    },
+                )
+                .map_err(|e| DataError::Internal(e.to_string()))?,
             ),
             Db::Sqlite(_) => None,
         };

@@ -21,5 +21,5 @@ mod sqlite_errors;
 pub mod translate;
 pub mod types;
 
-pub use api::{Data, DataConfig};
+pub use api::{DEFAULT_REQUEST_CONNECTIONS, Data, DataConfig};
 pub use error::DataError;

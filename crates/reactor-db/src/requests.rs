@@ -32,6 +32,9 @@ use crate::DbError;
 /// renders one text per query shape, values are bound, so a real app stays far below).
 const PREPARED_PER_CONNECTION: usize = 512;
 
+/// `application_name` of request connections (`pg_stat_activity` shows it).
+pub const APPLICATION_NAME: &str = "reactor data requests";
+
 /// The URL parameters both sqlx and `tokio_postgres` understand.
 const LIBPQ_PARAMETERS: &[&str] = &[
     "host",
@@ -147,12 +150,17 @@ impl RequestPool {
         if !kept.is_empty() {
             url.query_pairs_mut().extend_pairs(kept);
         }
-        let config: tokio_postgres::Config = url.as_str().parse().map_err(|e| {
+        let mut config: tokio_postgres::Config = url.as_str().parse().map_err(|e| {
             DbError::Task(format!(
                 "the Postgres URL {} cannot open request connections: {e}",
                 crate::postgres::redact(url.as_str())
             ))
         })?;
+        // Named, so an operator tells them apart in `pg_stat_activity` (unless the URL names
+        // its connections itself).
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
         Ok(RequestPool {
             inner: Arc::new(Inner {
                 config,

@@ -141,6 +141,10 @@ pub struct IdentitySettings {
 pub struct DataSettings {
     /// Let `PATCH` and `DELETE` on `/data/v1` run without any filter [default: false].
     pub allow_unfiltered_writes: Option<bool>,
+    /// Postgres: connections `/data/v1` requests run on, per server process, beside the 16 of
+    /// the system pool; `REACTOR_DATA_CONNECTIONS` overrides it. With several replicas over
+    /// one database, keep replicas × (this + 16) under its `max_connections` [default: 16].
+    pub connections: Option<u32>,
 }
 
 /// `[functions]` in the config file: defaults for every function; a function's own
@@ -277,6 +281,8 @@ pub enum ConfigError {
     Storage(String),
     #[error("invalid [connect] setting: {0}")]
     Connect(String),
+    #[error("invalid [data] setting: {0}")]
+    Data(String),
 }
 
 impl ConfigError {
@@ -290,6 +296,9 @@ impl ConfigError {
             ConfigError::Smtp(_) => "see the README's reactor-server section on email".into(),
             ConfigError::Connect(_) => {
                 "public_url is where browsers reach this server (https://api.example.com); vault keys are 32 random bytes in base64 (`openssl rand -base64 32`)".into()
+            }
+            ConfigError::Data(_) => {
+                "connections is how many Postgres connections Data requests use per server, from 1 to 1000 (default 16)".into()
             }
             ConfigError::Storage(_) => {
                 "backend = \"fs\" takes path; backend = \"s3\" needs s3_bucket (and s3_endpoint for MinIO or R2)".into()
@@ -482,6 +491,21 @@ impl ServerConfig {
             reactor_core::seal::MasterKey::from_base64(key)
                 .map_err(|e| ConfigError::Connect(format!("a vault key: {e}")))?;
         }
+        let mut data = file.data;
+        if let Ok(n) = std::env::var("REACTOR_DATA_CONNECTIONS") {
+            data.connections = Some(n.trim().parse().map_err(|_| {
+                ConfigError::Data(format!(
+                    "REACTOR_DATA_CONNECTIONS={n:?} is not a number of connections"
+                ))
+            })?);
+        }
+        if let Some(n) = data.connections
+            && !(1..=1000).contains(&n)
+        {
+            return Err(ConfigError::Data(format!(
+                "connections = {n}; it is from 1 to 1000"
+            )));
+        }
         let mut deploy = file.deploy;
         if let Some(dir) = std::env::var_os("REACTOR_CACHE_DIR") {
             deploy.cache_dir = Some(dir.into());
@@ -491,7 +515,7 @@ impl ServerConfig {
             database_url,
             capabilities,
             identity: file.identity,
-            data: file.data,
+            data,
             cors_origins,
             smtp,
             master_key,
@@ -605,6 +629,24 @@ mod tests {
         };
         let e = ServerConfig::resolve(&args).expect_err("unknown key");
         assert!(e.to_string().contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn data_connections() {
+        let resolve = |text: &str| {
+            let f = file(text);
+            ServerConfig::resolve(&ServerArgs {
+                config: Some(f.path().to_path_buf()),
+                ..ServerArgs::default()
+            })
+        };
+        let c = resolve("[data]\nconnections = 4\n").expect("resolve");
+        assert_eq!(c.data.connections, Some(4));
+        for bad in ["[data]\nconnections = 0\n", "[data]\nconnections = 5000\n"] {
+            let e = resolve(bad).expect_err(bad);
+            assert!(e.to_string().contains("from 1 to 1000"), "{e}");
+            assert!(e.hint().contains("Postgres connections"), "{}", e.hint());
+        }
     }
 
     #[test]

@@ -110,6 +110,10 @@ impl AppState {
         let data = if capabilities.contains(&Capability::Data) {
             let settings = reactor_data::DataConfig {
                 allow_unfiltered_writes: config.data.allow_unfiltered_writes.unwrap_or(false),
+                request_connections: config
+                    .data
+                    .connections
+                    .map_or(reactor_data::DEFAULT_REQUEST_CONNECTIONS, |n| n as usize),
             };
             Some(
                 reactor_data::Data::new(db.clone(), settings)

@@ -119,6 +119,10 @@ struct Harness {
 
 impl Harness {
     async fn start(url: &str) -> Harness {
+        Harness::start_with(url, |_| {}).await
+    }
+
+    async fn start_with(url: &str, configure: impl FnOnce(&mut ServerConfig)) -> Harness {
         let db = Db::connect(url).await.expect("db");
         let public = keys::generate(KeyTier::Public);
         db.insert_api_key(&public, "test").await.expect("key");
@@ -128,7 +132,7 @@ impl Harness {
             .await
             .expect("bind");
         let endpoint = server.endpoint().expect("endpoint");
-        let config = ServerConfig::new(
+        let mut config = ServerConfig::new(
             server.local_addr().expect("addr"),
             url.to_string(),
             vec![
@@ -136,6 +140,7 @@ impl Harness {
                 reactor_core::Capability::Data,
             ],
         );
+        configure(&mut config);
         let state = AppState::start(db, &config, &endpoint)
             .await
             .expect("state");
@@ -1052,6 +1057,40 @@ async fn postgres_session_reset_by_a_function_fails_closed() {
         .send(Who::Anon, "GET", "/data/v1/secrets", &[], None)
         .await;
     assert_eq!((status, body.as_str()), (200, "[]"));
+}
+
+/// `[data] connections` bounds the Postgres backends Data requests use: six read-only rpc
+/// calls that each hold a connection for 0.3 s run on six backends by default and on two
+/// when the setting says two (the others wait their turn, none fails).
+#[tokio::test]
+async fn postgres_request_connections_follow_the_setting() {
+    for (label, setting, expected) in [
+        ("data_conns_two", Some(2), 2),
+        ("data_conns_default", None, 6),
+    ] {
+        let Some(url) = fresh_postgres_database(label).await else {
+            return;
+        };
+        let h = Harness::start_with(&url, |config| config.data.connections = setting).await;
+        h.migrate(&[(
+            "0001_nap.sql",
+            "create function nap() returns integer language sql stable as $$ select 1 from pg_sleep(0.3) $$;",
+        )])
+        .await;
+        let calls = (0..6).map(|_| h.send(Who::Anon, "GET", "/data/v1/rpc/nap", &[], None));
+        for (status, _, body) in futures_util::future::join_all(calls).await {
+            assert_eq!((status, body.as_str()), (200, "1"), "{label}");
+        }
+        let db = sqlx::PgPool::connect(&url).await.expect("connect");
+        let backends: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and application_name = $1",
+        )
+        .bind(reactor_db::requests::APPLICATION_NAME)
+        .fetch_one(&db)
+        .await
+        .expect("count");
+        assert_eq!(backends, expected, "{label}: request connections");
+    }
 }
 
 /// The range operators, on Postgres only: range types do not translate to SQLite, and O1
