@@ -154,27 +154,21 @@ async fn an_abandoned_transaction_is_rolled_back_with_its_connection() {
     let insert = "insert into marks values ($1) returning n";
     let count = "select count(*) from marks";
 
+    // A transaction that inserted `n`, left open for the caller to end.
+    let inserted = async |n: i64| {
+        let mut conn = requests.exclusive(&service).await.expect("exclusive");
+        conn.begin(false).await.expect("begin");
+        conn.query_one(insert, &[Type::INT8], &[&n])
+            .await
+            .expect("insert");
+        conn
+    };
     // Committed.
-    let mut conn = requests.exclusive(&service).await.expect("exclusive");
-    conn.begin(false).await.expect("begin");
-    conn.query_one(insert, &[Type::INT8], &[&1_i64])
-        .await
-        .expect("insert");
-    conn.commit().await.expect("commit");
+    inserted(1).await.commit().await.expect("commit");
     // Rolled back on purpose.
-    let mut conn = requests.exclusive(&service).await.expect("exclusive");
-    conn.begin(false).await.expect("begin");
-    conn.query_one(insert, &[Type::INT8], &[&2_i64])
-        .await
-        .expect("insert");
-    conn.rollback().await.expect("rollback");
+    inserted(2).await.rollback().await.expect("rollback");
     // Abandoned: the request went away inside its transaction.
-    let mut conn = requests.exclusive(&service).await.expect("exclusive");
-    conn.begin(false).await.expect("begin");
-    conn.query_one(insert, &[Type::INT8], &[&3_i64])
-        .await
-        .expect("insert");
-    drop(conn);
+    drop(inserted(3).await);
     // A read-only transaction refuses writes.
     let mut conn = requests.exclusive(&service).await.expect("exclusive");
     conn.begin(true).await.expect("begin read only");

@@ -276,6 +276,21 @@ fn bad_configuration_fails_with_a_hint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to Postgres"), "{err}");
     assert!(!err.contains(":pw@"), "the password is not echoed: {err}");
+
+    for (connections, says) in [
+        ("many", "REACTOR_DATA_CONNECTIONS=\"many\" is not a number"),
+        ("0", "connections = 0; it is from 1 to 1000"),
+    ] {
+        let out = Command::new(BIN)
+            .env("REACTOR_DATA_CONNECTIONS", connections)
+            .env("REACTOR_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
 }
 
 #[tokio::test]
