@@ -10,6 +10,7 @@
 //! chunk by chunk, never buffered.
 
 mod anthropic;
+mod client;
 pub mod http;
 mod meter;
 pub mod store;
@@ -93,7 +94,7 @@ struct Inner {
     counters: store::Counters,
     /// Shared with the recorder, which prices usage with the price table in force.
     routes: Arc<RwLock<Arc<Routes>>>,
-    http: reqwest::Client,
+    http: client::Client,
     keys: Arc<dyn KeySource>,
     /// Answers served, to the background recorder (usage rows, settled reservations).
     recorder: tokio::sync::mpsc::UnboundedSender<meter::Served>,
@@ -118,14 +119,14 @@ struct Routes {
 #[derive(Debug)]
 struct Upstream {
     config: ProviderConfig,
-    chat: Option<reqwest::Url>,
-    embeddings: Option<reqwest::Url>,
-    messages: Option<reqwest::Url>,
+    chat: Option<client::Address>,
+    embeddings: Option<client::Address>,
+    messages: Option<client::Address>,
 }
 
 impl Upstream {
     fn new(config: &ProviderConfig) -> Upstream {
-        let url = |path: &str| reqwest::Url::parse(&format!("{}{path}", config.base_url)).ok();
+        let url = |path: &str| client::Address::parse(&format!("{}{path}", config.base_url)).ok();
         Upstream {
             chat: url(Endpoint::ChatCompletions.path()),
             embeddings: url(Endpoint::Embeddings.path()),
@@ -134,7 +135,7 @@ impl Upstream {
         }
     }
 
-    fn url(&self, endpoint: Endpoint) -> Option<&reqwest::Url> {
+    fn url(&self, endpoint: Endpoint) -> Option<&client::Address> {
         match (self.config.kind, endpoint) {
             (ProviderKind::Anthropic, _) => self.messages.as_ref(),
             (_, Endpoint::ChatCompletions) => self.chat.as_ref(),
@@ -250,6 +251,16 @@ impl IntoResponse for GatewayError {
     }
 }
 
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] reactor_db::DbError),
+    /// A setting from the environment (`SSL_CERT_FILE`, the proxies) that cannot be used.
+    #[error("{message}")]
+    Environment { message: String, hint: &'static str },
+}
+
 /// The settings in force, with their defaults.
 struct Policy {
     timeout: Duration,
@@ -282,19 +293,33 @@ struct Failure {
 impl Gateway {
     /// The gateway over `db` (its usage and counters tables made), provider keys from
     /// `keys`, its recorder running.
+    ///
+    /// Providers' certificates are checked against the Mozilla roots and, when the
+    /// `SSL_CERT_FILE` environment variable names a PEM file, its certificates too (a
+    /// company's own CA in front of a self-hosted model); providers are reached through the
+    /// proxies `HTTPS_PROXY`/`HTTP_PROXY` name, except the hosts of `NO_PROXY`.
     pub async fn start(
         db: reactor_db::Db,
         keys: Arc<dyn KeySource>,
-    ) -> Result<Gateway, reactor_db::DbError> {
+    ) -> Result<Gateway, StartError> {
         db.apply_migrations("gateway", store::SQLITE, store::POSTGRES)
             .await?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // The upstream is the manifest's, not the caller's: never follow it elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("reactor-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let trust = |path: &std::ffi::OsStr, message: &dyn fmt::Display| StartError::Environment {
+            message: format!("SSL_CERT_FILE={}: {message}", path.to_string_lossy()),
+            hint: "name a PEM file of CA certificates (they are trusted beside the Mozilla roots), or unset SSL_CERT_FILE",
+        };
+        let cert_file = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty());
+        let extra_roots = match &cert_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| trust(path, &e))?),
+            None => None,
+        };
+        let proxies = client::Proxies::from_env().map_err(|message| StartError::Environment {
+            message: format!("HTTPS_PROXY / HTTP_PROXY: {message}"),
+            hint: "write the proxy as http://[user:password@]host:port, or unset the variable",
+        })?;
+        let user_agent = concat!("reactor-gateway/", env!("CARGO_PKG_VERSION"));
+        let http = client::Client::new(user_agent, extra_roots.as_deref(), proxies)
+            .map_err(|message| trust(cert_file.as_deref().unwrap_or_default(), &message))?;
         let routes: Arc<RwLock<Arc<Routes>>> = Arc::default();
         let counters = store::Counters::new(&db);
         let recorder = {
@@ -625,7 +650,7 @@ impl Gateway {
             rate_limit: None,
             retry: true,
         };
-        let Some(url) = upstream.url(endpoint).cloned() else {
+        let Some(url) = upstream.url(endpoint) else {
             return Err(Failure {
                 retry: false,
                 ..fail(format!(
@@ -650,7 +675,9 @@ impl Gateway {
             },
             None => None,
         };
-        let req = if anthropic {
+        let bearer = key.as_ref().map(|key| format!("Bearer {key}"));
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
+        let body = if anthropic {
             if endpoint == Endpoint::Embeddings {
                 return Err(Failure {
                     retry: false,
@@ -665,35 +692,45 @@ impl Gateway {
                 // The caller's request: another target would refuse it too.
                 Err(message) => return Ok(GatewayError::BadRequest(message).into_response()),
             };
-            let mut req = self
-                .inner
-                .http
-                .post(url)
-                .header("anthropic-version", anthropic::VERSION)
-                .json(&body);
+            headers.push(("anthropic-version", anthropic::VERSION));
             if let Some(key) = &key {
-                req = req.header("x-api-key", key);
+                headers.push(("x-api-key", key));
             }
-            req
+            serde_json::to_vec(&body)
         } else {
+            if let Some(bearer) = &bearer {
+                headers.push(("authorization", bearer));
+            }
             let mut body = request.clone();
             body.insert("model".into(), Value::String(model.to_string()));
-            let mut req = self.inner.http.post(url).json(&Value::Object(body));
-            if let Some(key) = &key {
-                req = req.bearer_auth(key);
-            }
-            req
+            serde_json::to_vec(&body)
         };
-        let response = match tokio::time::timeout(policy.timeout, req.send()).await {
+        let body = body.map_err(|e| fail(e.to_string()))?;
+        // A key that cannot stand in a header (a line break in the secret) is the operator's
+        // to fix; it is never sent, and never shown.
+        if headers
+            .iter()
+            .any(|(_, v)| v.bytes().any(|b| b == b'\r' || b == b'\n'))
+        {
+            return Err(Failure {
+                retry: false,
+                ..fail(format!(
+                    "provider `{}`: its key's secret holds a line break",
+                    provider.name
+                ))
+            });
+        }
+        let sent = self.inner.http.post(url, &headers, &body);
+        let response = match tokio::time::timeout(policy.timeout, sent).await {
             Err(_) => return Err(fail(format!("`{}` did not answer in time", provider.name))),
-            // The error's text names the URL, never the key.
-            Ok(Err(e)) => return Err(fail(format!("`{}`: {}", provider.name, without_url(&e)))),
+            // The client's errors name neither the URL nor the key.
+            Ok(Err(e)) => return Err(fail(format!("`{}`: {e}", provider.name))),
             Ok(Ok(r)) => r,
         };
-        let status = response.status().as_u16();
+        let status = response.status.as_u16();
         if status == 429 {
             let after = response
-                .headers()
+                .headers
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
@@ -716,14 +753,14 @@ impl Gateway {
             "x-request-id",
             "openai-processing-ms",
         ] {
-            if let Some(v) = response.headers().get(name) {
+            if let Some(v) = response.headers.get(name) {
                 out = out.header(name, v.clone());
             }
         }
         // The upstream's body as it is (its length known when the upstream said it, so a
         // whole answer goes out with a Content-Length rather than chunked).
-        let body = axum::http::Response::<reqwest::Body>::from(response).into_body();
-        out.body(Body::new(body)).map_err(|e| fail(e.to_string()))
+        out.body(Body::new(response.body))
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -763,10 +800,10 @@ impl http_body::Body for MeteredBody {
 /// An Anthropic answer in OpenAI's shape: a streamed one event by event, a whole one
 /// translated, an error's body as OpenAI's.
 async fn anthropic_answer(
-    response: reqwest::Response,
+    response: client::Answer,
     request: &serde_json::Map<String, Value>,
 ) -> Response {
-    let status = response.status();
+    let status = response.status;
     let streamed = request.get("stream") == Some(&Value::Bool(true));
     if status.is_success() && streamed {
         let include_usage = request
@@ -778,13 +815,13 @@ async fn anthropic_answer(
             .header("content-type", "text/event-stream")
             .header("cache-control", "no-cache")
             .body(Body::from_stream(anthropic::stream(
-                response.bytes_stream(),
+                response.body.into_stream(),
                 include_usage,
             )))
             .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
     }
     let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let bytes = match response.bytes().await {
+    let bytes = match response.body.bytes().await {
         Ok(b) => b,
         Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
     };
@@ -795,19 +832,4 @@ async fn anthropic_answer(
         Ok(message) => axum::Json(anthropic::response(&message)).into_response(),
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
-}
-
-/// A reqwest error's description without its URL (which may carry a path the operator
-/// considers private) — what a caller may read.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "cannot connect"
-    } else if e.is_timeout() {
-        "timed out"
-    } else if e.is_body() || e.is_decode() {
-        "a broken answer"
-    } else {
-        "the request failed"
-    };
-    kind.to_string()
 }

@@ -497,7 +497,15 @@ async fn start_gateway(
     let gateway =
         reactor_gateway::Gateway::start(db.clone(), Arc::new(ProjectSecrets(secrets.clone())))
             .await
-            .map_err(|e| StartError::Capability(Capability::Gateway, e.to_string()))?;
+            .map_err(|e| match e {
+                reactor_gateway::StartError::Environment { message, hint } => {
+                    StartError::Environment {
+                        message,
+                        hint: hint.into(),
+                    }
+                }
+                e => StartError::Capability(Capability::Gateway, e.to_string()),
+            })?;
     if let Some(dir) = &config.project {
         let manifest = reactor_manifest::Manifest::load(&dir.join(reactor_manifest::MANIFEST_FILE))
             .map_err(|e| StartError::Capability(Capability::Gateway, e.to_string()))?;
@@ -693,6 +701,9 @@ pub enum StartError {
     },
     #[error("the {0} capability failed to start: {1}")]
     Capability(Capability, String),
+    /// A setting read from the environment by a capability, that cannot be used.
+    #[error("{message}")]
+    Environment { message: String, hint: String },
     #[error("the secret store failed to start: {0}")]
     Secrets(String),
     #[error("releases failed to load: {0}")]
@@ -710,6 +721,7 @@ impl StartError {
             StartError::Capability(..) | StartError::Secrets(_) | StartError::Deploy(_) => {
                 "the server log has details; check the database".to_string()
             }
+            StartError::Environment { hint, .. } => hint.clone(),
         }
     }
 }
