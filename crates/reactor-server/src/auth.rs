@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reactor_core::{ApiError, Principal, keys};
@@ -20,7 +20,7 @@ use crate::AppState;
 const KEY_HINT: &str = "send a project key in the `apikey` header or as `Authorization: Bearer rk_pub_…`; `reactor dev` prints the local ones";
 
 pub(crate) async fn resolve_principal(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {

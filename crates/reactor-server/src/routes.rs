@@ -1,5 +1,6 @@
 //! The server's own routes and the layers every request passes through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -124,6 +125,9 @@ pub(crate) fn router(state: AppState) -> Router {
     // Everything here needs a project key; capability routers nest under it.
     let (capabilities, public_capabilities) = capability_routers(&state);
     let (streams, public_streams) = streaming_routers(&state);
+    // The key middleware runs on every request and gets its state by clone: one `Arc`, not
+    // the dozen an `AppState` clone touches.
+    let gate = Arc::new(state.clone());
     let api = Router::new()
         .route("/v1/info", get(info))
         .route("/v1/keys", get(list_keys).post(create_key))
@@ -133,13 +137,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(capabilities)
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            gate.clone(),
             auth::resolve_principal,
         ));
     // (A layer on no routes is refused, so only when some capability streams.)
     let streams = if streams.has_routes() {
         streams.route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            gate,
             auth::resolve_principal,
         ))
     } else {
