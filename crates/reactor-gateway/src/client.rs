@@ -53,6 +53,8 @@ pub enum ClientError {
     Protocol(String),
     #[error("the proxy refused the tunnel ({0})")]
     Proxy(String),
+    #[error("{0}; the request is not sent without the proxy")]
+    ProxySetting(String),
 }
 
 /// One endpoint of one provider, parsed once, when the manifest is loaded.
@@ -90,12 +92,15 @@ impl Address {
 }
 
 /// The HTTP proxies between the gateway and the providers.
+///
+/// A proxy setting that cannot be used is kept as its reason: the requests it would carry
+/// fail with it, and are never sent around the proxy instead.
 #[derive(Debug, Clone, Default)]
 pub struct Proxies {
     /// For http:// upstreams: requests go to it with the whole URL.
-    http: Option<Proxy>,
+    http: Option<Result<Proxy, String>>,
     /// For https:// upstreams: a `CONNECT` tunnel through it, TLS inside.
-    https: Option<Proxy>,
+    https: Option<Result<Proxy, String>>,
     /// Hosts reached directly: names, domains (`example.com` covers its subdomains), `*`.
     direct: Vec<String>,
 }
@@ -111,7 +116,7 @@ struct Proxy {
 impl Proxies {
     /// As curl reads them: `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`, the lower-case form
     /// first.
-    pub fn from_env() -> Result<Proxies, String> {
+    pub fn from_env() -> Proxies {
         let var = |name: &str| {
             std::env::var(name.to_ascii_lowercase())
                 .or_else(|_| std::env::var(name))
@@ -125,25 +130,34 @@ impl Proxies {
         )
     }
 
-    pub fn new(
-        http: Option<&str>,
-        https: Option<&str>,
-        no_proxy: Option<&str>,
-    ) -> Result<Proxies, String> {
-        Ok(Proxies {
-            http: http.map(Proxy::parse).transpose()?,
-            https: https.map(Proxy::parse).transpose()?,
+    pub fn new(http: Option<&str>, https: Option<&str>, no_proxy: Option<&str>) -> Proxies {
+        let parse =
+            |variable: &str, url: &str| Proxy::parse(url).map_err(|e| format!("{variable}: {e}"));
+        Proxies {
+            http: http.map(|url| parse("HTTP_PROXY", url)),
+            https: https.map(|url| parse("HTTPS_PROXY", url)),
             direct: no_proxy
                 .unwrap_or_default()
                 .split(',')
                 .map(|d| d.trim().trim_start_matches('.').to_ascii_lowercase())
                 .filter(|d| !d.is_empty())
                 .collect(),
-        })
+        }
     }
 
-    fn for_origin(&self, origin: &Origin) -> Option<&Proxy> {
-        let proxy = if origin.tls { &self.https } else { &self.http };
+    /// Why a proxy setting cannot be used, for each that cannot (to say once, at start).
+    pub fn unusable(&self) -> impl Iterator<Item = &str> {
+        [&self.http, &self.https]
+            .into_iter()
+            .filter_map(|p| p.as_ref()?.as_ref().err().map(String::as_str))
+    }
+
+    /// The proxy to reach `origin` through: none, or one that cannot be used (an error).
+    fn for_origin(&self, origin: &Origin) -> Result<Option<&Proxy>, ClientError> {
+        let setting = if origin.tls { &self.https } else { &self.http };
+        let Some(setting) = setting else {
+            return Ok(None);
+        };
         let host = origin.host.to_ascii_lowercase();
         let direct = self.direct.iter().any(|d| {
             d == "*"
@@ -152,7 +166,11 @@ impl Proxies {
                     .strip_suffix(d.as_str())
                     .is_some_and(|rest| rest.ends_with('.'))
         });
-        proxy.as_ref().filter(|_| !direct)
+        match setting {
+            _ if direct => Ok(None),
+            Ok(proxy) => Ok(Some(proxy)),
+            Err(e) => Err(ClientError::ProxySetting(e.clone())),
+        }
     }
 }
 
@@ -332,7 +350,7 @@ impl Client {
         };
         // Through a proxy, a plain-HTTP request names the whole URL (and the proxy's user).
         match self.shared.proxies.for_origin(&to.origin) {
-            Some(proxy) if !to.origin.tls => {
+            Ok(Some(proxy)) if !to.origin.tls => {
                 line(&["POST http://", &to.authority, &to.path, " HTTP/1.1"]);
                 if let Some(authorization) = &proxy.authorization {
                     line(&["proxy-authorization: ", authorization]);
@@ -365,7 +383,7 @@ impl Client {
     }
 
     async fn connect(&self, origin: &Origin) -> Result<Conn, ClientError> {
-        let proxy = self.shared.proxies.for_origin(origin);
+        let proxy = self.shared.proxies.for_origin(origin)?;
         let open = async {
             let (host, port) = match proxy {
                 Some(p) => (p.host.as_str(), p.port),
@@ -1306,8 +1324,7 @@ mod tests {
     async fn upstreams_are_reached_through_the_proxies_the_environment_names() {
         // Plain HTTP: the request goes to the proxy, naming the whole URL and the user.
         let (proxy, seen) = serve(framings, None).await;
-        let proxies = Proxies::new(Some(&format!("http://us%40er:p%3Ass@{proxy}")), None, None)
-            .expect("proxies");
+        let proxies = Proxies::new(Some(&format!("http://us%40er:p%3Ass@{proxy}")), None, None);
         let client = Client::new("test", None, proxies).expect("client");
         let to = Address::parse("http://provider.invalid:81/v1/length").expect("address");
         let (status, _, body) = answer(&client, &to).await.expect("through the proxy");
@@ -1329,7 +1346,7 @@ mod tests {
         let to = Address::parse(&format!("https://localhost:{}/chunked", upstream.port()))
             .expect("address");
         let (proxy, tunnels) = tunnel_proxy(false).await;
-        let proxies = Proxies::new(None, Some(&proxy.to_string()), None).expect("proxies");
+        let proxies = Proxies::new(None, Some(&proxy.to_string()), None);
         let client = Client::new("test", Some(CA), proxies).expect("client");
         let (_, _, body) = answer(&client, &to).await.expect("through the tunnel");
         assert_eq!(&body[..], b"hello, world, and more");
@@ -1348,15 +1365,14 @@ mod tests {
             None,
             Some(&proxy.to_string()),
             Some("example.com, localhost"),
-        )
-        .expect("proxies");
+        );
         let client = Client::new("test", Some(CA), proxies).expect("client");
         answer(&client, &to).await.expect("directly");
         assert_eq!(tunnels.lock().expect("lock").len(), 1);
 
         // A proxy that refuses the tunnel fails the request, saying so.
         let (refusing, _) = tunnel_proxy(true).await;
-        let proxies = Proxies::new(None, Some(&refusing.to_string()), None).expect("proxies");
+        let proxies = Proxies::new(None, Some(&refusing.to_string()), None);
         let client = Client::new("test", Some(CA), proxies).expect("client");
         let refused = answer(&client, &to).await;
         assert!(
@@ -1371,12 +1387,15 @@ mod tests {
             Some("proxy:3128"),
             Some("http://proxy:3128"),
             Some(".example.com,*.x, local"),
-        )
-        .expect("proxies");
+        );
+        assert_eq!(proxies.unusable().count(), 0);
         let origin = |host: &str| Origin {
             tls: true,
             host: host.into(),
             port: 443,
+        };
+        let proxied = |proxies: &Proxies, host: &str| {
+            proxies.for_origin(&origin(host)).expect("usable").is_some()
         };
         for (host, direct) in [
             ("api.example.com", true),
@@ -1386,26 +1405,34 @@ mod tests {
             ("local", true),
             ("api.openai.com", false),
         ] {
-            assert_eq!(
-                proxies.for_origin(&origin(host)).is_none(),
-                direct,
-                "{host}"
-            );
+            assert_eq!(!proxied(&proxies, host), direct, "{host}");
         }
-        let all = Proxies::new(None, Some("proxy:3128"), Some("*")).expect("proxies");
-        assert!(all.for_origin(&origin("api.openai.com")).is_none());
-        let http = Proxies::new(Some("proxy:3128"), None, None).expect("proxies");
-        assert!(
-            http.for_origin(&origin("api.openai.com")).is_none(),
-            "https has its own"
-        );
+        let all = Proxies::new(None, Some("proxy:3128"), Some("*"));
+        assert!(!proxied(&all, "api.openai.com"));
+        let http = Proxies::new(Some("proxy:3128"), None, None);
+        assert!(!proxied(&http, "api.openai.com"), "https has its own");
+
+        // A setting that cannot be used is said, and fails what it would carry: never a
+        // request sent around the proxy, never the proxy's password repeated.
         for bad in [
             "socks5://user:secret@proxy:1080",
             "https://user:secret@proxy",
             "http://",
         ] {
-            let e = Proxies::new(None, Some(bad), None).expect_err(bad);
-            assert!(!e.contains("secret"), "{e}");
+            let proxies = Proxies::new(None, Some(bad), Some("localhost"));
+            let said: Vec<&str> = proxies.unusable().collect();
+            assert_eq!(said.len(), 1, "{bad}");
+            assert!(said[0].starts_with("HTTPS_PROXY: "), "{said:?}");
+            assert!(!said[0].contains("secret"), "{said:?}");
+            let refused = proxies.for_origin(&origin("api.openai.com"));
+            assert!(
+                matches!(&refused, Err(ClientError::ProxySetting(m)) if !m.contains("secret")),
+                "{refused:?}"
+            );
+            assert!(
+                !proxied(&proxies, "localhost"),
+                "NO_PROXY still goes direct"
+            );
         }
     }
 

@@ -256,7 +256,7 @@ impl IntoResponse for GatewayError {
 pub enum StartError {
     #[error(transparent)]
     Db(#[from] reactor_db::DbError),
-    /// A setting from the environment (`SSL_CERT_FILE`, the proxies) that cannot be used.
+    /// A setting from the environment (`SSL_CERT_FILE`) that cannot be used.
     #[error("{message}")]
     Environment { message: String, hint: &'static str },
 }
@@ -313,10 +313,15 @@ impl Gateway {
             Some(path) => Some(std::fs::read(path).map_err(|e| trust(path, &e))?),
             None => None,
         };
-        let proxies = client::Proxies::from_env().map_err(|message| StartError::Environment {
-            message: format!("HTTPS_PROXY / HTTP_PROXY: {message}"),
-            hint: "write the proxy as http://[user:password@]host:port, or unset the variable",
-        })?;
+        // A proxy setting the gateway cannot use does not stop the server (`reactor dev`
+        // serves far more than the gateway): it is said here, and the requests it would carry
+        // fail with it rather than going around the proxy.
+        let proxies = client::Proxies::from_env();
+        for problem in proxies.unusable() {
+            tracing::warn!(
+                "{problem}; gateway requests through it will fail (write it as http://[user:password@]host:port)"
+            );
+        }
         let user_agent = concat!("reactor-gateway/", env!("CARGO_PKG_VERSION"));
         let http = client::Client::new(user_agent, extra_roots.as_deref(), proxies)
             .map_err(|message| trust(cert_file.as_deref().unwrap_or_default(), &message))?;
