@@ -728,8 +728,14 @@ impl Gateway {
         let sent = self.inner.http.post(url, &headers, &body);
         let response = match tokio::time::timeout(policy.timeout, sent).await {
             Err(_) => return Err(fail(format!("`{}` did not answer in time", provider.name))),
-            // The client's errors name neither the URL nor the key.
-            Ok(Err(e)) => return Err(fail(format!("`{}`: {e}", provider.name))),
+            // The client's errors name neither the URL nor the key. A proxy setting that
+            // cannot be used fails every attempt alike: not worth another.
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    retry: !matches!(e, client::ClientError::ProxySetting(_)),
+                    ..fail(format!("`{}`: {e}", provider.name))
+                });
+            }
             Ok(Ok(r)) => r,
         };
         let status = response.status.as_u16();
