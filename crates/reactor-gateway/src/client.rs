@@ -499,22 +499,19 @@ async fn tunnel(tcp: &mut TcpStream, origin: &Origin, proxy: &Proxy) -> Result<(
         if tcp.read_buf(&mut buf).await.map_err(ClientError::Connect)? == 0 {
             return Err(ClientError::Proxy("it closed the connection".into()));
         }
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        let mut answer = httparse::Response::new(&mut slots);
-        match answer.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let code = answer.code.unwrap_or_default();
-                return if (200..300).contains(&code) {
-                    Ok(())
-                } else {
-                    Err(ClientError::Proxy(format!("it answered {code}")))
-                };
+        // The proxy's answer is read as an upstream's head is; only its status matters.
+        match parse_head(&buf) {
+            Ok(Some(head)) if head.status.is_success() => return Ok(()),
+            Ok(Some(head)) => {
+                return Err(ClientError::Proxy(format!(
+                    "it answered {}",
+                    head.status.as_u16()
+                )));
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(ClientError::Proxy("its answer is too large".into()));
-            }
-            Err(e) => return Err(ClientError::Proxy(e.to_string())),
+            Ok(None) if buf.len() < MAX_HEAD => {}
+            Ok(None) => return Err(ClientError::Proxy("its answer is too large".into())),
+            Err(ClientError::Protocol(e)) => return Err(ClientError::Proxy(e)),
+            Err(e) => return Err(e),
         }
     }
 }
