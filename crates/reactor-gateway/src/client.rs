@@ -55,6 +55,10 @@ pub enum ClientError {
     Proxy(String),
     #[error("{0}; the request is not sent without the proxy")]
     ProxySetting(String),
+    /// A header that would break the request's framing (a line break in it); the request is
+    /// not sent.
+    #[error("the header `{0}` holds a line break")]
+    LineBreak(String),
 }
 
 /// One endpoint of one provider, parsed once, when the manifest is loaded.
@@ -322,6 +326,11 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer, ClientError> {
+        // Headers are written as they are: a line break would end one and start another.
+        let breaks = |t: &str| t.bytes().any(|b| b == b'\r' || b == b'\n');
+        if let Some((name, _)) = headers.iter().find(|(n, v)| breaks(n) || breaks(v)) {
+            return Err(ClientError::LineBreak(name.to_string()));
+        }
         let message = self.message(to, headers, body);
         // A kept-alive connection may have been closed by the upstream since it was last
         // used; when it answers nothing at all, the request goes once more on a new one.
@@ -1153,6 +1162,24 @@ mod tests {
             .await
             .expect("after a drop");
         assert_eq!(seen.connections(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_header_with_a_line_break_is_never_sent() {
+        let (addr, seen) = serve(framings, None).await;
+        let client = client();
+        let injected = client
+            .post(
+                &at(addr, "/length"),
+                &[("x-api-key", "sk\r\nx-evil: 1")],
+                b"{}",
+            )
+            .await;
+        assert!(
+            matches!(&injected, Err(ClientError::LineBreak(name)) if name == "x-api-key"),
+            "{injected:?}"
+        );
+        assert_eq!((seen.connections(), seen.requests()), (0, 0));
     }
 
     #[tokio::test]

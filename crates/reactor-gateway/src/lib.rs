@@ -711,23 +711,20 @@ impl Gateway {
             serde_json::to_vec(&body)
         };
         let body = body.map_err(|e| fail(e.to_string()))?;
-        // A key that cannot stand in a header (a line break in the secret) is the operator's
-        // to fix; it is never sent, and never shown.
-        if headers
-            .iter()
-            .any(|(_, v)| v.bytes().any(|b| b == b'\r' || b == b'\n'))
-        {
-            return Err(Failure {
-                retry: false,
-                ..fail(format!(
-                    "provider `{}`: its key's secret holds a line break",
-                    provider.name
-                ))
-            });
-        }
         let sent = self.inner.http.post(url, &headers, &body);
         let response = match tokio::time::timeout(policy.timeout, sent).await {
             Err(_) => return Err(fail(format!("`{}` did not answer in time", provider.name))),
+            // A key that cannot stand in a header (a line break in the secret) is the
+            // operator's to fix; the client never sends it, and it is never shown.
+            Ok(Err(client::ClientError::LineBreak(_))) => {
+                return Err(Failure {
+                    retry: false,
+                    ..fail(format!(
+                        "provider `{}`: its key's secret holds a line break",
+                        provider.name
+                    ))
+                });
+            }
             // The client's errors name neither the URL nor the key. A proxy setting that
             // cannot be used fails every attempt alike: not worth another.
             Ok(Err(e)) => {
