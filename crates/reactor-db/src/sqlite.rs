@@ -5,7 +5,9 @@
 //! the async runtime never waits on disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use reactor_core::Principal;
 use reactor_core::keys::NewKey;
@@ -61,6 +63,35 @@ const MAX_BATCH: usize = 64;
 struct Pooled {
     conn: Connection,
     vars: Arc<Mutex<RequestVars>>,
+    /// The read transaction this connection keeps open between inline reads, if any.
+    snapshot: Option<Snapshot>,
+}
+
+/// A read transaction kept open across inline reads.
+///
+/// Beginning and ending a read transaction in WAL mode takes a lock on the shared-memory
+/// index (a mutex the whole process shares, and `fcntl` calls): most of SQLite's cost in a
+/// point read, and the one place the two runtime workers collide. A reader keeps its
+/// snapshot while nothing has committed since ([`COMMITS`], bumped by every write path of
+/// this process before its answer leaves) and for at most [`SNAPSHOT_FOR`], the bound on how
+/// late a commit by another process (the `sqlite3` shell) is seen.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    commits: u64,
+    taken: Instant,
+}
+
+/// Commits made through any pool of this process (see [`Snapshot`]). Global rather than per
+/// pool: two pools on one file must see each other's writes.
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// How long a reader may keep one snapshot (see [`Snapshot`]).
+const SNAPSHOT_FOR: Duration = Duration::from_millis(1);
+
+/// Says that this process committed (or may have): every reader takes a new snapshot on its
+/// next read.
+fn committed() {
+    COMMITS.fetch_add(1, Ordering::Release);
 }
 
 /// What `reactor_user_id()`, `reactor_org_id()` and `reactor_role()` answer on a connection:
@@ -131,9 +162,11 @@ impl SqlitePool {
         F: FnOnce(&mut Connection) -> Result<T, DbError>,
     {
         let (_permit, mut pooled) = self.checkout().await?;
+        pooled.fresh_snapshot()?;
         set_vars(&pooled.vars, RequestVars::of(principal));
         let result = f(&mut pooled.conn);
         set_vars(&pooled.vars, RequestVars::default());
+        pooled.after_read();
         self.inner.give_back(pooled);
         result
     }
@@ -176,7 +209,7 @@ impl SqlitePool {
         let sender = match self.inner.writer.get() {
             Some(s) => s.clone(),
             None => {
-                let s = start_writer(&self.inner.path)?;
+                let s = start_writer(&self.inner.path, Arc::downgrade(&self.inner))?;
                 // Another task may have won the race; its thread serves both.
                 self.inner.writer.get_or_init(|| s).clone()
             }
@@ -225,9 +258,13 @@ impl SqlitePool {
         let (_permit, mut pooled) = self.checkout().await?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            // `f` may open a transaction of its own, and may write or migrate: it starts
+            // outside any snapshot and, whatever it did, readers take a new one after it.
+            pooled.end_snapshot();
             set_vars(&pooled.vars, vars.unwrap_or_default());
             let result = f(&mut pooled.conn);
             set_vars(&pooled.vars, RequestVars::default());
+            committed();
             inner.give_back(pooled);
             result
         })
@@ -244,10 +281,13 @@ impl SqlitePool {
 /// take milliseconds, and every queued write would wait behind it. It asks the checkpointer
 /// thread instead, at most every [`CHECKPOINT_EVERY`]; a passive checkpoint there runs beside
 /// the writer.
-fn start_writer(path: &Path) -> Result<std::sync::mpsc::Sender<WriteJob>, DbError> {
+fn start_writer(
+    path: &Path,
+    pool: Weak<Inner>,
+) -> Result<std::sync::mpsc::Sender<WriteJob>, DbError> {
     let mut pooled = open_connection(path)?;
     pooled.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let checkpoint = start_checkpointer(path)?;
+    let checkpoint = start_checkpointer(path, pool)?;
     let (sender, receiver) = std::sync::mpsc::channel::<WriteJob>();
     std::thread::Builder::new()
         .name("reactor-sqlite-writer".into())
@@ -277,14 +317,21 @@ fn start_writer(path: &Path) -> Result<std::sync::mpsc::Sender<WriteJob>, DbErro
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The thread that checkpoints what the writer wrote, on its own connection, when asked.
-/// It ends when the writer does (its sender is dropped).
-fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, DbError> {
+/// It ends when the writer does (its sender is dropped). A checkpoint cannot copy past the
+/// oldest snapshot a reader holds, so it first ends those of the idle connections.
+fn start_checkpointer(
+    path: &Path,
+    pool: Weak<Inner>,
+) -> Result<std::sync::mpsc::SyncSender<()>, DbError> {
     let pooled = open_connection(path)?;
     let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("reactor-sqlite-checkpoint".into())
         .spawn(move || {
             while asked.recv().is_ok() {
+                if let Some(pool) = pool.upgrade() {
+                    pool.end_idle_snapshots();
+                }
                 if let Err(e) = pooled
                     .conn
                     .query_row("pragma wal_checkpoint(passive)", [], |_| Ok(()))
@@ -336,6 +383,8 @@ fn run_batch(pooled: &mut Pooled, batch: Vec<WriteJob>) {
     if committed.is_err() {
         let _ = conn.execute_batch("rollback");
     }
+    // Before any answer: a caller that reads after its write must see it.
+    self::committed();
     for deliver in delivers {
         deliver(
             committed
@@ -373,6 +422,64 @@ impl Inner {
     fn give_back(&self, pooled: Pooled) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(pooled);
+        }
+    }
+
+    fn end_idle_snapshots(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            for pooled in idle.iter_mut() {
+                pooled.end_snapshot();
+            }
+        }
+    }
+}
+
+impl Pooled {
+    /// Makes sure an inline read runs in a read transaction no older than the last commit of
+    /// this process and [`SNAPSHOT_FOR`] (see [`Snapshot`]).
+    fn fresh_snapshot(&mut self) -> Result<(), DbError> {
+        let commits = COMMITS.load(Ordering::Acquire);
+        if let Some(snapshot) = self.snapshot {
+            if snapshot.commits == commits && snapshot.taken.elapsed() < SNAPSHOT_FOR {
+                return Ok(());
+            }
+            self.end_snapshot();
+        }
+        // Deferred: the snapshot is taken by the read itself, after `commits` was read, so it
+        // holds at least those commits.
+        self.conn.prepare_cached("begin")?.execute([])?;
+        self.snapshot = Some(Snapshot {
+            commits,
+            taken: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Keeps the transaction open only if the read left it reading: a statement that wrote
+    /// (an rpc whose function does) is committed now, as it would have been alone.
+    fn after_read(&mut self) {
+        use rusqlite::TransactionState;
+        match self.conn.transaction_state(None::<&str>) {
+            Ok(TransactionState::Read | TransactionState::None) if !self.conn.is_autocommit() => {}
+            Ok(TransactionState::Write) => {
+                self.end_snapshot();
+                committed();
+            }
+            _ => self.end_snapshot(),
+        }
+    }
+
+    /// Ends the kept read transaction, if one is open.
+    fn end_snapshot(&mut self) {
+        self.snapshot = None;
+        if !self.conn.is_autocommit() {
+            let ended = self
+                .conn
+                .prepare_cached("commit")
+                .and_then(|mut s| s.execute([]));
+            if ended.is_err() {
+                let _ = self.conn.execute_batch("rollback");
+            }
         }
     }
 }
@@ -414,7 +521,11 @@ fn open_connection(path: &Path) -> Result<Pooled, DbError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(Pooled { conn, vars })
+    Ok(Pooled {
+        conn,
+        vars,
+        snapshot: None,
+    })
 }
 
 pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
@@ -669,5 +780,134 @@ mod writer_tests {
             .expect("count");
         assert_eq!((count, undone, kept), (133, 0, 133));
         assert_eq!(who, "u-1", "each write ran as its caller");
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+    use reactor_core::KeyTier;
+
+    async fn pool_with_table(dir: &tempfile::TempDir) -> SqlitePool {
+        let pool = SqlitePool::open(dir.path().join("s.db"))
+            .await
+            .expect("open");
+        pool.with(|c| Ok(c.execute_batch("create table t (n integer primary key)")?))
+            .await
+            .expect("table");
+        pool
+    }
+
+    async fn count(pool: &SqlitePool) -> i64 {
+        let anon = Principal::from_key("k", KeyTier::Public);
+        pool.read_with_principal(&anon, |c| {
+            Ok(c.query_row("select count(*) from t", [], |r| r.get(0))?)
+        })
+        .await
+        .expect("read")
+    }
+
+    /// Another process's connection on the same file, with a short busy timeout.
+    fn outsider(dir: &tempfile::TempDir) -> Connection {
+        let conn = Connection::open(dir.path().join("s.db")).expect("outsider");
+        conn.busy_timeout(Duration::from_millis(50))
+            .expect("timeout");
+        conn
+    }
+
+    /// A reader keeps its snapshot between reads, yet sees every write of this process the
+    /// moment that write has answered, whichever path wrote it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inline_reads_see_each_commit_of_this_process_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = pool_with_table(&dir).await;
+        let anon = Principal::from_key("k", KeyTier::Public);
+        for n in 0..100_i64 {
+            assert_eq!(count(&pool).await, n);
+            if n % 2 == 0 {
+                pool.write_with_principal(&anon, move |c| {
+                    c.execute("insert into t values (?1)", [n])
+                        .map(|_| ())
+                        .into()
+                })
+                .await
+                .expect("queued write")
+                .expect("insert");
+            } else {
+                pool.with(move |c| Ok(c.execute("insert into t values (?1)", [n])?))
+                    .await
+                    .expect("pooled write");
+            }
+        }
+        assert_eq!(count(&pool).await, 100);
+    }
+
+    /// A commit this process did not make (the `sqlite3` shell) is seen once the snapshot's
+    /// bound has passed.
+    #[tokio::test]
+    async fn a_commit_by_another_process_is_seen_within_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = pool_with_table(&dir).await;
+        assert_eq!(count(&pool).await, 0);
+        outsider(&dir)
+            .execute("insert into t values (1)", [])
+            .expect("outside insert");
+        tokio::time::sleep(SNAPSHOT_FOR * 5).await;
+        assert_eq!(count(&pool).await, 1);
+    }
+
+    /// A connection holding a snapshot still serves `with`, which may begin its own
+    /// transaction, and whose writes the next read sees.
+    #[tokio::test]
+    async fn a_kept_snapshot_is_ended_before_other_work_on_its_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = pool_with_table(&dir).await;
+        assert_eq!(count(&pool).await, 0);
+        pool.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("insert into t values (1)", [])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .expect("an immediate transaction on the same connection");
+        assert_eq!(count(&pool).await, 1);
+    }
+
+    /// An inline read whose statement wrote is committed at once, as alone it would have
+    /// been: the write is not left holding the database's write lock.
+    #[tokio::test]
+    async fn an_inline_read_that_wrote_does_not_keep_the_write_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = pool_with_table(&dir).await;
+        let anon = Principal::from_key("k", KeyTier::Public);
+        pool.read_with_principal(&anon, |c| Ok(c.execute("insert into t values (1)", [])?))
+            .await
+            .expect("a read that writes");
+        outsider(&dir)
+            .execute("insert into t values (2)", [])
+            .expect("the write lock is free");
+        tokio::time::sleep(SNAPSHOT_FOR * 5).await;
+        assert_eq!(count(&pool).await, 2);
+    }
+
+    /// Idle readers' snapshots would keep a checkpoint from finishing; the checkpointer ends
+    /// them first.
+    #[tokio::test]
+    async fn idle_snapshots_end_before_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = pool_with_table(&dir).await;
+        pool.with(|c| Ok(c.execute("insert into t values (1)", [])?))
+            .await
+            .expect("insert");
+        assert_eq!(count(&pool).await, 1);
+        let truncate = |conn: &Connection| -> i64 {
+            conn.query_row("pragma wal_checkpoint(truncate)", [], |r| r.get(0))
+                .expect("checkpoint")
+        };
+        let outsider = outsider(&dir);
+        assert_eq!(truncate(&outsider), 1, "busy: a reader holds the WAL");
+        pool.inner.end_idle_snapshots();
+        assert_eq!(truncate(&outsider), 0, "done once the idle snapshots ended");
     }
 }
