@@ -110,7 +110,9 @@ struct Slot {
     session: Arc<Session>,
     /// `None` until a new connection's first session is set. While a session changes, the
     /// slot is exclusive and still names the previous caller (dropped if the change fails).
-    identity: Option<SessionIdentity>,
+    /// Slots acting as the same caller share one `Arc`, so `plan` compares the caller's
+    /// strings once per statement, not once per connection.
+    identity: Option<Arc<SessionIdentity>>,
     /// Leases out on it: shared statements, or the one exclusive lease.
     leases: usize,
     exclusive: bool,
@@ -243,8 +245,9 @@ impl RequestPool {
         let (mut idle_mine, mut idle_same, mut idle_other) = (None, None, None);
         let mut reserved_for_me = false;
         let mut to_reserve: Option<usize> = None;
+        let acting = state.acting_as(wanted);
         for (i, slot) in state.slots.iter().enumerate() {
-            let same = slot.identity.as_ref() == Some(wanted);
+            let same = matches!((&slot.identity, &acting), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
             let mine = ticket.is_some() && slot.reserved == *ticket;
             let leases = |j: Option<usize>| j.map(|j| state.slots[j].leases);
             reserved_for_me |= mine;
@@ -368,7 +371,7 @@ impl RequestPool {
             .iter()
             .find(|s| s.id == lease.id)
             .and_then(|s| s.identity.clone());
-        if current.as_ref() != Some(&wanted) {
+        if current.as_deref() != Some(&wanted) {
             // A failure, or the request giving up half-way, leaves the session unknown:
             // `broken` stays set and the connection is closed when the lease drops.
             lease.broken = true;
@@ -386,8 +389,9 @@ impl RequestPool {
             lease.broken = false;
         }
         let mut state = self.inner.lock();
+        let shared = state.acting_as(&wanted).unwrap_or_else(|| Arc::new(wanted));
         if let Some(slot) = state.slots.iter_mut().find(|s| s.id == lease.id) {
-            slot.identity = Some(wanted);
+            slot.identity = Some(shared);
             if !exclusive {
                 slot.exclusive = false;
                 lease.exclusive = false;
@@ -398,6 +402,17 @@ impl RequestPool {
             self.inner.release(state);
         }
         Ok(lease)
+    }
+}
+
+impl State {
+    /// The identity of the connections acting as `wanted`, if any does.
+    fn acting_as(&self, wanted: &SessionIdentity) -> Option<Arc<SessionIdentity>> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.identity.as_ref())
+            .find(|identity| identity.as_ref() == wanted)
+            .cloned()
     }
 }
 
