@@ -61,36 +61,41 @@ impl Conn {
         Ok(())
     }
 
+    /// The next message from PostgreSQL; an error it answers becomes this call's error.
+    async fn next(&mut self) -> Result<Message, Failure> {
+        loop {
+            match Message::parse(&mut self.input)? {
+                Some(Message::ErrorResponse(body)) => {
+                    let mut fields = body.fields();
+                    let mut text = String::from("PostgreSQL answered an error");
+                    while let Some(field) = fields.next()? {
+                        if field.type_() == b'M' {
+                            text = String::from_utf8_lossy(field.value_bytes()).into_owned();
+                        }
+                    }
+                    return Err(text.into());
+                }
+                Some(message) => return Ok(message),
+                None => {
+                    if self.stream.read_buf(&mut self.input).await? == 0 {
+                        return Err("PostgreSQL closed the connection".into());
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads until `ready` ReadyForQuery messages arrived; answers the statements completed.
     async fn until_ready(&mut self, ready: usize) -> Result<usize, Failure> {
         let (mut seen, mut done) = (0, 0);
-        loop {
-            while let Some(message) = Message::parse(&mut self.input)? {
-                match message {
-                    Message::ReadyForQuery(_) => {
-                        seen += 1;
-                        if seen == ready {
-                            return Ok(done);
-                        }
-                    }
-                    Message::CommandComplete(_) => done += 1,
-                    Message::ErrorResponse(body) => {
-                        let mut fields = body.fields();
-                        let mut text = String::from("PostgreSQL answered an error");
-                        while let Some(field) = fields.next()? {
-                            if field.type_() == b'M' {
-                                text = String::from_utf8_lossy(field.value_bytes()).into_owned();
-                            }
-                        }
-                        return Err(text.into());
-                    }
-                    _ => {}
-                }
-            }
-            if self.stream.read_buf(&mut self.input).await? == 0 {
-                return Err("PostgreSQL closed the connection".into());
+        while seen < ready {
+            match self.next().await? {
+                Message::ReadyForQuery(_) => seen += 1,
+                Message::CommandComplete(_) => done += 1,
+                _ => {}
             }
         }
+        Ok(done)
     }
 
     async fn simple(&mut self, sql: &str) -> Result<(), Failure> {
@@ -104,16 +109,11 @@ impl Conn {
         frontend::query(sql, &mut self.output)?;
         self.flush().await?;
         loop {
-            while let Some(message) = Message::parse(&mut self.input)? {
-                if let Message::DataRow(row) = message {
-                    let range = row.ranges().next()?.flatten().ok_or("no value")?;
-                    let value = String::from_utf8(row.buffer()[range].to_vec())?;
-                    self.until_ready(1).await?;
-                    return Ok(value);
-                }
-            }
-            if self.stream.read_buf(&mut self.input).await? == 0 {
-                return Err("PostgreSQL closed the connection".into());
+            if let Message::DataRow(row) = self.next().await? {
+                let range = row.ranges().next()?.flatten().ok_or("no value")?;
+                let value = String::from_utf8(row.buffer()[range].to_vec())?;
+                self.until_ready(1).await?;
+                return Ok(value);
             }
         }
     }

@@ -90,7 +90,7 @@ const SNAPSHOT_FOR: Duration = Duration::from_millis(1);
 
 /// Says that this process committed (or may have): every reader takes a new snapshot on its
 /// next read.
-fn committed() {
+fn note_commit() {
     COMMITS.fetch_add(1, Ordering::Release);
 }
 
@@ -264,7 +264,7 @@ impl SqlitePool {
             set_vars(&pooled.vars, vars.unwrap_or_default());
             let result = f(&mut pooled.conn);
             set_vars(&pooled.vars, RequestVars::default());
-            committed();
+            note_commit();
             inner.give_back(pooled);
             result
         })
@@ -384,7 +384,7 @@ fn run_batch(pooled: &mut Pooled, batch: Vec<WriteJob>) {
         let _ = conn.execute_batch("rollback");
     }
     // Before any answer: a caller that reads after its write must see it.
-    self::committed();
+    note_commit();
     for deliver in delivers {
         deliver(
             committed
@@ -463,7 +463,7 @@ impl Pooled {
             Ok(TransactionState::Read | TransactionState::None) if !self.conn.is_autocommit() => {}
             Ok(TransactionState::Write) => {
                 self.end_snapshot();
-                committed();
+                note_commit();
             }
             _ => self.end_snapshot(),
         }
