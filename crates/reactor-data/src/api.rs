@@ -7,7 +7,7 @@
 
 use reactor_core::Principal;
 use reactor_db::Db;
-use reactor_db::requests::{RequestPool, RequestPoolSize};
+use reactor_db::requests::{Batching, RequestPool, RequestPoolSize};
 use serde_json::{Map, Value};
 use tokio_postgres::types::{ToSql, Type as PgType};
 
@@ -49,8 +49,10 @@ pub struct Data {
 pub const DEFAULT_REQUEST_CONNECTIONS: usize = 16;
 
 /// The statements of one caller a request connection carries at once before the next one
-/// opens: measured best on two cores with 16 connections (`bench/README.md`).
-const REQUEST_SPREAD: usize = 8;
+/// opens. They go out in batches under one `Sync`, so more per connection means larger
+/// batches: on two cores 32 beat 8, 16 and 24 on reads and inserts, and 64 (one connection,
+/// one PostgreSQL backend) starved lists of the second core (`bench/README.md`).
+const REQUEST_SPREAD: usize = 32;
 
 /// What one read or write asks besides its rows.
 #[derive(Debug, Clone)]
@@ -467,7 +469,7 @@ impl Data {
                 let run = if read_only {
                     PgRun::ReadOnly
                 } else {
-                    PgRun::Alone
+                    PgRun::OwnSync
                 };
                 run_pg(self.requests()?, principal, statement, run).await?
             }
@@ -589,8 +591,12 @@ fn find_function<'s>(
 /// How a rendered statement runs on Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PgRun {
-    /// Alone, in autocommit, possibly pipelined with other statements of the same caller.
+    /// Alone, in autocommit, possibly sharing a `Sync` with other statements of the same
+    /// caller (and then sent again if another of them fails).
     Alone,
+    /// Alone, in autocommit, with a `Sync` of its own: an rpc, a developer's function whose
+    /// effects outside the database (an extension's HTTP call) must not happen twice.
+    OwnSync,
     /// A read that must find exactly one row: alone, then counted (nothing to roll back).
     AloneSingle,
     /// A write rolled back unless it touched exactly one row: a transaction of its own.
@@ -626,11 +632,18 @@ async fn run_pg(
     let (types, params) = pg_params(&statement.params);
     let single = matches!(run, PgRun::AloneSingle | PgRun::Single);
     let output = match run {
-        PgRun::Alone | PgRun::AloneSingle => pg_output(
-            requests
-                .query_one(principal, &statement.sql, &types, &params)
-                .await?,
-        )?,
+        PgRun::Alone | PgRun::AloneSingle | PgRun::OwnSync => {
+            let batching = if run == PgRun::OwnSync {
+                Batching::Own
+            } else {
+                Batching::Shared
+            };
+            pg_output(
+                requests
+                    .query_one(principal, &statement.sql, &types, &params, batching)
+                    .await?,
+            )?
+        }
         PgRun::Single | PgRun::ReadOnly => {
             let mut conn = requests.exclusive(principal).await?;
             conn.begin(run == PgRun::ReadOnly).await?;
@@ -656,12 +669,15 @@ async fn run_pg(
     Ok(output)
 }
 
-fn pg_output(row: tokio_postgres::Row) -> Result<Output, DataError> {
-    let column = |e: tokio_postgres::Error| DataError::Internal(e.to_string());
+fn pg_output(row: reactor_db::requests::Row) -> Result<Output, DataError> {
+    let column = |e: reactor_db::wire::WireError| DataError::Internal(e.to_string());
     Ok(Output {
-        body: row.try_get(0).map_err(column)?,
-        rows: row.try_get(1).map_err(column)?,
-        total: row.try_get(2).map_err(column)?,
+        body: row.text(0).map_err(column)?.map(str::to_string),
+        rows: row
+            .int(1)
+            .map_err(column)?
+            .ok_or_else(|| DataError::Internal("the row count is null".into()))?,
+        total: row.int(2).map_err(column)?,
     })
 }
 

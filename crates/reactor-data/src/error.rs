@@ -205,12 +205,12 @@ impl From<reactor_db::DbError> for DataError {
                 }
                 None => DataError::Internal(e.to_string()),
             },
-            reactor_db::DbError::PostgresRequest(ref inner) => match inner.as_db_error() {
+            reactor_db::DbError::PostgresRequest(ref inner) => match inner.as_db() {
                 Some(d) => DataError::Database {
-                    code: d.code().code().to_string(),
-                    message: d.message().to_string(),
-                    details: d.detail().map(str::to_string),
-                    hint: d.hint().map(str::to_string),
+                    code: d.code.clone(),
+                    message: d.message.clone(),
+                    details: d.detail.clone(),
+                    hint: d.hint.clone(),
                 },
                 None => DataError::Internal(e.to_string()),
             },

@@ -13,6 +13,7 @@ pub mod secrets;
 mod sqlite;
 pub mod sqlite_functions;
 pub mod testing;
+pub mod wire;
 
 use std::path::PathBuf;
 
@@ -27,9 +28,9 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
-    /// From a Data request connection (`requests`), which speaks through `tokio_postgres`.
-    #[error("postgres: {}", requests::describe(.0))]
-    PostgresRequest(#[from] tokio_postgres::Error),
+    /// From a Data request connection (`requests`), which speaks through `wire`.
+    #[error("postgres: {0}")]
+    PostgresRequest(#[from] wire::WireError),
     #[error("cannot open the SQLite database {}: {source}", path.display())]
     OpenSqlite {
         path: PathBuf,

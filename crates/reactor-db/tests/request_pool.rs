@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reactor_core::{KeyTier, Principal};
 use reactor_db::Db;
-use reactor_db::requests::{RequestPool, RequestPoolSize};
+use reactor_db::requests::{Batching, RequestPool, RequestPoolSize};
 use reactor_db::testing::fresh_postgres_database;
 use tokio_postgres::types::Type;
 
@@ -43,10 +43,12 @@ const WHO: &str =
 
 async fn who(requests: &RequestPool, p: &Principal) -> (String, String, i32) {
     let row = requests
-        .query_one(p, WHO, &[], &[])
+        .query_one(p, WHO, &[], &[], Batching::Shared)
         .await
         .expect("statement");
-    (row.get(0), row.get(1), row.get(2))
+    let text = |i| row.text(i).expect("text").unwrap_or_default().to_string();
+    let pid = row.int(2).expect("int").expect("a pid");
+    (text(0), text(1), i32::try_from(pid).expect("a pid fits"))
 }
 
 #[tokio::test]
@@ -181,10 +183,10 @@ async fn an_abandoned_transaction_is_rolled_back_with_its_connection() {
 
     // The pool's one connection is usable again, and only the committed row exists.
     let row = requests
-        .query_one(&service, count, &[], &[])
+        .query_one(&service, count, &[], &[], Batching::Shared)
         .await
         .expect("count");
-    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.int(0).expect("int"), Some(1));
     let n: i64 = sqlx::query_scalar(count)
         .fetch_one(&pg)
         .await
@@ -200,7 +202,7 @@ async fn a_statement_error_keeps_the_connection_and_a_drifted_session_drops_it()
     let alice = user(1);
     let (_, _, first) = who(&requests, &alice).await;
     let e = requests
-        .query_one(&alice, "select 1/0", &[], &[])
+        .query_one(&alice, "select 1/0", &[], &[], Batching::Shared)
         .await
         .expect_err("division by zero");
     assert!(e.to_string().contains("division by zero"), "{e}");
@@ -209,10 +211,170 @@ async fn a_statement_error_keeps_the_connection_and_a_drifted_session_drops_it()
     // The session guard's error says the session is not what the pool believes.
     let guard = "select reactor.assert_session('reactor_anon', '', '', '')";
     requests
-        .query_one(&alice, guard, &[], &[])
+        .query_one(&alice, guard, &[], &[], Batching::Shared)
         .await
         .expect_err("alice is not anonymous");
     let (role, _, next) = who(&requests, &alice).await;
     assert_eq!(role, "reactor_authenticated");
     assert_ne!(first, next, "the connection was replaced");
+}
+
+#[tokio::test]
+async fn queued_statements_share_a_sync_and_every_one_commits() {
+    let Some((pg, requests)) = pool("pool_batch", 1, 64).await else {
+        return;
+    };
+    sqlx::raw_sql("create table marks (n bigint primary key)")
+        .execute(&pg)
+        .await
+        .expect("table");
+    let service = Principal::from_key("key_svc", KeyTier::Service);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..64_i64 {
+        let (requests, service) = (requests.clone(), service.clone());
+        tasks.spawn(async move {
+            let row = requests
+                .query_one(
+                    &service,
+                    "insert into marks values ($1) returning n",
+                    &[Type::INT8],
+                    &[&n],
+                    Batching::Shared,
+                )
+                .await
+                .expect("insert");
+            assert_eq!(row.int(0).expect("int"), Some(n));
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    let sent = requests.sent();
+    assert!(
+        sent.syncs < sent.statements,
+        "64 statements queued on one connection go out in batches: {sent:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("select count(*) from marks")
+        .fetch_one(&pg)
+        .await
+        .expect("count");
+    assert_eq!(rows, 64);
+}
+
+#[tokio::test]
+async fn a_statement_failing_in_a_batch_fails_alone_and_the_others_commit() {
+    let Some((pg, requests)) = pool("pool_batch_fail", 1, 64).await else {
+        return;
+    };
+    sqlx::raw_sql(
+        "create table marks (n bigint primary key); insert into marks values (1000);
+         create sequence once",
+    )
+    .execute(&pg)
+    .await
+    .expect("table");
+    let service = Principal::from_key("key_svc", KeyTier::Service);
+    // The connection exists and acts as the service key before anything is queued.
+    who(&requests, &service).await;
+    let run_as = |batching: Batching, sql: &'static str, n: i64| {
+        let (requests, service) = (requests.clone(), service.clone());
+        tokio::spawn(async move {
+            requests
+                .query_one(&service, sql, &[Type::INT8], &[&n], batching)
+                .await
+                .map(|row| row.int(0).expect("int"))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let run = |sql, n| run_as(Batching::Shared, sql, n);
+    let pause = std::time::Duration::from_millis(100);
+    // Holds the connection while the rest queue, so they go out as one batch, in this order:
+    // a statement asking for a `Sync` of its own (a sequence is not rolled back, so it shows
+    // whether it ran twice), a failure before the insert's first Parse (which PostgreSQL then
+    // skips), inserts, a duplicate of an existing row, and two inserts of one new key.
+    let slow = run("select $1 from pg_sleep(1)", 0);
+    tokio::time::sleep(pause).await;
+    let own = run_as(Batching::Own, "select nextval('once') + $1", 0);
+    tokio::time::sleep(pause).await;
+    let zero = run("select 1 / ($1 - $1)", 1);
+    tokio::time::sleep(pause).await;
+    let insert = "insert into marks values ($1) returning n";
+    let mut fresh = Vec::new();
+    for n in 0..8 {
+        fresh.push(run(insert, n));
+    }
+    let existing = run(insert, 1000);
+    let twice = [run(insert, 2000), run(insert, 2000)];
+
+    assert_eq!(slow.await.expect("task"), Ok(Some(0)));
+    assert_eq!(own.await.expect("task"), Ok(Some(1)));
+    let zero = zero.await.expect("task").expect_err("division by zero");
+    assert!(zero.contains("division by zero"), "{zero}");
+    for (n, task) in fresh.into_iter().enumerate() {
+        assert_eq!(task.await.expect("task"), Ok(Some(n as i64)));
+    }
+    let existing = existing.await.expect("task").expect_err("duplicate");
+    assert!(existing.contains("23505"), "{existing}");
+    let mut outcomes = Vec::new();
+    for task in twice {
+        outcomes.push(task.await.expect("task"));
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "one of two inserts of one key commits: {outcomes:?}"
+    );
+    assert!(requests.sent().resent > 0, "{:?}", requests.sent());
+    let rows: Vec<i64> = sqlx::query_scalar("select n from marks order by n")
+        .fetch_all(&pg)
+        .await
+        .expect("rows");
+    assert_eq!(rows, [0, 1, 2, 3, 4, 5, 6, 7, 1000, 2000]);
+    let once: i64 = sqlx::query_scalar("select last_value from once")
+        .fetch_one(&pg)
+        .await
+        .expect("sequence");
+    assert_eq!(once, 1, "a statement with a Sync of its own ran once");
+}
+
+#[tokio::test]
+async fn a_statement_given_up_before_it_was_sent_never_runs() {
+    let Some((pg, requests)) = pool("pool_given_up", 1, 8).await else {
+        return;
+    };
+    sqlx::raw_sql("create table marks (n bigint primary key)")
+        .execute(&pg)
+        .await
+        .expect("table");
+    let service = Principal::from_key("key_svc", KeyTier::Service);
+    who(&requests, &service).await;
+    let insert = "insert into marks values ($1) returning n";
+    let run = |sql: &'static str, n: i64| {
+        let (requests, service) = (requests.clone(), service.clone());
+        tokio::spawn(async move {
+            requests
+                .query_one(&service, sql, &[Type::INT8], &[&n], Batching::Shared)
+                .await
+                .map(|row| row.int(0).expect("int"))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let pause = Duration::from_millis(100);
+    let slow = run("select $1 from pg_sleep(0.5)", 0);
+    tokio::time::sleep(pause).await;
+    // Queued behind `slow`, then its request goes away (a client that hung up).
+    let gone = run(insert, 1);
+    tokio::time::sleep(pause).await;
+    gone.abort();
+    assert_eq!(slow.await.expect("task"), Ok(Some(0)));
+    let next = tokio::time::timeout(Duration::from_secs(10), run(insert, 2))
+        .await
+        .expect("the connection still serves statements")
+        .expect("task");
+    assert_eq!(next, Ok(Some(2)));
+    let rows: Vec<i64> = sqlx::query_scalar("select n from marks")
+        .fetch_all(&pg)
+        .await
+        .expect("rows");
+    assert_eq!(rows, [2]);
 }

@@ -1093,6 +1093,75 @@ async fn postgres_request_connections_follow_the_setting() {
     }
 }
 
+/// Writes of one caller sent at once share one request connection and its `Sync`s: the
+/// ones that fail (a duplicate key, a check) get their own error and status, every other
+/// one commits exactly once; and an rpc (whose effects might reach outside the database)
+/// has a `Sync` of its own, so a failure queued behind it never makes it run twice.
+#[tokio::test]
+async fn postgres_concurrent_writes_settle_one_by_one() {
+    let Some(url) = fresh_postgres_database("data_batches").await else {
+        return;
+    };
+    let h = Harness::start_with(&url, |config| config.data.connections = Some(1)).await;
+    h.migrate(&[(
+        "0001_tags.sql",
+        "create table tags (name text primary key check (name <> 'bad'));
+         create sequence calls;
+         create function bump() returns bigint language sql as $$ select nextval('calls') $$;
+         create function nap() returns integer language sql as $$ select 1 from pg_sleep(0.5) $$;",
+    )])
+    .await;
+    // `nap` holds the one connection while `bump` and then a failing insert queue behind it.
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(150));
+    let bad = json!({"name": "bad"});
+    let (napped, bumped, refused) = tokio::join!(
+        h.send(Who::Service, "POST", "/data/v1/rpc/nap", &[], None),
+        async {
+            pause().await;
+            h.send(Who::Service, "POST", "/data/v1/rpc/bump", &[], None)
+                .await
+        },
+        async {
+            pause().await;
+            pause().await;
+            h.send(Who::Service, "POST", "/data/v1/tags", &[], Some(&bad))
+                .await
+        },
+    );
+    assert_eq!((napped.0, napped.2.as_str()), (200, "1"));
+    assert_eq!((bumped.0, bumped.2.as_str()), (200, "1"), "bump ran once");
+    assert_eq!(refused.0, 400, "{}", refused.2);
+
+    h.service("POST", "/data/v1/tags", json!({"name": "taken"}))
+        .await;
+    let mut names: Vec<String> = (0..24).map(|i| format!("t{i}")).collect();
+    names.extend(["taken", "bad", "t3"].map(String::from));
+    let bodies: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+    let inserts = bodies
+        .iter()
+        .map(|body| h.send(Who::Service, "POST", "/data/v1/tags", &[], Some(body)));
+    let inserts = futures_util::future::join_all(inserts).await;
+    let statuses: Vec<u16> = inserts.iter().map(|(status, _, _)| *status).collect();
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    // t0..t23 and one of the two t3; the other t3 and "taken" conflict, "bad" fails its check.
+    assert_eq!(created, 24, "{statuses:?}");
+    assert_eq!(statuses[24], 409, "{}", inserts[24].2);
+    assert!(inserts[24].2.contains("23505"), "{}", inserts[24].2);
+    assert_eq!(statuses[25], 400, "{}", inserts[25].2);
+    assert!(inserts[25].2.contains("23514"), "{}", inserts[25].2);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        2,
+        "{statuses:?}"
+    );
+    let db = sqlx::PgPool::connect(&url).await.expect("connect");
+    let rows: i64 = sqlx::query_scalar("select count(*) from tags")
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 25);
+}
+
 /// The range operators, on Postgres only: range types do not translate to SQLite, and O1
 /// refuses the migration that declares one (with its place and a hint) rather than storing
 /// something else.
