@@ -4,6 +4,8 @@
 //! service key's `admin/` endpoints (migrations, SQL console, schema reload). Handlers only
 //! translate: query string and headers in, status, `Content-Range` and body out.
 
+use std::sync::Arc;
+
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{FromRequest, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -21,6 +23,8 @@ use crate::migrations::{self, MigrationError, MigrationFile};
 use crate::mutate::{Insert, Resolution};
 use crate::render::{Body, Level, Levels};
 
+/// Handlers get the `Data` through one `Arc`: cloning `Data` itself per request touched one
+/// reference count per handle it holds (pools, schema cache), all shared by every request.
 pub fn router(data: Data) -> Router {
     Router::new()
         .route("/", get(openapi))
@@ -32,7 +36,7 @@ pub fn router(data: Data) -> Router {
         .route("/admin/types", get(types))
         .route("/rpc/{function}", any(rpc))
         .route("/{table}", any(table))
-        .with_state(data)
+        .with_state(Arc::new(data))
 }
 
 fn fail(e: DataError, principal: &Principal) -> Response {
@@ -343,7 +347,7 @@ impl<S: Send + Sync> FromRequest<S> for Call {
 }
 
 async fn table(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
     Path(table): Path<String>,
     call: Call,
@@ -673,7 +677,7 @@ fn json_rows(body: &[u8]) -> Result<Vec<Map<String, Value>>, DataError> {
 }
 
 async fn rpc(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
     Path(function): Path<String>,
     call: Call,
@@ -779,7 +783,7 @@ async fn handle_rpc(
     Ok(respond(StatusCode::OK, out_headers, Some(rendered)))
 }
 
-async fn openapi(State(data): State<Data>) -> Response {
+async fn openapi(State(data): State<Arc<Data>>) -> Response {
     let doc = crate::openapi::document(&data.schema());
     (
         [(
@@ -793,7 +797,7 @@ async fn openapi(State(data): State<Data>) -> Response {
 
 /// TypeScript types of the exposed schema (`reactor data types`); public like the OpenAPI
 /// document, which says the same.
-async fn types(State(data): State<Data>) -> Response {
+async fn types(State(data): State<Arc<Data>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -806,7 +810,7 @@ async fn types(State(data): State<Data>) -> Response {
 
 /// `reactor data reset`: empties a development database (O1 only).
 async fn reset(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require_service("resetting the database")?;
@@ -816,7 +820,7 @@ async fn reset(
 }
 
 async fn reload(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require_service("reloading the schema cache")?;
@@ -891,7 +895,7 @@ impl From<MigrationError> for ApiError {
 }
 
 async fn status(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
     JsonBody(files): JsonBody<Files>,
 ) -> Result<Json<Value>, ApiError> {
@@ -901,7 +905,7 @@ async fn status(
 }
 
 async fn apply(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
     JsonBody(files): JsonBody<Files>,
 ) -> Result<Json<Value>, ApiError> {
@@ -922,7 +926,7 @@ struct QueryBody {
 /// The SQL console: one statement, the owner's rights, the service key only. A statement
 /// that changed the schema is visible to `/data/v1` right away: the cache is reloaded.
 async fn query(
-    State(data): State<Data>,
+    State(data): State<Arc<Data>>,
     Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> Result<Json<Value>, ApiError> {

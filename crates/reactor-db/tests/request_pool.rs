@@ -37,6 +37,42 @@ async fn pool(
     Some((pg, requests))
 }
 
+/// A pool of one connection over a fresh database with a `marks` table (and `more` SQL run
+/// after it), and the service key that writes it.
+async fn marks_pool(
+    label: &str,
+    spread: usize,
+    more: &'static str,
+) -> Option<(sqlx::PgPool, RequestPool, Principal)> {
+    let (pg, requests) = pool(label, 1, spread).await?;
+    for sql in ["create table marks (n bigint primary key)", more] {
+        sqlx::raw_sql(sql).execute(&pg).await.expect("setup");
+    }
+    Some((
+        pg,
+        requests,
+        Principal::from_key("key_svc", KeyTier::Service),
+    ))
+}
+
+/// Spawns one statement with one integer parameter; answers its first column, or the error.
+fn spawn_one(
+    requests: &RequestPool,
+    principal: &Principal,
+    batching: Batching,
+    sql: &'static str,
+    n: i64,
+) -> tokio::task::JoinHandle<Result<Option<i64>, String>> {
+    let (requests, principal) = (requests.clone(), principal.clone());
+    tokio::spawn(async move {
+        requests
+            .query_one(&principal, sql, &[Type::INT8], &[&n], batching)
+            .await
+            .map(|row| row.int(0).expect("int"))
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Whom the statement ran as, and on which backend.
 const WHO: &str =
     "select current_user::text, current_setting('reactor.user_id', true), pg_backend_pid()";
@@ -145,14 +181,9 @@ async fn a_busy_caller_cannot_starve_another() {
 
 #[tokio::test]
 async fn an_abandoned_transaction_is_rolled_back_with_its_connection() {
-    let Some((pg, requests)) = pool("pool_abandon", 1, 8).await else {
+    let Some((pg, requests, service)) = marks_pool("pool_abandon", 8, "").await else {
         return;
     };
-    sqlx::raw_sql("create table marks (n integer primary key)")
-        .execute(&pg)
-        .await
-        .expect("table");
-    let service = Principal::from_key("key_svc", KeyTier::Service);
     let insert = "insert into marks values ($1) returning n";
     let count = "select count(*) from marks";
 
@@ -221,33 +252,15 @@ async fn a_statement_error_keeps_the_connection_and_a_drifted_session_drops_it()
 
 #[tokio::test]
 async fn queued_statements_share_a_sync_and_every_one_commits() {
-    let Some((pg, requests)) = pool("pool_batch", 1, 64).await else {
+    let Some((pg, requests, service)) = marks_pool("pool_batch", 64, "").await else {
         return;
     };
-    sqlx::raw_sql("create table marks (n bigint primary key)")
-        .execute(&pg)
-        .await
-        .expect("table");
-    let service = Principal::from_key("key_svc", KeyTier::Service);
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..64_i64 {
-        let (requests, service) = (requests.clone(), service.clone());
-        tasks.spawn(async move {
-            let row = requests
-                .query_one(
-                    &service,
-                    "insert into marks values ($1) returning n",
-                    &[Type::INT8],
-                    &[&n],
-                    Batching::Shared,
-                )
-                .await
-                .expect("insert");
-            assert_eq!(row.int(0).expect("int"), Some(n));
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.expect("task");
+    let insert = "insert into marks values ($1) returning n";
+    let tasks: Vec<_> = (0..64_i64)
+        .map(|n| spawn_one(&requests, &service, Batching::Shared, insert, n))
+        .collect();
+    for (n, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.expect("task"), Ok(Some(n as i64)));
     }
     let sent = requests.sent();
     assert!(
@@ -263,29 +276,13 @@ async fn queued_statements_share_a_sync_and_every_one_commits() {
 
 #[tokio::test]
 async fn a_statement_failing_in_a_batch_fails_alone_and_the_others_commit() {
-    let Some((pg, requests)) = pool("pool_batch_fail", 1, 64).await else {
+    let more = "insert into marks values (1000); create sequence once";
+    let Some((pg, requests, service)) = marks_pool("pool_batch_fail", 64, more).await else {
         return;
     };
-    sqlx::raw_sql(
-        "create table marks (n bigint primary key); insert into marks values (1000);
-         create sequence once",
-    )
-    .execute(&pg)
-    .await
-    .expect("table");
-    let service = Principal::from_key("key_svc", KeyTier::Service);
     // The connection exists and acts as the service key before anything is queued.
     who(&requests, &service).await;
-    let run_as = |batching: Batching, sql: &'static str, n: i64| {
-        let (requests, service) = (requests.clone(), service.clone());
-        tokio::spawn(async move {
-            requests
-                .query_one(&service, sql, &[Type::INT8], &[&n], batching)
-                .await
-                .map(|row| row.int(0).expect("int"))
-                .map_err(|e| e.to_string())
-        })
-    };
+    let run_as = |batching, sql, n| spawn_one(&requests, &service, batching, sql, n);
     let run = |sql, n| run_as(Batching::Shared, sql, n);
     let pause = std::time::Duration::from_millis(100);
     // Holds the connection while the rest queue, so they go out as one batch, in this order:
@@ -339,26 +336,12 @@ async fn a_statement_failing_in_a_batch_fails_alone_and_the_others_commit() {
 
 #[tokio::test]
 async fn a_statement_given_up_before_it_was_sent_never_runs() {
-    let Some((pg, requests)) = pool("pool_given_up", 1, 8).await else {
+    let Some((pg, requests, service)) = marks_pool("pool_given_up", 8, "").await else {
         return;
     };
-    sqlx::raw_sql("create table marks (n bigint primary key)")
-        .execute(&pg)
-        .await
-        .expect("table");
-    let service = Principal::from_key("key_svc", KeyTier::Service);
     who(&requests, &service).await;
     let insert = "insert into marks values ($1) returning n";
-    let run = |sql: &'static str, n: i64| {
-        let (requests, service) = (requests.clone(), service.clone());
-        tokio::spawn(async move {
-            requests
-                .query_one(&service, sql, &[Type::INT8], &[&n], Batching::Shared)
-                .await
-                .map(|row| row.int(0).expect("int"))
-                .map_err(|e| e.to_string())
-        })
-    };
+    let run = |sql, n| spawn_one(&requests, &service, Batching::Shared, sql, n);
     let pause = Duration::from_millis(100);
     let slow = run("select $1 from pg_sleep(0.5)", 0);
     tokio::time::sleep(pause).await;
