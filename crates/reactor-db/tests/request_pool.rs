@@ -343,7 +343,7 @@ async fn a_statement_given_up_before_it_was_sent_never_runs() {
     let insert = "insert into marks values ($1) returning n";
     let run = |sql, n| spawn_one(&requests, &service, Batching::Shared, sql, n);
     let pause = Duration::from_millis(100);
-    let slow = run("select $1 from pg_sleep(0.5)", 0);
+    let slow = run("select $1 from pg_sleep(1)", 0);
     tokio::time::sleep(pause).await;
     // Queued behind `slow`, then its request goes away (a client that hung up).
     let gone = run(insert, 1);

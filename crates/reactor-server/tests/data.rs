@@ -1108,7 +1108,7 @@ async fn postgres_concurrent_writes_settle_one_by_one() {
         "create table tags (name text primary key check (name <> 'bad'));
          create sequence calls;
          create function bump() returns bigint language sql as $$ select nextval('calls') $$;
-         create function nap() returns integer language sql as $$ select 1 from pg_sleep(0.5) $$;",
+         create function nap() returns integer language sql as $$ select 1 from pg_sleep(1) $$;",
     )])
     .await;
     // `nap` holds the one connection while `bump` and then a failing insert queue behind it.
