@@ -546,13 +546,14 @@ impl Driver {
         if jobs.is_empty() {
             return Ok(());
         }
-        if self.prepared.len() >= PREPARED_MAX {
+        let simple = matches!(jobs[0].kind, Kind::Simple(_));
+        // Closed at the head of an extended batch, whose `Sync` ends them too.
+        if !simple && self.prepared.len() >= PREPARED_MAX {
             for prepared in self.prepared.values() {
                 frontend::close(b'S', &prepared.name, &mut self.output)?;
             }
             self.prepared.clear();
         }
-        let simple = matches!(jobs[0].kind, Kind::Simple(_));
         let mut sent = Vec::with_capacity(jobs.len());
         for job in jobs {
             let mut parsed = None;

@@ -361,3 +361,35 @@ async fn a_statement_given_up_before_it_was_sent_never_runs() {
         .expect("rows");
     assert_eq!(rows, [2]);
 }
+
+#[tokio::test]
+async fn prepared_statements_are_closed_past_the_cache_size() {
+    let Some((_pg, requests)) = pool("pool_prepared", 1, 8).await else {
+        return;
+    };
+    let service = Principal::from_key("key_svc", KeyTier::Service);
+    // More distinct texts than a connection keeps prepared (512), one after the other.
+    for k in 0..600_i64 {
+        let sql = format!("select $1::bigint + {k}");
+        let row = requests
+            .query_one(&service, &sql, &[Type::INT8], &[&1_i64], Batching::Shared)
+            .await
+            .expect("statement");
+        assert_eq!(row.int(0).expect("int"), Some(1 + k));
+    }
+    let row = requests
+        .query_one(
+            &service,
+            "select count(*) from pg_prepared_statements",
+            &[],
+            &[],
+            Batching::Shared,
+        )
+        .await
+        .expect("count");
+    let prepared = row.int(0).expect("int").expect("a count");
+    assert!(
+        prepared <= 512,
+        "the connection holds {prepared} prepared statements"
+    );
+}
