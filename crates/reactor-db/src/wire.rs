@@ -191,14 +191,11 @@ impl Client {
             idle: true,
             counters,
         };
-        let connect_timeout = config.get_connect_timeout().copied();
-        let startup = driver.startup(config);
-        match connect_timeout {
-            Some(limit) => tokio::time::timeout(limit, startup).await.map_err(|_| {
+        within_connect_timeout(config, driver.startup(config))
+            .await
+            .map_err(|_| {
                 WireError::connection("PostgreSQL did not answer the startup in time")
-            })??,
-            None => startup.await?,
-        }
+            })??;
         tokio::spawn(driver.run());
         Ok(Client { jobs })
     }
@@ -226,10 +223,6 @@ impl Client {
     /// Runs a simple-protocol query alone (`begin`, `commit`, `rollback`).
     pub async fn simple(&self, sql: &str) -> Result<(), WireError> {
         self.send(Kind::Simple(sql.into()), true).await.map(|_| ())
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.jobs.is_closed()
     }
 
     async fn send(&self, kind: Kind, alone: bool) -> Result<Option<Row>, WireError> {
@@ -305,18 +298,27 @@ async fn open(config: &Config) -> Result<(Reader, Writer), WireError> {
                 }
             }
         };
-        let opened = match config.get_connect_timeout() {
-            Some(limit) => tokio::time::timeout(*limit, opened)
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("timed out"))),
-            None => opened.await,
-        };
+        let opened = within_connect_timeout(config, opened)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("timed out")));
         match opened {
             Ok(halves) => return Ok(halves),
             Err(e) => last = WireError::connection(format!("cannot connect to Postgres: {e}")),
         }
     }
     Err(last)
+}
+
+/// `work` bounded by the URL's `connect_timeout`, when it names one (each host's connection,
+/// then the startup and login).
+async fn within_connect_timeout<F: Future>(
+    config: &Config,
+    work: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match config.get_connect_timeout() {
+        Some(limit) => tokio::time::timeout(*limit, work).await,
+        None => Ok(work.await),
+    }
 }
 
 /// The statements sent under one `Sync`, answered in order.
@@ -364,8 +366,11 @@ impl Driver {
         let user = config
             .get_user()
             .ok_or_else(|| WireError::connection("the Postgres URL names no user"))?;
-        let mut parameters = vec![("user", user), ("client_encoding", "UTF8")];
-        parameters.push(("database", config.get_dbname().unwrap_or(user)));
+        let mut parameters = vec![
+            ("user", user),
+            ("client_encoding", "UTF8"),
+            ("database", config.get_dbname().unwrap_or(user)),
+        ];
         if let Some(options) = config.get_options() {
             parameters.push(("options", options));
         }

@@ -23,11 +23,17 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
-    /// Runs a server binary as the `postgres` system user.
-    fn run(bin: &Path, program: &str, args: &[&str]) {
-        let out = Command::new("runuser")
+    /// A server binary to run as the `postgres` system user.
+    fn as_postgres(bin: &Path, program: &str) -> Command {
+        let mut command = Command::new("runuser");
+        command
             .args(["-u", "postgres", "--"])
-            .arg(bin.join(program))
+            .arg(bin.join(program));
+        command
+    }
+
+    fn run(bin: &Path, program: &str, args: &[&str]) {
+        let out = Cluster::as_postgres(bin, program)
             .args(args)
             .output()
             .expect("runuser");
@@ -112,12 +118,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let data = self.data();
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
+        let _ = Cluster::as_postgres(&self.bin, "pg_ctl")
             .arg("-D")
-            .arg(data)
+            .arg(self.data())
             .args(["-m", "immediate", "stop"])
             .output();
     }
