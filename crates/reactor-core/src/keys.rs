@@ -60,9 +60,14 @@ pub fn tier_of(candidate: &str) -> Option<KeyTier> {
         })
 }
 
-/// Hex SHA-256 of the whole key, prefix included.
+/// Hex SHA-256 of the whole key, prefix included: what the database stores.
 pub fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(digest(secret))
+}
+
+/// SHA-256 of the whole key, prefix included, as bytes (a cache key that needs no encoding).
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 fn visible_prefix(secret: &str) -> String {

@@ -23,19 +23,24 @@ use crate::migrations::{self, MigrationError, MigrationFile};
 use crate::mutate::{Insert, Resolution};
 use crate::render::{Body, Level, Levels};
 
+/// Where the router answers. Its routes carry the prefix themselves rather than being nested
+/// under it: a nested route is wrapped in two more services, each cloned (boxed) per request.
+pub const PREFIX: &str = "/data/v1";
+
 /// Handlers get the `Data` through one `Arc`: cloning `Data` itself per request touched one
 /// reference count per handle it holds (pools, schema cache), all shared by every request.
 pub fn router(data: Data) -> Router {
+    let at = |path: &str| format!("{PREFIX}{path}");
     Router::new()
-        .route("/", get(openapi))
-        .route("/admin/migrations", post(apply))
-        .route("/admin/migrations/status", post(status))
-        .route("/admin/query", post(query))
-        .route("/admin/schema/reload", post(reload))
-        .route("/admin/reset", post(reset))
-        .route("/admin/types", get(types))
-        .route("/rpc/{function}", any(rpc))
-        .route("/{table}", any(table))
+        .route(PREFIX, get(openapi))
+        .route(&at("/admin/migrations"), post(apply))
+        .route(&at("/admin/migrations/status"), post(status))
+        .route(&at("/admin/query"), post(query))
+        .route(&at("/admin/schema/reload"), post(reload))
+        .route(&at("/admin/reset"), post(reset))
+        .route(&at("/admin/types"), get(types))
+        .route(&at("/rpc/{function}"), any(rpc))
+        .route(&at("/{table}"), any(table))
         .with_state(Arc::new(data))
 }
 
@@ -318,8 +323,10 @@ fn to_csv(body: &str) -> Result<String, DataError> {
     Ok(out)
 }
 
-/// One request's parts, as the handlers read them (the body under axum's default limit).
+/// One request's parts, as the handlers read them (the body under axum's default limit). They
+/// are moved out of the request, not copied: the key middleware's principal and the headers.
 struct Call {
+    principal: Principal,
     method: Method,
     query: Option<String>,
     headers: HeaderMap,
@@ -330,14 +337,20 @@ impl<S: Send + Sync> FromRequest<S> for Call {
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let Some(principal) = parts.extensions.remove::<Principal>() else {
+            // Only a route outside the key middleware gets here: a wiring mistake.
+            tracing::error!("a data route was reached without the key middleware");
+            return Err(ApiError::internal().into_response());
+        };
         let method = parts.method.clone();
         let query = parts.uri.query().map(str::to_string);
-        let headers = parts.headers.clone();
+        let headers = std::mem::take(&mut parts.headers);
         let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Call {
+            principal,
             method,
             query,
             headers,
@@ -346,15 +359,11 @@ impl<S: Send + Sync> FromRequest<S> for Call {
     }
 }
 
-async fn table(
-    State(data): State<Arc<Data>>,
-    Extension(principal): Extension<Principal>,
-    Path(table): Path<String>,
-    call: Call,
-) -> Response {
-    handle_table(&data, &principal, &table, &call)
+async fn table(State(data): State<Arc<Data>>, Path(table): Path<String>, call: Call) -> Response {
+    let principal = &call.principal;
+    handle_table(&data, principal, &table, &call)
         .await
-        .unwrap_or_else(|e| fail(e, &principal))
+        .unwrap_or_else(|e| fail(e, principal))
 }
 
 async fn handle_table(
@@ -676,15 +685,11 @@ fn json_rows(body: &[u8]) -> Result<Vec<Map<String, Value>>, DataError> {
     }
 }
 
-async fn rpc(
-    State(data): State<Arc<Data>>,
-    Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    call: Call,
-) -> Response {
-    handle_rpc(&data, &principal, &function, &call)
+async fn rpc(State(data): State<Arc<Data>>, Path(function): Path<String>, call: Call) -> Response {
+    let principal = &call.principal;
+    handle_rpc(&data, principal, &function, &call)
         .await
-        .unwrap_or_else(|e| fail(e, &principal))
+        .unwrap_or_else(|e| fail(e, principal))
 }
 
 async fn handle_rpc(

@@ -19,17 +19,65 @@ use crate::AppState;
 
 const KEY_HINT: &str = "send a project key in the `apikey` header or as `Authorization: Bearer rk_pub_…`; `reactor dev` prints the local ones";
 
-pub(crate) async fn resolve_principal(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// The key middleware's state: the server, and for every route but the streaming ones the
+/// time within which the request must be answered. Key and timeout are one middleware so that
+/// a request passes one wrapping service, not two (each is cloned per request).
+#[derive(Clone)]
+pub(crate) struct Gate {
+    state: Arc<AppState>,
+    timeout: Option<Duration>,
+}
+
+impl Gate {
+    pub(crate) fn new(state: Arc<AppState>, timeout: Option<Duration>) -> Self {
+        Gate { state, timeout }
+    }
+}
+
+pub(crate) async fn gate(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    match gate.timeout {
+        Some(limit) => {
+            let state = gate.state;
+            within(limit, next, req, move |req, next| {
+                resolve_principal(state, req, next)
+            })
+            .await
+        }
+        None => resolve_principal(gate.state, req, next).await,
+    }
+}
+
+async fn resolve_principal(state: Arc<AppState>, mut req: Request, next: Next) -> Response {
     match principal(&state, req.headers()).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// Runs `run(req, next)`, answering 408 when it takes longer than `limit`.
+pub(crate) async fn within<F>(
+    limit: Duration,
+    next: Next,
+    req: Request,
+    run: impl FnOnce(Request, Next) -> F,
+) -> Response
+where
+    F: Future<Output = Response>,
+{
+    match tokio::time::timeout(limit, run(req, next)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request was not answered within {} s", limit.as_secs()),
+        )
+        .with_hint(
+            "large uploads go through the storage and deploy endpoints, which have no time limit",
+        )
+        .into_response(),
     }
 }
 
@@ -63,7 +111,7 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
                 .with_hint("create a new key with `reactor keys create` and use it instead"),
         );
     }
-    let mut principal = Principal::from_key(record.id, tier);
+    let mut principal = Principal::from_key(record.id.clone(), tier);
     let org = requested_org(headers)?;
     match bearer(headers).filter(|t| *t != candidate) {
         Some(token) => add_user(state, &mut principal, token, org).await?,
@@ -86,14 +134,28 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
 /// request path.
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    entries: Mutex<HashMap<String, Cached>>,
+    entries: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
 #[derive(Debug, Clone)]
 struct Cached {
-    record: Option<ApiKeyRecord>,
+    record: Option<Arc<ApiKeyRecord>>,
     fetched: Instant,
     touched: Option<Instant>,
+}
+
+impl Cached {
+    fn fresh(&self, now: Instant) -> bool {
+        now.duration_since(self.fetched) < KEY_TTL
+    }
+
+    /// A live key whose use was last recorded over a minute ago (or never).
+    fn touch_due(&self, now: Instant) -> bool {
+        self.record.as_ref().is_some_and(|r| !r.revoked)
+            && self
+                .touched
+                .is_none_or(|t| now.duration_since(t) >= TOUCH_EVERY)
+    }
 }
 
 const KEY_TTL: Duration = Duration::from_secs(1);
@@ -101,33 +163,35 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 const MAX_CACHED_KEYS: usize = 10_000;
 
 impl KeyCache {
-    async fn get(&self, db: &Db, secret: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
-        let hash = keys::hash(secret);
+    async fn get(&self, db: &Db, secret: &str) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
+        let digest = keys::digest(secret);
         let now = Instant::now();
-        let hit = self
-            .lock()
-            .get(&hash)
-            .filter(|c| now.duration_since(c.fetched) < KEY_TTL)
-            .cloned();
+        // Nearly every request: a key read within the second, its use recorded within the
+        // minute. One lookup under the lock, nothing written.
+        if let Some(cached) = self.lock().get(&digest)
+            && cached.fresh(now)
+            && !cached.touch_due(now)
+        {
+            return Ok(cached.record.clone());
+        }
+        let hit = self.lock().get(&digest).filter(|c| c.fresh(now)).cloned();
         let mut entry = match hit {
             Some(entry) => entry,
             None => {
-                let record = db.find_api_key(&hash).await.map_err(|e| {
+                let record = db.find_api_key(&hex::encode(digest)).await.map_err(|e| {
                     tracing::error!(error = %e, "api key lookup failed");
                     ApiError::internal()
                 })?;
-                let touched = self.lock().get(&hash).and_then(|c| c.touched);
+                let touched = self.lock().get(&digest).and_then(|c| c.touched);
                 Cached {
-                    record,
+                    record: record.map(Arc::new),
                     fetched: now,
                     touched,
                 }
             }
         };
-        if let Some(record) = entry.record.as_ref().filter(|r| !r.revoked)
-            && entry
-                .touched
-                .is_none_or(|t| now.duration_since(t) >= TOUCH_EVERY)
+        if entry.touch_due(now)
+            && let Some(record) = &entry.record
         {
             entry.touched = Some(now);
             let (db, id) = (db.clone(), record.id.clone());
@@ -142,7 +206,7 @@ impl KeyCache {
         if entries.len() >= MAX_CACHED_KEYS {
             entries.clear();
         }
-        entries.insert(hash, entry);
+        entries.insert(digest, entry);
         Ok(record)
     }
 
@@ -153,7 +217,7 @@ impl KeyCache {
             .retain(|_, c| c.record.as_ref().is_none_or(|r| r.id != id));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

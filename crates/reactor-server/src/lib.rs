@@ -793,6 +793,7 @@ impl Server {
         state: AppState,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::ServiceExt;
         use axum::serve::ListenerExt;
         let app = routes::router(state);
         // Without TCP_NODELAY a response written in two parts (headers, then a streamed body:

@@ -143,18 +143,38 @@ async fn exercise(database_url: &str, topology: &str) {
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["caller"]["role"], "reactor_service");
 
+    // A key's use is recorded (off the request path, so it may take a moment to land).
+    let list = || {
+        let listed = Command::new(BIN)
+            .args(["keys", "list", "--json"])
+            .env("REACTOR_DATABASE_URL", database_url)
+            .output()
+            .expect("keys list");
+        let listed: Value = serde_json::from_slice(&listed.stdout).expect("json list");
+        let public_key = listed
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["tier"] == "public"))
+            .cloned()
+            .expect("public key listed");
+        (listed, public_key)
+    };
+    let used_since = std::time::Instant::now();
+    let (listed, public_key) = loop {
+        let (listed, public_key) = list();
+        if public_key["last_used_at"].is_string() {
+            break (listed, public_key);
+        }
+        assert!(
+            used_since.elapsed() < Duration::from_secs(5),
+            "the public key's use was never recorded: {public_key}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
     // Revoked keys are refused on the next request.
-    let listed = Command::new(BIN)
-        .args(["keys", "list", "--json"])
-        .env("REACTOR_DATABASE_URL", database_url)
-        .output()
-        .expect("keys list");
-    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json list");
-    let id = listed
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["tier"] == "public"))
-        .and_then(|k| k["id"].as_str())
-        .expect("public key listed")
+    let id = public_key["id"]
+        .as_str()
+        .expect("public key id")
         .to_string();
     assert!(
         !listed.to_string().contains(&public),
