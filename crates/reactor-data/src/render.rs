@@ -125,6 +125,12 @@ pub fn quote_literal(text: &str) -> String {
 /// every statement goes through here.
 fn quoted(text: &str, quote: char) -> String {
     let mut out = String::with_capacity(text.len() + 2);
+    push_quoted(&mut out, text, quote);
+    out
+}
+
+/// Appends `text` between `quote`s to `out`, each `quote` in it doubled.
+fn push_quoted(out: &mut String, text: &str, quote: char) {
     out.push(quote);
     for piece in text.split_inclusive(quote) {
         out.push_str(piece);
@@ -133,7 +139,26 @@ fn quoted(text: &str, quote: char) -> String {
         }
     }
     out.push(quote);
-    out
+}
+
+/// Appends one output column to a select list: `value as "key"` (Postgres), or `'key', value`
+/// for SQLite's `json_object(…)`.
+fn push_column(select: &mut String, dialect: Dialect, key: &str, value: &str) {
+    if !select.is_empty() {
+        select.push_str(", ");
+    }
+    match dialect {
+        Dialect::Postgres => {
+            select.push_str(value);
+            select.push_str(" as ");
+            push_quoted(select, key, '"');
+        }
+        Dialect::Sqlite => {
+            push_quoted(select, key, '\'');
+            select.push_str(", ");
+            select.push_str(value);
+        }
+    }
 }
 
 /// Casts a client may ask for in `select=col::type`, as each dialect spells them.
@@ -370,17 +395,29 @@ impl<'s> Builder<'s> {
         join: Option<String>,
         paged: bool,
     ) -> Result<String, DataError> {
-        let mut columns: Vec<(String, String)> = Vec::new();
+        // Written straight into one list: a star over a wide table is most of a statement.
+        let mut select = String::new();
         for item in items {
             match item {
                 SelectItem::Star => {
                     for c in &table.columns {
-                        let sql = format!("{alias}.{}", quote_ident(&c.name));
-                        let value = match self.dialect {
-                            Dialect::Postgres => sql,
-                            Dialect::Sqlite => Self::sqlite_json_value(&sql, c.kind()),
-                        };
-                        columns.push((c.name.clone(), value));
+                        match self.dialect {
+                            Dialect::Postgres => {
+                                if !select.is_empty() {
+                                    select.push_str(", ");
+                                }
+                                select.push_str(alias);
+                                select.push('.');
+                                push_quoted(&mut select, &c.name, '"');
+                                select.push_str(" as ");
+                                push_quoted(&mut select, &c.name, '"');
+                            }
+                            Dialect::Sqlite => {
+                                let sql = format!("{alias}.{}", quote_ident(&c.name));
+                                let value = Self::sqlite_json_value(&sql, c.kind());
+                                push_column(&mut select, self.dialect, &c.name, &value);
+                            }
+                        }
                     }
                 }
                 SelectItem::Field {
@@ -411,33 +448,18 @@ impl<'s> Builder<'s> {
                             Dialect::Sqlite => Self::sqlite_json_value(&expr.sql, expr.kind),
                         },
                     };
-                    columns.push((key, value));
+                    push_column(&mut select, self.dialect, &key, &value);
                 }
                 SelectItem::Embed(embed) => {
-                    let key = embed
-                        .alias
-                        .clone()
-                        .unwrap_or_else(|| embed.relation.clone());
+                    let key = embed.alias.as_ref().unwrap_or(&embed.relation);
                     let value = self.embed(table, alias, embed, path, levels)?;
-                    columns.push((key, value));
+                    push_column(&mut select, self.dialect, key, &value);
                 }
             }
         }
-        let select = match self.dialect {
-            Dialect::Postgres => columns
-                .iter()
-                .map(|(k, v)| format!("{v} as {}", quote_ident(k)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            Dialect::Sqlite => {
-                let pairs = columns
-                    .iter()
-                    .map(|(k, v)| format!("{}, {v}", quote_literal(k)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("json_object({pairs}) as _j")
-            }
-        };
+        if self.dialect == Dialect::Sqlite {
+            select = format!("json_object({select}) as _j");
+        }
         let empty = Level::default();
         let level = levels.get(path).unwrap_or(&empty);
         let mut sql = format!("select {select} from {source} {alias}");
