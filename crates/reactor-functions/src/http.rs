@@ -41,13 +41,18 @@ struct FnState {
     env: std::sync::Arc<dyn EnvSource>,
 }
 
+/// Where the router answers. Its routes carry the prefix themselves rather than being nested
+/// under it: a nested route is wrapped in two more services, each cloned (boxed) per request.
+pub const PREFIX: &str = "/fn/v1";
+
 pub fn router(functions: Functions, env: std::sync::Arc<dyn EnvSource>) -> Router {
+    let at = |path: &str| format!("{PREFIX}{path}");
     Router::new()
-        .route("/", get(list))
-        .route("/_logs/{name}", get(logs))
-        .route("/{name}", any(invoke))
-        .route("/{name}/", any(invoke))
-        .route("/{name}/{*path}", any(invoke_path))
+        .route(PREFIX, get(list))
+        .route(&at("/_logs/{name}"), get(logs))
+        .route(&at("/{name}"), any(invoke))
+        .route(&at("/{name}/"), any(invoke))
+        .route(&at("/{name}/{*path}"), any(invoke_path))
         .with_state(FnState { functions, env })
 }
 

@@ -373,10 +373,9 @@ fn capability_routers(state: &AppState) -> (Router, Router) {
                     None => std::sync::Arc::new(reactor_functions::http::NoEnv),
                 };
             (
-                routers.0.nest(
-                    "/fn/v1",
-                    reactor_functions::http::router(functions.clone(), env),
-                ),
+                routers
+                    .0
+                    .merge(reactor_functions::http::router(functions.clone(), env)),
                 routers.1,
             )
         }
