@@ -129,10 +129,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// layers every request passes (CORS, request id, trace span).
 ///
 /// The outer layers wrap the router once rather than through `Router::layer`, which wraps
-/// every route in a boxed service that is cloned for each request: with four layers that was
-/// four allocations and four indirections per request, about a tenth of the server's time on
-/// a read by key. For the same reason each route passes one middleware (key and timeout in
-/// one), and the Data routes carry their prefix rather than being nested.
+/// every route in a boxed service that is cloned for each request: a read by key crossed
+/// eight, and what lay between hyper and the handler was 15 % of the machine (8.5 % after).
+/// For the same reason each route passes one middleware (key and timeout in one), and the
+/// Data and Functions routes carry their prefix rather than being nested.
 pub(crate) fn router(
     state: AppState,
 ) -> impl Service<
