@@ -400,21 +400,19 @@ impl<'s> Builder<'s> {
         for item in items {
             match item {
                 SelectItem::Star => {
+                    // One buffer for every column's `alias."name"`.
+                    let mut column = String::new();
                     for c in &table.columns {
+                        column.clear();
+                        column.push_str(alias);
+                        column.push('.');
+                        push_quoted(&mut column, &c.name, '"');
                         match self.dialect {
                             Dialect::Postgres => {
-                                if !select.is_empty() {
-                                    select.push_str(", ");
-                                }
-                                select.push_str(alias);
-                                select.push('.');
-                                push_quoted(&mut select, &c.name, '"');
-                                select.push_str(" as ");
-                                push_quoted(&mut select, &c.name, '"');
+                                push_column(&mut select, self.dialect, &c.name, &column)
                             }
                             Dialect::Sqlite => {
-                                let sql = format!("{alias}.{}", quote_ident(&c.name));
-                                let value = Self::sqlite_json_value(&sql, c.kind());
+                                let value = Self::sqlite_json_value(&column, c.kind());
                                 push_column(&mut select, self.dialect, &c.name, &value);
                             }
                         }

@@ -35,15 +35,10 @@ impl Gate {
 }
 
 pub(crate) async fn gate(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let resolved = resolve_principal(gate.state, req, next);
     match gate.timeout {
-        Some(limit) => {
-            let state = gate.state;
-            within(limit, next, req, move |req, next| {
-                resolve_principal(state, req, next)
-            })
-            .await
-        }
-        None => resolve_principal(gate.state, req, next).await,
+        Some(limit) => within(limit, resolved).await,
+        None => resolved.await,
     }
 }
 
@@ -57,17 +52,9 @@ async fn resolve_principal(state: Arc<AppState>, mut req: Request, next: Next) -
     }
 }
 
-/// Runs `run(req, next)`, answering 408 when it takes longer than `limit`.
-pub(crate) async fn within<F>(
-    limit: Duration,
-    next: Next,
-    req: Request,
-    run: impl FnOnce(Request, Next) -> F,
-) -> Response
-where
-    F: Future<Output = Response>,
-{
-    match tokio::time::timeout(limit, run(req, next)).await {
+/// `respond`'s response, or 408 when it takes longer than `limit`.
+pub(crate) async fn within(limit: Duration, respond: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(limit, respond).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -168,13 +155,10 @@ impl KeyCache {
         let now = Instant::now();
         // Nearly every request: a key read within the second, its use recorded within the
         // minute. One lookup under the lock, nothing written.
-        if let Some(cached) = self.lock().get(&digest)
-            && cached.fresh(now)
-            && !cached.touch_due(now)
-        {
-            return Ok(cached.record.clone());
-        }
-        let hit = self.lock().get(&digest).filter(|c| c.fresh(now)).cloned();
+        let hit = match self.lock().get(&digest).filter(|c| c.fresh(now)) {
+            Some(cached) if !cached.touch_due(now) => return Ok(cached.record.clone()),
+            hit => hit.cloned(),
+        };
         let mut entry = match hit {
             Some(entry) => entry,
             None => {

@@ -179,7 +179,7 @@ pub(crate) fn router(
         .with_state(state)
         .merge(public_capabilities)
         .route_layer(middleware::from_fn(|req, next: middleware::Next| {
-            auth::within(REQUEST_TIMEOUT, next, req, |req, next| next.run(req))
+            auth::within(REQUEST_TIMEOUT, next.run(req))
         }));
 
     let routes = public
