@@ -18,15 +18,22 @@ O2 runs twice when PostgreSQL's Unix socket is there (/var/run/postgresql, or BE
 over TCP on loopback, and over the socket (`postgres://user@localhost/db?host=/var/run/postgresql`),
 the way a server on the database's own host should reach it.
 
-Usage: bench/data.py [--seconds N] [--only reactor-o1,reactor-o2,reactor-o2-socket,pocketbase]
+All targets are set up first and stay up; then each round runs every workload on every target
+in turn. The table gives medians over the rounds, and each round's own ratio to PocketBase: on
+a VM whose speed drifts, runs made seconds apart compare better than runs made minutes apart.
+
+Usage: bench/data.py [--seconds N] [--rounds N]
+                     [--only reactor-o1,reactor-o2,reactor-o2-socket,pocketbase]
 Needs: cargo, wrk, python3, and Postgres on 127.0.0.1:5432 for O2 (skipped when down).
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +119,9 @@ def seed_reactor(port, service_key):
     return found[0]["id"]
 
 
+WORKLOADS = ("read c1", "read", "list 50 + embed", "insert")
+
+
 def reactor_workloads(port, public_key, key_id, seconds, tmp):
     base = f"http://127.0.0.1:{port}/data/v1"
     auth = [f"apikey: {public_key}"]
@@ -120,13 +130,14 @@ def reactor_workloads(port, public_key, key_id, seconds, tmp):
     insert = post_script(tmp, {"org": "acme", "title": "new", "n": 7, "owner": 1},
                          {"apikey": public_key, "Prefer": "return=representation"})
     return {
-        "read c1": wrk(read, seconds, 1, 1, auth),
-        "read": wrk(read, seconds, 2, 64, auth),
-        "list 50 + embed": wrk(listing, seconds, 2, 64, auth),
-        "insert": wrk(f"{base}/items", seconds, 2, 64, script=insert),
+        "read c1": lambda: wrk(read, seconds, 1, 1, auth),
+        "read": lambda: wrk(read, seconds, 2, 64, auth),
+        "list 50 + embed": lambda: wrk(listing, seconds, 2, 64, auth),
+        "insert": lambda: wrk(f"{base}/items", seconds, 2, 64, script=insert),
     }
 
 
+@contextlib.contextmanager
 def bench_reactor_o1(release, seconds, tmp):
     project = os.path.join(tmp, "o1")
     os.makedirs(os.path.join(project, "data", "migrations"))
@@ -140,17 +151,19 @@ def bench_reactor_o1(release, seconds, tmp):
         with open(os.path.join(project, ".reactor", "keys.json")) as f:
             keys = json.load(f)
         key_id = seed_reactor(port, keys["service"])
-        return reactor_workloads(port, keys["public"], key_id, seconds, tmp)
+        yield reactor_workloads(port, keys["public"], key_id, seconds, tmp)
     finally:
         server.stop()
 
 
+@contextlib.contextmanager
 def bench_reactor_o2(release, seconds, tmp, socket=False):
-    db = "reactor_bench"
+    db = "reactor_bench_socket" if socket else "reactor_bench"
     admin = f"{PG_URL}/postgres"
     if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode != 0:
         print("Postgres is not running: skipping O2", file=sys.stderr)
-        return None
+        yield None
+        return
     run(["psql", admin, "-qc", f"drop database if exists {db}"])
     run(["psql", admin, "-qc", f"create database {db}"])
     url = f"postgres://postgres@localhost/{db}?host={PG_SOCKET}" if socket else f"{PG_URL}/{db}"
@@ -163,7 +176,7 @@ def bench_reactor_o2(release, seconds, tmp, socket=False):
     try:
         wait_http(port, "/healthz")
         key_id = seed_reactor(port, service)
-        return reactor_workloads(port, public, key_id, seconds, tmp)
+        yield reactor_workloads(port, public, key_id, seconds, tmp)
     finally:
         server.stop()
         subprocess.run(["psql", admin, "-qc", f"drop database if exists {db}"], capture_output=True)
@@ -178,6 +191,7 @@ def pocketbase_binary():
     return binary
 
 
+@contextlib.contextmanager
 def bench_pocketbase(seconds, tmp):
     binary = pocketbase_binary()
     data = os.path.join(tmp, "pb_data")
@@ -216,11 +230,11 @@ def bench_pocketbase(seconds, tmp):
         read = f"{base}/{key_id}"
         listing = f"{base}?filter=(n%3E%3D100)&perPage=50&expand=owner&skipTotal=1"
         insert = post_script(tmp, {"org": "acme", "title": "new", "n": 7, "owner": owner_ids[0]}, {})
-        return {
-            "read c1": wrk(read, seconds, 1, 1),
-            "read": wrk(read, seconds, 2, 64),
-            "list 50 + embed": wrk(listing, seconds, 2, 64),
-            "insert": wrk(base, seconds, 2, 64, script=insert),
+        yield {
+            "read c1": lambda: wrk(read, seconds, 1, 1),
+            "read": lambda: wrk(read, seconds, 2, 64),
+            "list 50 + embed": lambda: wrk(listing, seconds, 2, 64),
+            "insert": lambda: wrk(base, seconds, 2, 64, script=insert),
         }
     finally:
         server.stop()
@@ -229,33 +243,49 @@ def bench_pocketbase(seconds, tmp):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "10")))
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--only", default="reactor-o1,reactor-o2,reactor-o2-socket,pocketbase")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
     wanted = args.only.split(",")
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    peer_name = f"PocketBase {PB_VERSION}"
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        # Every target is set up first and stays up; the rounds then take turns, so a drift in
+        # the machine's speed (a VM's neighbours) falls on all of them alike.
         release = build_reactor() if any(w.startswith("reactor") for w in wanted) else None
+        targets = {}
         if "reactor-o1" in wanted:
-            results["reactor O1 (SQLite)"] = bench_reactor_o1(release, args.seconds, tmp)
+            targets["reactor O1 (SQLite)"] = stack.enter_context(bench_reactor_o1(release, args.seconds, tmp))
         if "reactor-o2" in wanted:
-            o2 = bench_reactor_o2(release, args.seconds, tmp)
-            if o2:
-                results["reactor O2 (Postgres)"] = o2
+            targets["reactor O2 (Postgres)"] = stack.enter_context(bench_reactor_o2(release, args.seconds, tmp))
         if "reactor-o2-socket" in wanted and os.path.exists(os.path.join(PG_SOCKET, ".s.PGSQL.5432")):
-            o2 = bench_reactor_o2(release, args.seconds, tmp, socket=True)
-            if o2:
-                results["reactor O2, Unix socket"] = o2
+            targets["reactor O2, Unix socket"] = stack.enter_context(
+                bench_reactor_o2(release, args.seconds, tmp, socket=True))
         if "pocketbase" in wanted:
-            results[f"PocketBase {PB_VERSION}"] = bench_pocketbase(args.seconds, tmp)
-    peer = results.get(f"PocketBase {PB_VERSION}")
-    print(f"\n{'target':24} {'workload':16} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'× PB':>6}")
+            targets[peer_name] = stack.enter_context(bench_pocketbase(args.seconds, tmp))
+        targets = {name: workloads for name, workloads in targets.items() if workloads}
+        results = {name: {w: [] for w in workloads} for name, workloads in targets.items()}
+        for r in range(args.rounds):
+            print(f"round {r + 1} of {args.rounds}…", file=sys.stderr)
+            for workload in WORKLOADS:
+                for name, workloads in targets.items():
+                    results[name][workload].append(workloads[workload]())
+    peer = results.get(peer_name)
+    print(f"\n{'target':24} {'workload':16} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'× PB':>6} {'rounds × PB':>18}")
     for target, workloads in results.items():
-        for name, r in workloads.items():
-            ratio = f"{r['rps'] / peer[name]['rps']:.1f}" if peer and target != f"PocketBase {PB_VERSION}" else ""
-            print(f"{target:24} {name:16} {r['rps']:>10.0f} {r['p50']:>8.3f} {r['p99']:>8.2f} {ratio:>6}")
-    print("\nread c1: one connection (-t1 -c1); the others -t2 -c64, all over loopback with wrk.")
+        for name, runs in workloads.items():
+            median = {k: statistics.median(run[k] for run in runs) for k in ("rps", "p50", "p99")}
+            ratio = spread = ""
+            if peer and target != peer_name:
+                # A round's ratio compares runs made minutes apart, not the whole bench apart.
+                ratios = [run["rps"] / p["rps"] for run, p in zip(runs, peer[name])]
+                ratio = f"{statistics.median(ratios):.1f}"
+                spread = " ".join(f"{x:.1f}" for x in ratios)
+            print(f"{target:24} {name:16} {median['rps']:>10.0f} {median['p50']:>8.3f} {median['p99']:>8.2f} "
+                  f"{ratio:>6} {spread:>18}")
+    print(f"\nMedians of {args.rounds} rounds. read c1: one connection (-t1 -c1); the others -t2 -c64, "
+          "all over loopback with wrk.")
 
 
 if __name__ == "__main__":
