@@ -29,7 +29,7 @@ impl KeyTier {
 }
 
 /// The database role a request runs as (real roles on Postgres, simulated on SQLite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum DbRole {
     Anon,
     Authenticated,

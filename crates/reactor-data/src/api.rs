@@ -16,6 +16,7 @@ use crate::grammar::SelectItem;
 use crate::mutate::Insert;
 use crate::render::{Body, Builder, Dialect, Levels, Param, Source, Statement};
 use crate::schema::{SchemaCache, SchemaHandle, Table};
+use crate::templates::ReadTemplates;
 
 /// Server-side settings of the Data API.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Data {
     config: DataConfig,
     /// Postgres: the connections requests run on (see `RequestPool`).
     requests: Option<RequestPool>,
+    /// Reads rendered once per shape (see `templates`).
+    templates: std::sync::Arc<ReadTemplates>,
 }
 
 /// Request connections per process on Postgres unless configured (`[data] connections`).
@@ -107,6 +110,7 @@ impl Data {
             schema: SchemaHandle::new(cache),
             config,
             requests,
+            templates: std::sync::Arc::new(ReadTemplates::new()),
         })
     }
 
@@ -182,21 +186,30 @@ impl Data {
         table: &str,
         shape: &Shape,
     ) -> Result<Output, DataError> {
-        let statement = self
-            .render(|schema, dialect| {
-                let t = find_table(schema, table)?;
-                let mut b = builder(schema, dialect, principal);
-                let sql = b.read(
-                    t,
-                    &Source::table(dialect, &t.name),
-                    &shape.select,
-                    &shape.levels,
-                    shape.body,
-                    shape.count,
-                )?;
-                Ok(b.finish(sql))
-            })
-            .await?;
+        let templated =
+            self.templates
+                .read(&self.schema.get(), self.dialect(), principal, table, shape);
+        let statement = match templated {
+            Some((template, values)) => {
+                template.statement(self.dialect(), principal, values.values())?
+            }
+            None => {
+                self.render(|schema, dialect| {
+                    let t = find_table(schema, table)?;
+                    let mut b = builder(schema, dialect, principal);
+                    let sql = b.read(
+                        t,
+                        &Source::table(dialect, &t.name),
+                        &shape.select,
+                        &shape.levels,
+                        shape.body,
+                        shape.count,
+                    )?;
+                    Ok(b.finish(sql))
+                })
+                .await?
+            }
+        };
         match &self.db {
             Db::Postgres(_) => {
                 let run = if shape.single {
@@ -542,7 +555,11 @@ fn sqlite_dml_value(
 }
 
 /// A builder for `principal`: its session guarded on Postgres, its policies applied on SQLite.
-fn builder<'s>(schema: &'s SchemaCache, dialect: Dialect, principal: &Principal) -> Builder<'s> {
+pub(crate) fn builder<'s>(
+    schema: &'s SchemaCache,
+    dialect: Dialect,
+    principal: &Principal,
+) -> Builder<'s> {
     Builder::new(dialect, schema)
         .with_session_guard(principal)
         .with_role(principal.db_role())

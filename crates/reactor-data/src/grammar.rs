@@ -9,7 +9,7 @@
 use std::fmt;
 
 /// One item of `select=`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SelectItem {
     Star,
     Field {
@@ -20,7 +20,7 @@ pub enum SelectItem {
     Embed(Embed),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Embed {
     pub alias: Option<String>,
     pub relation: String,
@@ -30,20 +30,20 @@ pub struct Embed {
 }
 
 /// A column, possibly followed by a JSON path (`data->a->>b`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Field {
     pub name: String,
     pub path: Vec<JsonStep>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JsonStep {
     /// `->>` (text) rather than `->` (json).
     pub text: bool,
     pub key: JsonKey,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JsonKey {
     Name(String),
     Index(i64),
@@ -66,7 +66,7 @@ impl Field {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Eq,
     Neq,
@@ -149,13 +149,13 @@ impl Op {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Quantifier {
     Any,
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IsValue {
     Null,
     NotNull,
@@ -164,14 +164,14 @@ pub enum IsValue {
     Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Operand {
     Value(String),
     List(Vec<String>),
     Is(IsValue),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filter {
     pub field: Field,
     pub negated: bool,
@@ -183,7 +183,7 @@ pub struct Filter {
 }
 
 /// A boolean tree of filters, from `or=()`/`and=()` or from the plain parameters (an `and`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Condition {
     Filter(Filter),
     Logic {
@@ -193,13 +193,13 @@ pub enum Condition {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Nulls {
     First,
     Last,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrderTerm {
     /// `order=author(name)`: a column of a to-one embed.
     pub relation: Option<String>,

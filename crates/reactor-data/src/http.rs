@@ -133,15 +133,15 @@ fn accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
 /// The query string read into the select list and per-level filters, plus the write
 /// parameters. `args` are the names an rpc GET takes as arguments rather than filters.
 #[derive(Debug, Default)]
-struct Query {
-    select: Option<Vec<SelectItem>>,
-    levels: Levels,
+pub(crate) struct Query {
+    pub(crate) select: Option<Vec<SelectItem>>,
+    pub(crate) levels: Levels,
     columns: Option<Vec<String>>,
     on_conflict: Option<Vec<String>>,
     args: Map<String, Value>,
 }
 
-fn parse_query(raw: Option<&str>, arg_names: &[String]) -> Result<Query, DataError> {
+pub(crate) fn parse_query(raw: Option<&str>, arg_names: &[String]) -> Result<Query, DataError> {
     let mut q = Query::default();
     let pairs = form_urlencoded::parse(raw.unwrap_or("").as_bytes());
     for (key, value) in pairs {

@@ -39,7 +39,7 @@ pub struct Statement {
 
 /// Filters, order and paging for one level of the response: the top (`[]`) or an embed
 /// (`["author"]`, `["author", "books"]`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Level {
     pub conditions: Vec<Condition>,
     pub order: Vec<OrderTerm>,
@@ -51,7 +51,7 @@ pub type Levels = HashMap<Vec<String>, Level>;
 
 /// What the final statement returns: the JSON body (or nothing), the number of rows in it, and
 /// the total when `count=exact` asked for one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Body {
     Json,
     None,
@@ -111,6 +111,10 @@ pub struct Builder<'s> {
     /// Postgres: `reactor.assert_session(…)` with the caller's identity bound, selected by
     /// every statement so one run on a session set to someone else fails (see `reactor_db::requests`).
     guard: Option<String>,
+    /// While rendering a read template: the marker standing for a request's values, and the
+    /// parameters bound from markers as (parameter, value index, type) (see `templates`).
+    slot_marker: Option<&'s str>,
+    slots: Vec<(usize, usize, String)>,
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -159,6 +163,60 @@ fn push_column(select: &mut String, dialect: Dialect, key: &str, value: &str) {
             select.push_str(value);
         }
     }
+}
+
+/// The parameter a filter value becomes for a column of type `ty`. Postgres gets the text and
+/// the SQL casts it; SQLite gets a number or 0/1 where the column holds those, so comparisons
+/// behave as on Postgres — and a value Postgres would reject (`abc` for an integer) is
+/// rejected with its error, 22P02.
+pub(crate) fn typed_param(dialect: Dialect, value: &str, ty: &str) -> Result<Param, DataError> {
+    if dialect == Dialect::Postgres {
+        return Ok(Param::Text(value.to_string()));
+    }
+    let invalid = || DataError::Database {
+        code: "22P02".into(),
+        message: format!("invalid input syntax for type {ty}: \"{value}\""),
+        details: None,
+        hint: None,
+    };
+    Ok(match kind_of(ty) {
+        Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" | "yes" | "y" | "on" => Param::Int(1),
+            "false" | "f" | "0" | "no" | "n" | "off" => Param::Int(0),
+            _ => return Err(invalid()),
+        },
+        Kind::Int => Param::Int(value.trim().parse::<i64>().map_err(|_| invalid())?),
+        Kind::Float => Param::Float(value.trim().parse::<f64>().map_err(|_| invalid())?),
+        _ if ty == "uuid" => {
+            let hex: String = value
+                .chars()
+                .filter(|c| !matches!(c, '-' | '{' | '}'))
+                .collect();
+            if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid());
+            }
+            Param::Text(value.to_ascii_lowercase())
+        }
+        _ => Param::Text(value.to_string()),
+    })
+}
+
+/// The caller's identity as the session guard binds it: role, user, org and org role
+/// (Postgres only; SQLite sets them on its connection).
+pub(crate) fn session_guard_params(
+    dialect: Dialect,
+    principal: &reactor_core::Principal,
+) -> Vec<Param> {
+    if dialect != Dialect::Postgres {
+        return Vec::new();
+    }
+    let id = reactor_db::requests::SessionIdentity::of(principal);
+    vec![
+        Param::Text(id.role.to_string()),
+        Param::Text(id.user_id),
+        Param::Text(id.org_id),
+        Param::Text(id.org_role),
+    ]
 }
 
 /// Casts a client may ask for in `select=col::type`, as each dialect spells them.
@@ -211,20 +269,39 @@ impl<'s> Builder<'s> {
             aliases: 1,
             role: None,
             guard: None,
+            slot_marker: None,
+            slots: Vec::new(),
         }
     }
 
-    /// Postgres: makes every statement check that its session acts as `principal`.
+    /// Postgres: makes every statement check that its session acts as `principal`, with the
+    /// parameters `session_guard_params` gives.
     pub fn with_session_guard(mut self, principal: &reactor_core::Principal) -> Self {
-        if self.dialect == Dialect::Postgres {
-            let id = reactor_db::requests::SessionIdentity::of(principal);
-            let r = self.bind(Param::Text(id.role.to_string()));
-            let u = self.bind(Param::Text(id.user_id));
-            let o = self.bind(Param::Text(id.org_id));
-            let g = self.bind(Param::Text(id.org_role));
-            self.guard = Some(format!("reactor.assert_session({r}, {u}, {o}, {g})"));
+        let bound: Vec<String> = session_guard_params(self.dialect, principal)
+            .into_iter()
+            .map(|p| self.bind(p))
+            .collect();
+        if !bound.is_empty() {
+            self.guard = Some(format!("reactor.assert_session({})", bound.join(", ")));
         }
         self
+    }
+
+    /// Parameters bound so far (after `with_session_guard`: the guard's).
+    pub(crate) fn bound(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Renders a read template: values starting with `marker` are bound as slots, not
+    /// converted (see `templates`).
+    pub(crate) fn with_slot_marker(mut self, marker: &'s str) -> Self {
+        self.slot_marker = Some(marker);
+        self
+    }
+
+    /// The parameters bound from markers: (parameter index, value index, type).
+    pub(crate) fn slots(&self) -> &[(usize, usize, String)] {
+        &self.slots
     }
 
     /// `, <guard> as guard` for a final select list, or nothing.
@@ -296,47 +373,25 @@ impl<'s> Builder<'s> {
         self.bind_typed(value, ty)
     }
 
-    /// Binds a filter value as a value of type `ty`: Postgres casts the text; SQLite gets a
-    /// number or 0/1 where the column holds those, so comparisons behave as on Postgres — and
-    /// a value Postgres would reject (`abc` for an integer) is rejected with its error, 22P02.
+    /// Binds a filter value as a value of type `ty` (see [`typed_param`]); while rendering a
+    /// template, a marker is bound as it is and recorded as a slot.
     fn bind_typed(&mut self, value: &str, ty: &str) -> Result<String, DataError> {
-        match self.dialect {
-            Dialect::Postgres => {
-                let p = self.bind(Param::Text(value.to_string()));
-                Ok(format!("{p}::{ty}"))
+        let slot = self
+            .slot_marker
+            .and_then(|m| value.strip_prefix(m))
+            .and_then(|index| index.parse::<usize>().ok());
+        let param = match slot {
+            Some(index) => {
+                self.slots.push((self.params.len(), index, ty.to_string()));
+                Param::Text(value.to_string())
             }
-            Dialect::Sqlite => {
-                let invalid = || DataError::Database {
-                    code: "22P02".into(),
-                    message: format!("invalid input syntax for type {ty}: \"{value}\""),
-                    details: None,
-                    hint: None,
-                };
-                let param = match kind_of(ty) {
-                    Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
-                        "true" | "t" | "1" | "yes" | "y" | "on" => Param::Int(1),
-                        "false" | "f" | "0" | "no" | "n" | "off" => Param::Int(0),
-                        _ => return Err(invalid()),
-                    },
-                    Kind::Int => Param::Int(value.trim().parse::<i64>().map_err(|_| invalid())?),
-                    Kind::Float => {
-                        Param::Float(value.trim().parse::<f64>().map_err(|_| invalid())?)
-                    }
-                    _ if ty == "uuid" => {
-                        let hex: String = value
-                            .chars()
-                            .filter(|c| !matches!(c, '-' | '{' | '}'))
-                            .collect();
-                        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                            return Err(invalid());
-                        }
-                        Param::Text(value.to_ascii_lowercase())
-                    }
-                    _ => Param::Text(value.to_string()),
-                };
-                Ok(self.bind(param))
-            }
-        }
+            None => typed_param(self.dialect, value, ty)?,
+        };
+        let p = self.bind(param);
+        Ok(match self.dialect {
+            Dialect::Postgres => format!("{p}::{ty}"),
+            Dialect::Sqlite => p,
+        })
     }
 
     fn column<'t>(&self, table: &'t Table, name: &str) -> Result<&'t Column, DataError> {
