@@ -194,20 +194,8 @@ impl Data {
                 template.statement(self.dialect(), principal, values.values())?
             }
             None => {
-                self.render(|schema, dialect| {
-                    let t = find_table(schema, table)?;
-                    let mut b = builder(schema, dialect, principal);
-                    let sql = b.read(
-                        t,
-                        &Source::table(dialect, &t.name),
-                        &shape.select,
-                        &shape.levels,
-                        shape.body,
-                        shape.count,
-                    )?;
-                    Ok(b.finish(sql))
-                })
-                .await?
+                self.render(|schema, dialect| render_read(schema, dialect, principal, table, shape))
+                    .await?
             }
         };
         match &self.db {
@@ -552,6 +540,27 @@ fn sqlite_dml_value(
         rows: 1,
         total: None,
     })
+}
+
+/// `shape`'s read of `table` for `principal`, rendered afresh.
+pub(crate) fn render_read(
+    schema: &SchemaCache,
+    dialect: Dialect,
+    principal: &Principal,
+    table: &str,
+    shape: &Shape,
+) -> Result<Statement, DataError> {
+    let t = find_table(schema, table)?;
+    let mut b = builder(schema, dialect, principal);
+    let sql = b.read(
+        t,
+        &Source::table(dialect, &t.name),
+        &shape.select,
+        &shape.levels,
+        shape.body,
+        shape.count,
+    )?;
+    Ok(b.finish(sql))
 }
 
 /// A builder for `principal`: its session guarded on Postgres, its policies applied on SQLite.

@@ -342,9 +342,9 @@ mod tests {
     use reactor_db::Db;
 
     use super::ReadTemplates;
-    use crate::api::{Shape, builder, find_table};
+    use crate::api::{Shape, render_read};
     use crate::migrations::{MigrationFile, migrate};
-    use crate::render::{Body, Dialect, Source, Statement};
+    use crate::render::{Body, Dialect, Statement};
     use crate::schema::SchemaCache;
 
     const LIBRARY: &str = include_str!("../../reactor-server/tests/fixtures/library.sql");
@@ -438,6 +438,7 @@ mod tests {
         }
     }
 
+    /// The statement `Data::read` renders when a shape has no template.
     fn fresh(
         schema: &SchemaCache,
         dialect: Dialect,
@@ -445,19 +446,7 @@ mod tests {
         table: &str,
         shape: &Shape,
     ) -> Result<Statement, String> {
-        let t = find_table(schema, table).map_err(|e| format!("{e:?}"))?;
-        let mut b = builder(schema, dialect, principal);
-        let sql = b
-            .read(
-                t,
-                &Source::table(dialect, &t.name),
-                &shape.select,
-                &shape.levels,
-                shape.body,
-                shape.count,
-            )
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(b.finish(sql))
+        render_read(schema, dialect, principal, table, shape).map_err(|e| format!("{e:?}"))
     }
 
     /// The template's statement for `shape`, or `None` when the shape has no template.
